@@ -1,0 +1,36 @@
+"""jaxtrain: PyTorch's beginner training loop (Dataset → DataLoader → Module → loss → backward → step),
+done the functional way in JAX, with Flax modules and optax optimizers."""
+
+from jaxtrain.data import ArrayDataset, DataLoader, Dataset, default_collate, prefetch_to_device
+from jaxtrain.datasets import DatasetUnavailableError, load_digits, load_mnist, read_idx
+from jaxtrain.losses import cross_entropy
+from jaxtrain.models import CNN, MLP, BatchNorm
+from jaxtrain.optim import adam, adamw, sgd
+from jaxtrain.train import TrainState, create_train_state, eval_step, evaluate, fit, train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArrayDataset",
+    "BatchNorm",
+    "CNN",
+    "DataLoader",
+    "Dataset",
+    "DatasetUnavailableError",
+    "MLP",
+    "TrainState",
+    "adam",
+    "adamw",
+    "create_train_state",
+    "cross_entropy",
+    "default_collate",
+    "eval_step",
+    "evaluate",
+    "fit",
+    "load_digits",
+    "load_mnist",
+    "prefetch_to_device",
+    "read_idx",
+    "sgd",
+    "train_step",
+]

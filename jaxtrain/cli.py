@@ -1,0 +1,65 @@
+"""``python -m jaxtrain``: flags onto the library, nothing else.
+
+  python -m jaxtrain train --dataset digits --epochs 10 --report out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jaxtrain import experiment
+from jaxtrain.datasets import DatasetUnavailableError
+
+
+def _add_train(commands) -> None:
+    defaults = experiment.Config()
+    p = commands.add_parser(
+        "train",
+        help="train and evaluate a model (the primer's program)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--dataset", choices=experiment.DATASETS, default=defaults.dataset)
+    p.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: tensorflow-datasets)")
+    p.add_argument("--model", choices=experiment.MODELS, default=defaults.model)
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--optimizer", choices=experiment.OPTIMIZERS, default=defaults.optimizer)
+    p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here")
+    p.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> None:
+    _check_writable(args.report)
+    fields = {f.name for f in experiment.dataclasses.fields(experiment.Config)}
+    config = experiment.Config(**{k: v for k, v in vars(args).items() if k in fields})
+    report = experiment.run(config)
+    if args.report:
+        experiment.write_json(args.report, report)
+
+
+def _check_writable(path: Path | None) -> None:
+    """Fails before any work when a report could not be written afterwards."""
+    if path is not None and not path.parent.resolve().is_dir():
+        raise FileNotFoundError(f"--report {path}: folder {path.parent} does not exist")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jaxtrain", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train(commands)
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except (ValueError, OSError, DatasetUnavailableError) as error:
+        print(f"jaxtrain {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"jaxtrain {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,130 @@
+"""Networks as Flax modules: the primer's MLP, a small CNN, and BatchNorm with torch's semantics.
+
+PyTorch switches a module's behaviour with ``model.train()`` / ``model.eval()``, flags hidden in the
+module. Here the mode is an argument of every call, ``model.apply(variables, x, train=True)``, and the
+state that training changes (BatchNorm's running statistics) is a collection that comes back out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+class BatchNorm(nn.Module):
+    """Batch normalization with ``torch.nn.BatchNorm{1,2}d``'s defaults and running-statistics update.
+
+    Training normalizes with the batch's biased variance and moves the running statistics by
+    ``momentum`` of the batch value: ``running = (1 - momentum) * running + momentum * batch``, with the
+    unbiased (n / (n - 1)) batch variance, as torch does. Evaluation normalizes with the running statistics.
+
+    Note the momentum convention: ``flax.linen.BatchNorm(momentum=m)`` keeps ``m`` of the old value, so
+    torch's ``momentum=0.1`` is Flax's ``momentum=0.9``; and Flax's running variance is the biased one.
+
+    Attributes:
+      momentum: the weight of the batch statistics in the running ones (torch's convention).
+      epsilon: added to the variance before the square root.
+      dtype: the computation dtype; statistics are always computed in at least float32.
+    """
+
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        features = x.shape[-1]
+        stats_dtype = jnp.promote_types(x.dtype, jnp.float32)
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+        running_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            xs = x.astype(stats_dtype)
+            mean = xs.mean(axes)
+            var = jnp.square(xs - mean).mean(axes)
+            if not self.is_initializing():
+                n = x.size // features
+                m = self.momentum
+                running_mean.value = (1 - m) * running_mean.value + m * mean
+                running_var.value = (1 - m) * running_var.value + m * var * (n / (n - 1))
+        else:
+            mean, var = running_mean.value, running_var.value
+        y = (x.astype(stats_dtype) - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        return y.astype(self.dtype or x.dtype)
+
+
+class MLP(nn.Module):
+    """The primer's ``MyModel``: flatten → Dense 256 → ReLU → Dense 10, with optional BatchNorm and Dropout.
+
+    Attributes:
+      hidden: the widths of the hidden layers; ``(256,)`` is the primer's.
+      num_classes: the number of output logits.
+      dropout: the dropout rate after each hidden ReLU (0 disables it).
+      batch_norm: add a BatchNorm (torch semantics) before each hidden ReLU.
+      dtype: the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
+
+    Example:
+      >>> model = MLP()
+      >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+      >>> logits = model.apply(variables, images, train=False)   # (N, 10)
+    """
+
+    hidden: Sequence[int] = (256,)
+    num_classes: int = 10
+    dropout: float = 0.0
+    batch_norm: bool = False
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = x.reshape(x.shape[0], -1)  # x.view(-1, 784)
+        for width in self.hidden:
+            x = nn.Dense(width, dtype=self.dtype)(x)
+            if self.batch_norm:
+                x = BatchNorm(dtype=self.dtype)(x, train)
+            x = nn.relu(x)
+            if self.dropout:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+
+
+class CNN(nn.Module):
+    """A small CNN for 28×28×1 images: [Conv 3×3 → BatchNorm → ReLU → MaxPool 2×2] per block, Dropout, Dense.
+
+    Attributes:
+      channels: the output channels of each block.
+      num_classes: the number of output logits.
+      dropout: the dropout rate before the head (0 disables it).
+      batch_norm: use BatchNorm (torch semantics) after each convolution.
+      dtype: the computation dtype; parameters stay float32.
+
+    Example:
+      >>> model = CNN()
+      >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    """
+
+    channels: Sequence[int] = (32, 64)
+    num_classes: int = 10
+    dropout: float = 0.25
+    batch_norm: bool = True
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for width in self.channels:
+            x = nn.Conv(width, (3, 3), padding=1, use_bias=not self.batch_norm, dtype=self.dtype)(x)
+            if self.batch_norm:
+                x = BatchNorm(dtype=self.dtype)(x, train)
+            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)
+        if self.dropout:
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x)

@@ -1,0 +1,275 @@
+"""The training loop, functionally: ``TrainState``, ``train_step``, ``eval_step``, ``fit`` and ``evaluate``.
+
+PyTorch keeps the weights, the gradients, the optimizer's moments and BatchNorm's running statistics
+inside objects and changes them in place (``loss.backward()``, ``optimizer.step()``). Here all of that
+is one immutable pytree, ``TrainState``; a step is a pure function from the old state and a batch to a new
+state, compiled once by ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxtrain.data import DataLoader, prefetch_to_device
+from jaxtrain.losses import cross_entropy
+
+Batch = tuple[Any, Any]  # (inputs, labels)
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a training step reads and writes, as one pytree.
+
+    Attributes:
+      step: the number of optimizer steps taken (``int32`` scalar).
+      params: the model's parameters, what ``model.parameters()`` holds in torch.
+      opt_state: the optimizer's state (Adam's moments, say).
+      batch_stats: the model's non-trained state (BatchNorm's running statistics); ``{}`` if none.
+      key: the PRNG key; step ``s`` draws its dropout masks from ``fold_in(key, s)``.
+      model: the Flax module (static: part of the compiled program, not of the data).
+      tx: the optax optimizer (static).
+      loss_fn: ``loss_fn(logits, labels, mask=None) -> scalar`` (static), ``cross_entropy`` by default.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: optax.OptState
+    batch_stats: Any
+    key: jax.Array
+    model: nn.Module = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    loss_fn: Callable[..., jax.Array] = struct.field(pytree_node=False, default=cross_entropy)
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The Flax variables: ``{"params": ..., "batch_stats": ...}``."""
+        return {"params": self.params, **({"batch_stats": self.batch_stats} if self.batch_stats else {})}
+
+
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    sample: Any,
+    seed: int = 0,
+    variables: dict[str, Any] | None = None,
+    loss_fn: Callable[..., jax.Array] = cross_entropy,
+) -> TrainState:
+    """Initializes the model (or takes ``variables``) and the optimizer: torch's ``model = MyModel()`` and
+    ``optimizer = torch.optim.Adam(model.parameters())``.
+
+    Args:
+      model: a Flax module; if its ``__call__`` takes ``train``, it is passed the mode.
+      tx: an optax optimizer, e.g. ``jaxtrain.optim.adam(1e-3)``.
+      sample: an input batch (e.g. ``images[:1]``) that fixes the parameter shapes.
+      seed: seeds the initialization and the dropout key.
+      variables: start from these Flax variables (``{"params": ..., "batch_stats": ...}``) instead.
+      loss_fn: ``loss_fn(logits, labels, mask=None)``, the mean loss of a batch.
+
+    Returns:
+      A ``TrainState`` at step 0.
+
+    Example:
+      >>> state = create_train_state(MLP(), adam(1e-3), images[:1])
+    """
+    init_key, key = jax.random.split(jax.random.key(seed))
+    if variables is None:
+        variables = model.init(init_key, sample, **_mode(model, False))
+    variables = dict(variables)
+    params = variables.pop("params")
+    batch_stats = variables.pop("batch_stats", {})
+    if variables:
+        raise ValueError(f"variables has collections {sorted(variables)}; expected only 'params' and 'batch_stats'")
+    return TrainState(
+        step=jnp.zeros([], jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        batch_stats=batch_stats,
+        key=key,
+        model=model,
+        tx=tx,
+        loss_fn=loss_fn,
+    )
+
+
+@functools.cache
+def _takes_train(model_type: type) -> bool:
+    return "train" in inspect.signature(model_type.__call__).parameters
+
+
+def _mode(model: nn.Module, train: bool) -> dict[str, bool]:
+    """The ``train=`` keyword for models that take one: the functional ``model.train()`` / ``model.eval()``."""
+    return {"train": train} if _takes_train(type(model)) else {}
+
+
+def forward(state: TrainState, params: Any, inputs: jax.Array, train: bool) -> tuple[jax.Array, Any]:
+    """Runs the model in training or evaluation mode; returns the logits and the new batch statistics."""
+    variables = {**state.variables, "params": params}
+    rngs = {"dropout": jax.random.fold_in(state.key, state.step)} if train else None
+    mutable = ["batch_stats"] if train and state.batch_stats else False
+    out = state.model.apply(variables, inputs, rngs=rngs, mutable=mutable, **_mode(state.model, train))
+    if mutable:
+        logits, updates = out
+        return logits, updates["batch_stats"]
+    return out, state.batch_stats
+
+
+def train_step_fn(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step, uncompiled: the body of ``train_step`` and of fused multi-step loops."""
+    inputs, labels = batch
+
+    def loss_of(params):
+        logits, batch_stats = forward(state, params, inputs, train=True)  # outputs = model(inputs)
+        return state.loss_fn(logits, labels), batch_stats  # loss = criterion(outputs, labels)
+
+    # loss.backward(): gradients come back as a value; there is nothing to zero_grad().
+    (loss, batch_stats), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)  # optimizer.step()
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        opt_state=opt_state,
+        batch_stats=batch_stats,
+    )
+    return new_state, {"loss": loss}
+
+
+train_step = jax.jit(train_step_fn, donate_argnums=0)
+train_step.__doc__ = """``train_step(state, (inputs, labels)) -> (state, {"loss": batch loss})``, jit-compiled.
+
+The state is donated: its buffers are reused for the new state, so never touch the old one after the call.
+"""
+
+
+@jax.jit
+def eval_step(state: TrainState, batch: Batch, mask: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Evaluation mode, no gradients: the sums of the loss and of correct predictions over a batch.
+
+    Args:
+      state: the train state (not donated, not changed).
+      batch: ``(inputs, labels)``.
+      mask: ``(N,)`` booleans marking real examples in a padded batch; None counts them all.
+
+    Returns:
+      ``{"loss_sum", "correct", "count"}``, device scalars.
+    """
+    inputs, labels = batch
+    if mask is None:
+        mask = jnp.ones(labels.shape, bool)
+    logits, _ = forward(state, state.params, inputs, train=False)
+    per_example = jax.vmap(state.loss_fn)(logits[:, None], labels[:, None])
+    correct = (jnp.argmax(logits, -1) == labels) & mask
+    return {"loss_sum": jnp.sum(jnp.where(mask, per_example, 0)), "correct": jnp.sum(correct), "count": jnp.sum(mask)}
+
+
+def _pad(batch: Batch, size: int) -> tuple[Batch, np.ndarray]:
+    """Pads a short batch to ``size`` examples by repeating its first, and masks the padding out."""
+    n = len(batch[1])
+    mask = np.arange(size) < n
+    if n == size:
+        return batch, mask
+    fill = np.zeros(size - n, np.int64)
+    return tuple(np.concatenate([a, np.take(a, fill, axis=0)]) for a in batch), mask
+
+
+def evaluate(state: TrainState, loader: DataLoader) -> dict[str, float]:
+    """``model.eval()`` and ``torch.no_grad()`` over a whole loader: every example counted exactly once.
+
+    A short last batch is padded to the loader's batch size and masked, so it reuses the compiled step.
+
+    Returns:
+      ``{"loss": mean loss, "accuracy": fraction correct, "count": examples}``.
+
+    Example:
+      >>> evaluate(state, DataLoader(ArrayDataset(test_images, test_labels), batch_size=1000))
+    """
+    totals = None
+    for batch in loader:
+        batch, mask = _pad(batch, loader.batch_size)
+        sums = eval_step(state, batch, mask)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if totals is None:
+        raise ValueError("evaluate: the loader yielded no batch")
+    totals = jax.device_get(totals)  # host sync: the one read of the evaluation
+    count = int(totals["count"])
+    return {"loss": float(totals["loss_sum"]) / count, "accuracy": float(totals["correct"]) / count, "count": count}
+
+
+def compile_train_step(state: TrainState, batch: Batch) -> float:
+    """Compiles ``train_step`` for this state and batch shape ahead of time; returns the seconds it took."""
+    start = time.perf_counter()
+    train_step.lower(state, jax.device_put(batch)).compile()
+    return time.perf_counter() - start
+
+
+def _progress(batches: Iterable, total: int, desc: str) -> Iterable:
+    """A progress bar on an interactive terminal; it counts steps and never reads the loss."""
+    if not sys.stderr.isatty():
+        return batches
+    from tqdm.auto import tqdm  # a dependency of tensorflow-datasets
+
+    return tqdm(batches, total=total, desc=desc, leave=False, mininterval=0.5, unit="step")
+
+
+def fit(
+    state: TrainState,
+    train_loader: DataLoader,
+    epochs: int,
+    eval_loader: DataLoader | None = None,
+    *,
+    log: Callable[[str], None] | None = print,
+    prefetch: int = 2,
+) -> tuple[TrainState, list[dict[str, float]]]:
+    """The primer's loop: ``epochs`` passes over ``train_loader``, printing ``Epoch N, Loss: …`` after each.
+
+    The loss stays on the device during an epoch and is read once at its end, so the host never waits
+    on a step. Batches are copied to the device ``prefetch`` ahead in a background thread (0: no thread).
+
+    Args:
+      state: the initial state; it is donated.
+      train_loader: the training batches, ``(inputs, labels)``.
+      epochs: the number of passes.
+      eval_loader: if given, evaluated after each epoch.
+      log: where the epoch lines go (None: nowhere).
+      prefetch: batches copied to the device ahead of the step.
+
+    Returns:
+      The final state and a history: per epoch ``epoch``, ``train_loss`` (the mean of the batch losses,
+      the primer's ``running_loss / len(dataloader)``), ``seconds`` and ``samples_per_second`` of training,
+      and ``test_loss`` and ``test_accuracy`` with an ``eval_loader``.
+
+    Example:
+      >>> state, history = fit(state, train_loader, epochs=10, eval_loader=test_loader)
+      Epoch 1, Loss: 0.27...
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r}; expected a positive integer")
+    history = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        batches = prefetch_to_device(iter(train_loader), prefetch) if prefetch else iter(train_loader)
+        losses, samples = [], 0
+        for batch in _progress(batches, len(train_loader), f"epoch {epoch}"):
+            state, metrics = train_step(state, batch)
+            losses.append(metrics["loss"])
+            samples += batch[1].shape[0]
+        train_loss = float(jnp.mean(jnp.stack(losses)))  # host sync: the epoch's one read of the loss
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_second": samples / seconds}
+        if log:
+            log(f"Epoch {epoch}, Loss: {train_loss}")
+        if eval_loader is not None:
+            metrics = evaluate(state, eval_loader)
+            record.update(test_loss=metrics["loss"], test_accuracy=metrics["accuracy"])
+        history.append(record)
+    return state, history
