@@ -193,14 +193,14 @@ def evaluate(state: TrainState, loader: DataLoader) -> dict[str, float]:
     Example:
       >>> evaluate(state, DataLoader(ArrayDataset(test_images, test_labels), batch_size=1000))
     """
-    totals = None
+    sums = []
     for batch in loader:
         batch, mask = _pad(batch, loader.batch_size)
-        sums = eval_step(state, batch, mask)
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    if totals is None:
+        sums.append(eval_step(state, batch, mask))
+    if not sums:
         raise ValueError("evaluate: the loader yielded no batch")
-    totals = jax.device_get(totals)  # host sync: the one read of the evaluation
+    sums = jax.device_get(sums)  # host sync: the one read of the evaluation
+    totals = {key: sum(s[key] for s in sums) for key in sums[0]}
     count = int(totals["count"])
     return {"loss": float(totals["loss_sum"]) / count, "accuracy": float(totals["correct"]) / count, "count": count}
 

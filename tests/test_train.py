@@ -1,0 +1,92 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import count_compiles
+
+from jaxtrain import MLP, ArrayDataset, DataLoader, adam, create_train_state, eval_step, evaluate, fit, sgd, train_step
+from jaxtrain.experiment import Config, run
+
+
+def _data(n=100, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 8, 8, 1), np.float32), rng.integers(0, 10, n).astype(np.int32)
+
+
+def test_train_step_lowers_the_loss_on_a_fixed_batch():
+    images, labels = _data(32)
+    state = create_train_state(MLP(), adam(1e-2), images[:1])
+    losses = []
+    for _ in range(20):
+        state, metrics = train_step(state, (images, labels))
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < 0.5 * losses[0]
+    assert int(state.step) == 20
+
+
+def test_second_train_step_does_not_recompile():
+    images, labels = _data(64)
+    state = create_train_state(MLP(hidden=(17,)), sgd(0.1), images[:1])
+    state, _ = train_step(state, (images[:32], labels[:32]))
+    with count_compiles() as compiles:
+        state, _ = train_step(state, (images[32:], labels[32:]))
+        jax.block_until_ready(state)
+    assert compiles() == 0
+
+
+def test_evaluate_counts_every_example_once_and_a_short_batch_does_not_recompile():
+    images, labels = _data(103)
+    state = create_train_state(MLP(hidden=(19,)), sgd(0.1), images[:1])
+    loader = DataLoader(ArrayDataset(images, labels), batch_size=25)
+    eval_step(state, (images[:25], labels[:25]), np.ones(25, bool))  # compile for full batches
+    with count_compiles() as compiles:
+        result = evaluate(state, loader)
+    assert compiles() == 0
+    assert result["count"] == 103
+    logits = np.asarray(state.model.apply(state.variables, images))
+    expected = np.mean(np.argmax(logits, -1) == labels)
+    assert result["accuracy"] == pytest.approx(expected, abs=1e-9)
+    per_example = -jax.nn.log_softmax(logits)[np.arange(103), labels]
+    assert result["loss"] == pytest.approx(float(per_example.mean()), rel=1e-5)
+
+
+def test_fit_reports_each_epoch_and_prints_the_primers_lines(capsys):
+    images, labels = _data(96)
+    loader = DataLoader(ArrayDataset(images, labels), batch_size=32, shuffle=True)
+    state = create_train_state(MLP(hidden=(16,)), adam(1e-2), images[:1])
+    state, history = fit(state, loader, 3, loader)
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in out] == ["Epoch 1", "Epoch 2", "Epoch 3"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert out[-1] == f"Epoch 3, Loss: {history[-1]['train_loss']}"
+    assert int(state.step) == 9
+
+
+def test_fit_matches_separate_train_steps():
+    images, labels = _data(64)
+    loader = DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True, seed=3)
+    model, tx = MLP(hidden=(8,)), adam(1e-2)
+    state, _ = fit(create_train_state(model, tx, images[:1]), loader, 2, log=None)
+    manual = create_train_state(model, tx, images[:1])
+    for epoch in range(2):
+        order = loader.indices(epoch)
+        for start in range(0, 64, 16):
+            index = order[start : start + 16]
+            manual, _ = train_step(manual, (images[index], labels[index]))
+    np.testing.assert_allclose(jax.tree.leaves(state.params)[0], jax.tree.leaves(manual.params)[0], rtol=1e-6)
+
+
+def test_run_on_digits_end_to_end():
+    report = run(Config(dataset="digits", epochs=10), log=None)
+    assert report["test_examples"] == 449
+    assert report["test_accuracy"] >= 0.95
+    assert len(report["history"]) == 10
+    assert report["samples_per_second"] > 0 and report["compile_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_the_primers_configuration_on_mnist(mnist_dir):
+    report = run(Config(dataset="mnist", data_dir=str(mnist_dir), epochs=10, batch_size=32, lr=1e-3), log=None)
+    assert report["test_examples"] == 10000
+    assert report["test_accuracy"] >= 0.965
