@@ -1,0 +1,22 @@
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_mnist_mlp_example_runs_on_digits():
+    result = subprocess.run(
+        [sys.executable, "examples/mnist_mlp.py", "--dataset", "digits", "--dry-run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Epoch 1, Loss: " in result.stdout and "Accuracy on the test set:" in result.stdout
+
+
+def test_mnist_mlp_example_on_real_mnist(mnist_dir):
+    result = subprocess.run(
+        [sys.executable, "examples/mnist_mlp.py", "--data-dir", str(mnist_dir), "--dry-run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": ""},
+    )
+    assert result.returncode == 0, result.stderr
