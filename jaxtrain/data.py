@@ -113,10 +113,18 @@ class DataLoader:
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
         return order[: len(self) * self.batch_size] if self.drop_last else order
 
-    def __iter__(self) -> Iterator[Any]:
+    def next_epoch(self) -> np.ndarray:
+        """Starts the next epoch without gathering anything: returns its order and advances ``epoch``.
+
+        For loops that gather batches themselves (on the device, say) in the order ``iter()`` would.
+        """
         order = self.indices(self.epoch)
         self.epoch += 1
-        arrays = self._arrays()
+        return order
+
+    def __iter__(self) -> Iterator[Any]:
+        order = self.next_epoch()
+        arrays = self.arrays()
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
             if arrays is not None:
@@ -124,8 +132,9 @@ class DataLoader:
             else:
                 yield (self.collate_fn or default_collate)([self.dataset[int(i)] for i in index])
 
-    def _arrays(self) -> tuple[np.ndarray, ...] | None:
-        """The dataset's arrays when batches can be gathered from them directly."""
+    def arrays(self) -> tuple[np.ndarray, ...] | None:
+        """The dataset's arrays when batches are gathered from them directly (an ``ArrayDataset`` and no
+        ``collate_fn``), else None."""
         if self.collate_fn is None and isinstance(self.dataset, ArrayDataset):
             return self.dataset.arrays
         return None

@@ -12,7 +12,7 @@ import functools
 import inspect
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -151,6 +151,29 @@ The state is donated: its buffers are reused for the new state, so never touch t
 """
 
 
+def train_steps_fn(state: TrainState, batches: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    """K optimizer steps in one ``lax.scan`` over stacked batches ``(inputs: (K, B, ...), labels: (K, B))``.
+
+    Returns the state after the K steps and ``{"loss": (K,)}``, the same as K calls of ``train_step``.
+    """
+    return jax.lax.scan(train_step_fn, state, batches)
+
+
+def gather_steps_fn(state: TrainState, arrays: tuple[jax.Array, ...], index: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    """K optimizer steps over device-resident data: step k trains on ``tuple(a[index[k]] for a in arrays)``.
+
+    Args:
+      state: the train state.
+      arrays: the whole dataset, ``(inputs: (N, ...), labels: (N,))``, already on the device.
+      index: ``(K, B)`` example indices, one row per step.
+    """
+    return jax.lax.scan(lambda s, i: train_step_fn(s, tuple(a[i] for a in arrays)), state, index)
+
+
+train_steps = jax.jit(train_steps_fn, donate_argnums=0)
+gather_steps = jax.jit(gather_steps_fn, donate_argnums=0)
+
+
 @jax.jit
 def eval_step(state: TrainState, batch: Batch, mask: jax.Array | None = None) -> dict[str, jax.Array]:
     """Evaluation mode, no gradients: the sums of the loss and of correct predictions over a batch.
@@ -212,13 +235,52 @@ def compile_train_step(state: TrainState, batch: Batch) -> float:
     return time.perf_counter() - start
 
 
-def _progress(batches: Iterable, total: int, desc: str) -> Iterable:
-    """A progress bar on an interactive terminal; it counts steps and never reads the loss."""
+def _progress(calls: Iterable[tuple], total: int, desc: str) -> Iterator[tuple]:
+    """A progress bar in examples on an interactive terminal; it never reads the loss."""
     if not sys.stderr.isatty():
-        return batches
+        yield from calls
+        return
     from tqdm.auto import tqdm  # a dependency of tensorflow-datasets
 
-    return tqdm(batches, total=total, desc=desc, leave=False, mininterval=0.5, unit="step")
+    with tqdm(total=total, desc=desc, leave=False, mininterval=0.5, unit="ex", unit_scale=True) as bar:
+        for call in calls:
+            yield call
+            bar.update(call[-1])
+
+
+def _stacked(batches: Iterable[Batch], k: int) -> Iterator[Batch]:
+    """Stacks runs of up to ``k`` consecutive equal-shape batches into ``(k, B, ...)`` arrays."""
+    group: list[Batch] = []
+    for batch in batches:
+        if group and (len(group) == k or batch[1].shape != group[0][1].shape):
+            yield tuple(np.stack(a) for a in zip(*group))
+            group = []
+        group.append(batch)
+    if group:
+        yield tuple(np.stack(a) for a in zip(*group))
+
+
+def _host_calls(loader: DataLoader, steps_per_call: int, prefetch: int) -> Iterator[tuple[Callable, tuple, int]]:
+    """One epoch fed from the host: ``(step, args, examples)``, where ``step(state, *args)`` is one compiled call."""
+    batches = iter(loader) if steps_per_call == 1 else _stacked(iter(loader), steps_per_call)
+    if prefetch:
+        batches = prefetch_to_device(batches, prefetch)
+    step = train_step if steps_per_call == 1 else train_steps
+    for batch in batches:
+        yield step, (batch,), batch[1].size
+
+
+def _device_calls(loader: DataLoader, arrays: tuple[jax.Array, ...], steps_per_call: int | None) -> Iterator[tuple[Callable, tuple, int]]:
+    """One epoch over device-resident ``arrays`` in ``loader``'s order; only the indices leave the host."""
+    order = loader.next_epoch()
+    size = loader.batch_size
+    full = order[: len(order) // size * size].reshape(-1, size)
+    k = steps_per_call or max(len(full), 1)
+    chunks = [full[i : i + k] for i in range(0, len(full), k)]
+    if len(order) % size:
+        chunks.append(order[len(full) * size :][None])  # the short last batch: a call of its own
+    for chunk in chunks:
+        yield gather_steps, (arrays, chunk), chunk.size
 
 
 def fit(
@@ -229,11 +291,20 @@ def fit(
     *,
     log: Callable[[str], None] | None = print,
     prefetch: int = 2,
+    steps_per_call: int | None = 1,
+    data_on_device: bool = False,
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """The primer's loop: ``epochs`` passes over ``train_loader``, printing ``Epoch N, Loss: …`` after each.
 
     The loss stays on the device during an epoch and is read once at its end, so the host never waits
-    on a step. Batches are copied to the device ``prefetch`` ahead in a background thread (0: no thread).
+    on a step. Three ways to feed the steps, which compute the same thing for the same seed:
+
+    - per step (``steps_per_call=1``): one ``train_step`` call per batch, copied to the device
+      ``prefetch`` batches ahead in a background thread (0: no thread);
+    - fused (``steps_per_call=K``): one ``train_steps`` call runs K steps, a ``lax.scan`` over K stacked
+      batches, which saves K - 1 dispatches;
+    - device-resident (``data_on_device=True``): the dataset is copied to the device once, and each call
+      gathers its batches there (with ``steps_per_call=None``, the whole epoch in one call).
 
     Args:
       state: the initial state; it is donated.
@@ -241,7 +312,9 @@ def fit(
       epochs: the number of passes.
       eval_loader: if given, evaluated after each epoch.
       log: where the epoch lines go (None: nowhere).
-      prefetch: batches copied to the device ahead of the step.
+      prefetch: batches (or stacks of them) copied to the device ahead of the step; 0 for none.
+      steps_per_call: optimizer steps per compiled call; None: the whole epoch (device-resident only).
+      data_on_device: keep ``train_loader``'s arrays on the device (needs an ``ArrayDataset``).
 
     Returns:
       The final state and a history: per epoch ``epoch``, ``train_loss`` (the mean of the batch losses,
@@ -254,16 +327,30 @@ def fit(
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r}; expected a positive integer")
+    if steps_per_call is None and not data_on_device:
+        raise ValueError("steps_per_call=None (a whole epoch per call) needs data_on_device=True")
+    if steps_per_call is not None and (not isinstance(steps_per_call, int) or steps_per_call < 1):
+        raise ValueError(f"steps_per_call={steps_per_call!r}; expected a positive integer or None")
+    arrays = None
+    if data_on_device:
+        if train_loader.arrays() is None:
+            raise ValueError("data_on_device=True needs a DataLoader over an ArrayDataset, without collate_fn")
+        arrays = jax.device_put(train_loader.arrays())
+    total = min(len(train_loader) * train_loader.batch_size, len(train_loader.dataset))
     history = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        batches = prefetch_to_device(iter(train_loader), prefetch) if prefetch else iter(train_loader)
+        if arrays is None:
+            calls = _host_calls(train_loader, steps_per_call, prefetch)
+        else:
+            calls = _device_calls(train_loader, arrays, steps_per_call)
         losses, samples = [], 0
-        for batch in _progress(batches, len(train_loader), f"epoch {epoch}"):
-            state, metrics = train_step(state, batch)
+        for step, args, size in _progress(calls, total, f"epoch {epoch}"):
+            state, metrics = step(state, *args)
             losses.append(metrics["loss"])
-            samples += batch[1].shape[0]
-        train_loss = float(jnp.mean(jnp.stack(losses)))  # host sync: the epoch's one read of the loss
+            samples += size
+        # host sync: the epoch's one read of the loss
+        train_loss = float(np.mean(np.concatenate([np.ravel(x) for x in jax.device_get(losses)])))
         seconds = time.perf_counter() - start
         record = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_second": samples / seconds}
         if log:

@@ -90,3 +90,49 @@ def test_the_primers_configuration_on_mnist(mnist_dir):
     report = run(Config(dataset="mnist", data_dir=str(mnist_dir), epochs=10, batch_size=32, lr=1e-3), log=None)
     assert report["test_examples"] == 10000
     assert report["test_accuracy"] >= 0.965
+
+
+FEEDS = {
+    "per step": dict(steps_per_call=1),
+    "per step, no prefetch": dict(steps_per_call=1, prefetch=0),
+    "fused K=3": dict(steps_per_call=3),
+    "device-resident, K=2": dict(steps_per_call=2, data_on_device=True),
+    "device-resident, whole epoch": dict(steps_per_call=None, data_on_device=True),
+}
+
+
+@pytest.mark.parametrize("feed", list(FEEDS))
+def test_every_feed_computes_the_same_training(feed):
+    images, labels = _data(150)  # 150 = 9 batches of 16 and one of 6: uneven groups and a short batch
+    make_loader = lambda: DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True, seed=5)
+    model, tx = MLP(hidden=(12,)), adam(1e-2)
+    reference, ref_history = fit(create_train_state(model, tx, images[:1]), make_loader(), 2, log=None)
+    state, history = fit(create_train_state(model, tx, images[:1]), make_loader(), 2, log=None, **FEEDS[feed])
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reference.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    for h, r in zip(history, ref_history):
+        assert h["train_loss"] == pytest.approx(r["train_loss"], rel=1e-6)
+    assert int(state.step) == 20
+
+
+@pytest.mark.parametrize("feed", ["per step", "fused K=3", "device-resident, whole epoch"])
+def test_a_second_epoch_does_not_recompile(feed):
+    images, labels = _data(150)
+    loader = DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True)
+    state = create_train_state(MLP(hidden=(13,)), adam(1e-2), images[:1])
+    state, _ = fit(state, loader, 1, log=None, **FEEDS[feed])
+    with count_compiles() as compiles:
+        fit(state, loader, 1, log=None, **FEEDS[feed])
+    assert compiles() == 0
+
+
+def test_fit_rejects_bad_feed_settings():
+    images, labels = _data(20)
+    state = create_train_state(MLP(hidden=(4,)), adam(1e-2), images[:1])
+    loader = DataLoader(ArrayDataset(images, labels), batch_size=4)
+    with pytest.raises(ValueError, match="steps_per_call=0"):
+        fit(state, loader, 1, steps_per_call=0)
+    with pytest.raises(ValueError, match="data_on_device"):
+        fit(state, loader, 1, steps_per_call=None)
+    with pytest.raises(ValueError, match="ArrayDataset"):
+        fit(state, DataLoader(ArrayDataset(images, labels), 4, collate_fn=list), 1, data_on_device=True)
