@@ -13,6 +13,12 @@ from jaxtrain import experiment
 from jaxtrain.datasets import DatasetUnavailableError
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """Bad flags: one line naming the value, no usage dump (``--help`` has it)."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _add_train(commands) -> None:
     defaults = experiment.Config()
     p = commands.add_parser(
@@ -30,6 +36,14 @@ def _add_train(commands) -> None:
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument(
+        "--steps-per-call", type=_steps_per_call, default=defaults.steps_per_call,
+        help="optimizer steps per compiled call: K, 'epoch', or 'auto' (the measured default for the model)",
+    )
+    p.add_argument(
+        "--data-on-device", action=argparse.BooleanOptionalAction, default=defaults.data_on_device,
+        help="keep the training set on the device (default: when it takes under a quarter of its memory)",
+    )
     p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here")
     p.set_defaults(handler=_train)
 
@@ -43,6 +57,15 @@ def _train(args: argparse.Namespace) -> None:
         experiment.write_json(args.report, report)
 
 
+def _steps_per_call(text: str) -> int | str:
+    if text in ("auto", "epoch"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected a positive integer, 'epoch' or 'auto'") from None
+
+
 def _check_writable(path: Path | None) -> None:
     """Fails before any work when a report could not be written afterwards."""
     if path is not None and not path.parent.resolve().is_dir():
@@ -50,8 +73,8 @@ def _check_writable(path: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jaxtrain", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="jaxtrain", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(commands)
     args = parser.parse_args(argv)
     try:

@@ -8,6 +8,7 @@ draws a fresh permutation for each epoch from ``(seed, epoch)``, so a run is rep
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -124,13 +125,15 @@ class DataLoader:
 
     def __iter__(self) -> Iterator[Any]:
         order = self.next_epoch()
-        arrays = self.arrays()
         for start in range(0, len(order), self.batch_size):
-            index = order[start : start + self.batch_size]
-            if arrays is not None:
-                yield tuple(np.take(a, index, axis=0) for a in arrays)
-            else:
-                yield (self.collate_fn or default_collate)([self.dataset[int(i)] for i in index])
+            yield self.gather(order[start : start + self.batch_size])
+
+    def gather(self, index: np.ndarray) -> Any:
+        """The batch of the examples at ``index``: one fancy index per array, or item by item and collated."""
+        arrays = self.arrays()
+        if arrays is not None:
+            return tuple(np.take(a, index, axis=0) for a in arrays)
+        return (self.collate_fn or default_collate)([self.dataset[int(i)] for i in index])
 
     def arrays(self) -> tuple[np.ndarray, ...] | None:
         """The dataset's arrays when batches are gathered from them directly (an ``ArrayDataset`` and no
@@ -182,3 +185,12 @@ def prefetch_to_device(batches: Iterator[Any], size: int = 2, device: jax.Device
     finally:
         stop.set()
         thread.join()
+
+
+def fits_on_device(nbytes: int, device: jax.Device | None = None, fraction: float = 0.25) -> bool:
+    """Whether ``nbytes`` of data take at most ``fraction`` of the device's memory (host RAM for a CPU)."""
+    device = device or jax.devices()[0]
+    limit = (device.memory_stats() or {}).get("bytes_limit")
+    if limit is None:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return nbytes <= fraction * limit

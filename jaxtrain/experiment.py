@@ -18,8 +18,8 @@ import jax
 import optax
 
 from jaxtrain import datasets, models, optim
-from jaxtrain.data import ArrayDataset, DataLoader
-from jaxtrain.train import compile_train_step, create_train_state, evaluate, fit
+from jaxtrain.data import ArrayDataset, DataLoader, fits_on_device
+from jaxtrain.train import compile_fit, create_train_state, evaluate, fit
 
 MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("adam", "sgd", "adamw")
@@ -41,6 +41,8 @@ class Config:
     weight_decay: float = 0.0
     seed: int = 0
     eval_batch_size: int = 1000
+    steps_per_call: int | str = "auto"  # an int, "epoch" or "auto" (DEFAULT_STEPS_PER_CALL)
+    data_on_device: bool | None = None  # None: when the training set fits (data.fits_on_device)
 
     def __post_init__(self):
         for name, allowed in (("dataset", DATASETS), ("model", MODELS), ("optimizer", OPTIMIZERS)):
@@ -51,6 +53,23 @@ class Config:
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected a positive integer")
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr!r}; expected a positive number")
+        if self.steps_per_call not in ("auto", "epoch") and not (isinstance(self.steps_per_call, int) and self.steps_per_call >= 1):
+            raise ValueError(f"steps_per_call={self.steps_per_call!r}; expected a positive integer, 'epoch' or 'auto'")
+
+
+# Measured with `python -m jaxtrain bench` (README, "Speed"): the MLP's step is so cheap that per-call
+# overhead dominates, and a whole epoch per call over device-resident data is fastest. Inside lax.scan,
+# XLA:CPU runs the CNN's step slower than the same step compiled alone, so the CNN takes one step a call.
+DEFAULT_STEPS_PER_CALL = {"mlp": "epoch", "cnn": 1}
+
+
+def feed(config: Config, loader: DataLoader) -> dict[str, Any]:
+    """``fit``'s ``steps_per_call`` and ``data_on_device`` for ``config``, its "auto" settings resolved."""
+    steps = DEFAULT_STEPS_PER_CALL[config.model] if config.steps_per_call == "auto" else config.steps_per_call
+    on_device = config.data_on_device
+    if on_device is None:
+        on_device = fits_on_device(sum(a.nbytes for a in loader.arrays()))
+    return {"steps_per_call": len(loader) if steps == "epoch" else steps, "data_on_device": on_device}
 
 
 def build_model(config: Config):
@@ -85,8 +104,9 @@ def run(config: Config, log: Callable[[str], None] | None = print) -> dict[str, 
     test_loader = DataLoader(ArrayDataset(test_images, test_labels), config.eval_batch_size)
 
     state = create_train_state(build_model(config), build_optimizer(config), train_images[:1], seed=config.seed)
-    compile_seconds = compile_train_step(state, (train_images[: config.batch_size], train_labels[: config.batch_size]))
-    state, history = fit(state, train_loader, config.epochs, test_loader, log=log)
+    how = feed(config, train_loader)
+    compile_seconds = compile_fit(state, train_loader, **how)
+    state, history = fit(state, train_loader, config.epochs, test_loader, log=log, **how)
     start = time.perf_counter()
     final = evaluate(state, test_loader)
     eval_seconds = time.perf_counter() - start
@@ -98,6 +118,7 @@ def run(config: Config, log: Callable[[str], None] | None = print) -> dict[str, 
         "batch_size": config.batch_size,
         "device": device_name(),
         "config": dataclasses.asdict(config),
+        **how,
         "train_examples": len(train_labels),
         "test_examples": final["count"],
         "history": history,

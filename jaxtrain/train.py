@@ -228,10 +228,23 @@ def evaluate(state: TrainState, loader: DataLoader) -> dict[str, float]:
     return {"loss": float(totals["loss_sum"]) / count, "accuracy": float(totals["correct"]) / count, "count": count}
 
 
-def compile_train_step(state: TrainState, batch: Batch) -> float:
-    """Compiles ``train_step`` for this state and batch shape ahead of time; returns the seconds it took."""
+def compile_fit(state: TrainState, loader: DataLoader, steps_per_call: int = 1, data_on_device: bool = False) -> float:
+    """Compiles ahead of time the call that ``fit`` makes for full batches; returns the seconds it took.
+
+    ``fit`` then starts without compiling (a short last batch still compiles a call of its own).
+    """
+    size = loader.batch_size
+    batch = loader.gather(np.arange(min(size, len(loader.dataset))))
+    k = max(1, min(steps_per_call, len(loader.dataset) // size))
+    shape = lambda a, lead=(): jax.ShapeDtypeStruct(lead + np.shape(a), np.asarray(a).dtype)
     start = time.perf_counter()
-    train_step.lower(state, jax.device_put(batch)).compile()
+    if data_on_device:
+        index = jax.ShapeDtypeStruct((k, size), loader.indices(0).dtype)
+        gather_steps.lower(state, jax.tree.map(shape, loader.arrays()), index).compile()
+    elif k == 1:
+        train_step.lower(state, jax.tree.map(shape, batch)).compile()
+    else:
+        train_steps.lower(state, jax.tree.map(lambda a: shape(a, (k,)), batch)).compile()
     return time.perf_counter() - start
 
 
@@ -270,13 +283,12 @@ def _host_calls(loader: DataLoader, steps_per_call: int, prefetch: int) -> Itera
         yield step, (batch,), batch[1].size
 
 
-def _device_calls(loader: DataLoader, arrays: tuple[jax.Array, ...], steps_per_call: int | None) -> Iterator[tuple[Callable, tuple, int]]:
+def _device_calls(loader: DataLoader, arrays: tuple[jax.Array, ...], steps_per_call: int) -> Iterator[tuple[Callable, tuple, int]]:
     """One epoch over device-resident ``arrays`` in ``loader``'s order; only the indices leave the host."""
     order = loader.next_epoch()
     size = loader.batch_size
     full = order[: len(order) // size * size].reshape(-1, size)
-    k = steps_per_call or max(len(full), 1)
-    chunks = [full[i : i + k] for i in range(0, len(full), k)]
+    chunks = [full[i : i + steps_per_call] for i in range(0, len(full), steps_per_call)]
     if len(order) % size:
         chunks.append(order[len(full) * size :][None])  # the short last batch: a call of its own
     for chunk in chunks:
@@ -291,7 +303,7 @@ def fit(
     *,
     log: Callable[[str], None] | None = print,
     prefetch: int = 2,
-    steps_per_call: int | None = 1,
+    steps_per_call: int = 1,
     data_on_device: bool = False,
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """The primer's loop: ``epochs`` passes over ``train_loader``, printing ``Epoch N, Loss: …`` after each.
@@ -304,7 +316,7 @@ def fit(
     - fused (``steps_per_call=K``): one ``train_steps`` call runs K steps, a ``lax.scan`` over K stacked
       batches, which saves K - 1 dispatches;
     - device-resident (``data_on_device=True``): the dataset is copied to the device once, and each call
-      gathers its batches there (with ``steps_per_call=None``, the whole epoch in one call).
+      gathers its batches there (with ``steps_per_call=len(train_loader)``, a whole epoch in one call).
 
     Args:
       state: the initial state; it is donated.
@@ -313,7 +325,7 @@ def fit(
       eval_loader: if given, evaluated after each epoch.
       log: where the epoch lines go (None: nowhere).
       prefetch: batches (or stacks of them) copied to the device ahead of the step; 0 for none.
-      steps_per_call: optimizer steps per compiled call; None: the whole epoch (device-resident only).
+      steps_per_call: optimizer steps per compiled call.
       data_on_device: keep ``train_loader``'s arrays on the device (needs an ``ArrayDataset``).
 
     Returns:
@@ -327,10 +339,8 @@ def fit(
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r}; expected a positive integer")
-    if steps_per_call is None and not data_on_device:
-        raise ValueError("steps_per_call=None (a whole epoch per call) needs data_on_device=True")
-    if steps_per_call is not None and (not isinstance(steps_per_call, int) or steps_per_call < 1):
-        raise ValueError(f"steps_per_call={steps_per_call!r}; expected a positive integer or None")
+    if not isinstance(steps_per_call, int) or steps_per_call < 1:
+        raise ValueError(f"steps_per_call={steps_per_call!r}; expected a positive integer")
     arrays = None
     if data_on_device:
         if train_loader.arrays() is None:

@@ -6,6 +6,7 @@ from conftest import count_compiles
 
 from jaxtrain import MLP, ArrayDataset, DataLoader, adam, create_train_state, eval_step, evaluate, fit, sgd, train_step
 from jaxtrain.experiment import Config, run
+from jaxtrain.train import compile_fit
 
 
 def _data(n=100, seed=0):
@@ -97,7 +98,7 @@ FEEDS = {
     "per step, no prefetch": dict(steps_per_call=1, prefetch=0),
     "fused K=3": dict(steps_per_call=3),
     "device-resident, K=2": dict(steps_per_call=2, data_on_device=True),
-    "device-resident, whole epoch": dict(steps_per_call=None, data_on_device=True),
+    "device-resident, whole epoch": dict(steps_per_call=10, data_on_device=True),
 }
 
 
@@ -132,7 +133,17 @@ def test_fit_rejects_bad_feed_settings():
     loader = DataLoader(ArrayDataset(images, labels), batch_size=4)
     with pytest.raises(ValueError, match="steps_per_call=0"):
         fit(state, loader, 1, steps_per_call=0)
-    with pytest.raises(ValueError, match="data_on_device"):
-        fit(state, loader, 1, steps_per_call=None)
     with pytest.raises(ValueError, match="ArrayDataset"):
         fit(state, DataLoader(ArrayDataset(images, labels), 4, collate_fn=list), 1, data_on_device=True)
+
+
+@pytest.mark.parametrize("feed", ["per step", "fused K=3", "device-resident, K=2"])
+def test_compile_fit_leaves_nothing_to_compile_for_full_batches(feed):
+    images, labels = _data(96)  # 6 full batches of 16
+    loader = DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True)
+    state = create_train_state(MLP(hidden=(11,)), adam(1e-2), images[:1])
+    options = {k: v for k, v in FEEDS[feed].items() if k != "prefetch"}
+    assert compile_fit(state, loader, **options) > 0
+    with count_compiles() as compiles:
+        fit(state, loader, 1, log=None, **FEEDS[feed])
+    assert compiles() == 0
