@@ -66,6 +66,37 @@ def _steps_per_call(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r}; expected a positive integer, 'epoch' or 'auto'") from None
 
 
+def _add_bench(commands) -> None:
+    p = commands.add_parser(
+        "bench",
+        help="time each way of feeding the steps beside the primer's PyTorch loop",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", choices=experiment.MODELS, default="mlp")
+    p.add_argument("--dataset", choices=experiment.DATASETS, default="mnist")
+    p.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: tensorflow-datasets)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs per mode; speeds are the median after the first")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch loop")
+    p.add_argument("--report", type=Path, default=None, help="write the measurements as JSON here")
+    p.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from jaxtrain import bench
+
+    _check_writable(args.report)
+    if args.epochs < 2:
+        raise ValueError(f"--epochs {args.epochs}; expected at least 2 (the first epoch includes compilation)")
+    config = experiment.Config(
+        dataset=args.dataset, data_dir=args.data_dir, model=args.model, epochs=args.epochs, batch_size=args.batch_size
+    )
+    result = bench.bench(config, torch=args.torch, log=None)
+    print(bench.table(result))
+    if args.report:
+        experiment.write_json(args.report, result)
+
+
 def _check_writable(path: Path | None) -> None:
     """Fails before any work when a report could not be written afterwards."""
     if path is not None and not path.parent.resolve().is_dir():
@@ -76,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="jaxtrain", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(commands)
+    _add_bench(commands)
     args = parser.parse_args(argv)
     try:
         args.handler(args)
