@@ -25,7 +25,7 @@ from jaxtrain.train import compile_train_step, create_train_state, evaluate, fit
 MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("adam", "sgd", "adamw")
 DATASETS = ("mnist", "digits")
-SCHEDULES = optim.SCHEDULES
+SCHEDULES = ("constant", "step", "cosine")
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # the model's compute dtype; None keeps float32
 
 
@@ -99,19 +99,21 @@ def build_model(config: Config):
 def build_schedule(config: Config, batches_per_epoch: int) -> optax.Schedule:
     """The learning-rate schedule that ``config`` names, counted in optimizer steps.
 
-    An epoch of ``batches_per_epoch`` batches is ``batches_per_epoch / grad_accum`` optimizer steps, so the
-    step decay's period in steps is rounded when ``grad_accum`` does not divide the epoch.
+    The step decay is torch's ``StepLR(step_size, gamma)`` stepped once per epoch: the lr falls at the first
+    optimizer step of every ``step_size``-th epoch (counted from the end of the warmup). An epoch is
+    ``batches_per_epoch / grad_accum`` optimizer steps, not always a whole number, so the decays are placed
+    as milestones (``MultiStepLR``) rather than at a fixed period.
 
     Example:
       >>> build_schedule(Config(schedule="cosine", epochs=5), batches_per_epoch=100)(0)
       Array(0.001, dtype=float32)
     """
-    steps_per_epoch = batches_per_epoch / config.grad_accum
+    steps_per_decay = config.step_size * batches_per_epoch
     return optim.schedule(
-        config.schedule,
+        "multistep" if config.schedule == "step" else config.schedule,
         config.lr,
         total_steps=_optimizer_steps(config, batches_per_epoch, config.epochs),
-        step_size=max(1, round(config.step_size * steps_per_epoch)),
+        milestones=[m * steps_per_decay // config.grad_accum for m in range(1, config.epochs // config.step_size + 1)],
         gamma=config.gamma,
         warmup_steps=config.warmup_steps,
     )

@@ -11,6 +11,7 @@ optimizer with ``torch.nn.utils.clip_grad_norm_``, and ``accumulate_gradients`` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -133,7 +134,7 @@ def _check_adam(lr, betas, eps, weight_decay) -> None:
 
 # Learning-rate schedules, clipping and accumulation: the rest of a torch training script's controls.
 
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "multistep", "cosine")
 
 
 def schedule(
@@ -142,6 +143,7 @@ def schedule(
     total_steps: int | None = None,
     *,
     step_size: int | None = None,
+    milestones: Sequence[int] | None = None,
     gamma: float = 0.1,
     eta_min: float = 0.0,
     warmup_steps: int = 0,
@@ -151,10 +153,11 @@ def schedule(
 
     ``schedule(...)(t)`` is the learning rate of optimizer step ``t + 1``: the ``lr`` that torch's optimizer
     holds after ``t`` calls of ``scheduler.step()``. Every count is in optimizer steps; a torch script that
-    steps its scheduler once per epoch converts by multiplying by the steps in an epoch.
+    steps its scheduler once per epoch converts epochs into steps (``jaxtrain.experiment`` does).
 
       - ``"constant"``: ``lr`` throughout.
       - ``"step"``: ``StepLR(step_size, gamma)``: ``lr * gamma ** (t // step_size)``.
+      - ``"multistep"``: ``MultiStepLR(milestones, gamma)``: ``lr * gamma ** (number of milestones <= t)``.
       - ``"cosine"``: ``CosineAnnealingLR(T_max=total_steps - warmup_steps, eta_min)``:
         ``eta_min + (lr - eta_min) * (1 + cos(pi * t / T_max)) / 2``. Past ``T_max`` it stays at ``eta_min``
         (torch's would climb back along the cosine).
@@ -168,7 +171,8 @@ def schedule(
       lr: the base learning rate (torch's ``lr`` argument of the optimizer).
       total_steps: the run's optimizer steps, warmup included; needed by ``"cosine"``.
       step_size: ``"step"``'s decay period in optimizer steps.
-      gamma: ``"step"``'s decay factor.
+      milestones: ``"multistep"``'s decay steps, counted from the end of the warmup.
+      gamma: the decay factor of ``"step"`` and ``"multistep"``.
       eta_min: ``"cosine"``'s final learning rate.
       warmup_steps: optimizer steps of linear warmup (0: none).
       warmup_start_factor: the warmup's first learning rate, as a fraction of ``lr``.
@@ -188,14 +192,18 @@ def schedule(
         raise ValueError(f"warmup_steps={warmup_steps!r}; expected an integer >= 0")
     if not 0 < warmup_start_factor <= 1:
         raise ValueError(f"warmup_start_factor={warmup_start_factor!r}; expected a number in (0, 1] as torch's LinearLR")
+    if name in ("step", "multistep") and not gamma > 0:
+        raise ValueError(f"gamma={gamma!r}; expected a positive number")
     if name == "constant":
         main = optax.constant_schedule(lr)
     elif name == "step":
         if not isinstance(step_size, int) or step_size < 1:
             raise ValueError(f"step_size={step_size!r}; expected a positive integer (optimizer steps)")
-        if not gamma > 0:
-            raise ValueError(f"gamma={gamma!r}; expected a positive number")
         main = optax.exponential_decay(lr, transition_steps=step_size, decay_rate=gamma, staircase=True)
+    elif name == "multistep":
+        if milestones is None or any(b < 0 for b in milestones):
+            raise ValueError(f"milestones={milestones!r}; expected a sequence of steps >= 0")
+        main = _multistep(lr, jnp.asarray(sorted(milestones), jnp.int32), gamma)
     else:
         if total_steps is None or total_steps <= warmup_steps:
             raise ValueError(
@@ -209,6 +217,15 @@ def schedule(
         return main
     warmup = optax.linear_schedule(warmup_start_factor * lr, lr, transition_steps=warmup_steps)
     return optax.join_schedules([warmup, main], boundaries=[warmup_steps])
+
+
+def _multistep(lr: float, milestones: jax.Array, gamma: float) -> optax.Schedule:
+    """``MultiStepLR``: one factor of ``gamma`` per milestone reached (a repeated milestone counts twice, as in torch)."""
+
+    def lr_at(count):
+        return lr * gamma ** jnp.sum(count >= milestones)
+
+    return lr_at
 
 
 def clip_grad_norm(tx: optax.GradientTransformation, max_norm: float) -> optax.GradientTransformation:

@@ -73,6 +73,7 @@ def test_schedule_warmup_then_constant_matches_torch_linearlr():
         ({"name": "cosine"}, "total_steps=None"),
         ({"name": "cosine", "total_steps": 10, "warmup_steps": 10}, "warmup_steps=10"),
         ({"name": "step"}, "step_size=None"),
+        ({"name": "multistep"}, "milestones=None"),
         ({"name": "constant", "warmup_steps": -1}, "warmup_steps=-1"),
         ({"name": "constant", "warmup_start_factor": 0.0}, "warmup_start_factor=0.0"),
     ],
@@ -155,3 +156,8 @@ def test_accumulate_gradients_with_k_1_is_the_optimizer_itself():
     assert accumulate_gradients(tx, 1) is tx
     with pytest.raises(ValueError, match="every_k=0"):
         accumulate_gradients(tx, 0)
+
+
+def test_schedule_multistep_matches_torch_multisteplr():
+    expected = _torch_lrs(lambda s, o: s.MultiStepLR(o, milestones=[3, 10, 10, 17], gamma=0.5), 0.2, 25)
+    np.testing.assert_allclose(_ours(schedule("multistep", 0.2, milestones=[3, 10, 10, 17], gamma=0.5), 25), expected, rtol=1e-6)
