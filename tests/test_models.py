@@ -5,23 +5,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrain import CNN, MLP, ArrayDataset, BatchNorm, DataLoader, adam, create_train_state, eval_step, fit, sgd, train_step
+from jaxtrain import CNN, MLP, ArrayDataset, BatchNorm, DataLoader, accumulate_gradients, adam, create_train_state
+from jaxtrain import eval_step, fit, sgd, train_step
 from jaxtrain.train import forward
 
 
-def _data(n=64, size=28, seed=0):
+def _data(n=64, size=8, seed=0):  # 8×8 keeps the CNN's compilations quick
     rng = np.random.default_rng(seed)
     return rng.random((n, size, size, 1), np.float32), rng.integers(0, 10, n).astype(np.int32)
 
 
 def test_cnn_maps_28x28_images_to_logits_and_keeps_batch_statistics():
-    images, _ = _data(4)
+    images, _ = _data(4, size=28)
     model = CNN(channels=(4, 8))
     variables = model.init(jax.random.key(0), images[:1])
     assert model.apply(variables, images).shape == (4, 10)
     assert set(variables) == {"params", "batch_stats"}
     assert [v.shape for v in jax.tree.leaves(variables["batch_stats"])] == [(4,), (4,), (8,), (8,)]
-    assert set(model.init(jax.random.key(0), images[:1], train=False)) == {"params", "batch_stats"}
     assert set(CNN(channels=(4,), batch_norm=False).init(jax.random.key(0), images[:1])) == {"params"}
 
 
@@ -120,3 +120,11 @@ def test_a_bfloat16_run_trains_with_float32_parameters_and_optimizer_state(model
     assert losses[-1] < 0.5 * losses[0]
     floats = [x for x in jax.tree.leaves((state.params, state.opt_state, state.batch_stats)) if jnp.issubdtype(x.dtype, jnp.floating)]
     assert floats and {x.dtype for x in floats} == {jnp.dtype(jnp.float32)}
+
+
+def test_each_accumulated_batch_draws_its_own_dropout_mask():
+    images, labels = _data(16)
+    state = create_train_state(MLP(hidden=(32,), dropout=0.5), accumulate_gradients(sgd(0.1), 2), images[:1])
+    state, first = train_step(state, (images, labels))
+    state, second = train_step(state, (images, labels))  # same batch, same parameters, next step's key
+    assert int(state.step) == 2 and float(first["loss"]) != float(second["loss"])
