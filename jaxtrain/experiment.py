@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxtrain import datasets, models, optim
@@ -89,7 +90,7 @@ class Config:
             raise ValueError(f"clip_norm={self.clip_norm!r}; expected a positive number")
 
 
-def build_model(config: Config):
+def build_model(config: Config) -> models.MLP | models.CNN:
     """The Flax module that ``config`` names, with its dropout, BatchNorm and compute dtype."""
     options = {"dropout": config.dropout, "batch_norm": config.batch_norm}
     options = {name: value for name, value in options.items() if value is not None}
@@ -139,7 +140,10 @@ def build_optimizer(config: Config, batches_per_epoch: int | None = None) -> opt
     lr: optim.ScalarOrSchedule = config.lr
     if config.schedule != "constant" or config.warmup_steps:
         if batches_per_epoch is None:
-            raise ValueError(f"schedule={config.schedule!r} with warmup_steps={config.warmup_steps} needs batches_per_epoch")
+            raise ValueError(
+                f"schedule={config.schedule!r}, warmup_steps={config.warmup_steps}; "
+                f"expected batches_per_epoch (len(train_loader)) to count the schedule's steps"
+            )
         lr = build_schedule(config, batches_per_epoch)
     if config.optimizer == "sgd":
         tx = optim.sgd(lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -153,7 +157,8 @@ def build_optimizer(config: Config, batches_per_epoch: int | None = None) -> opt
 def epoch_learning_rates(config: Config, batches_per_epoch: int) -> list[float]:
     """The learning rate in effect at the start of each epoch: that of the epoch's first optimizer step."""
     lr = build_schedule(config, batches_per_epoch)
-    return [float(lr(_optimizer_steps(config, batches_per_epoch, epoch))) for epoch in range(config.epochs)]
+    # str() of the float32 is its shortest decimal form: 0.001 rather than 0.0010000000474974513.
+    return [float(str(np.float32(lr(_optimizer_steps(config, batches_per_epoch, e))))) for e in range(config.epochs)]
 
 
 def device_name() -> str:

@@ -115,7 +115,7 @@ class CNN(nn.Module):
       >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     """
 
-    channels: Sequence[int] = (32, 64)
+    channels: Sequence[int] = (32, 64, 128)
     hidden: Sequence[int] = (128,)
     num_classes: int = 10
     dropout: float = 0.25
