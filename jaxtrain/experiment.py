@@ -106,8 +106,8 @@ def build_schedule(config: Config, batches_per_epoch: int) -> optax.Schedule:
     as milestones (``MultiStepLR``) rather than at a fixed period.
 
     Example:
-      >>> build_schedule(Config(schedule="cosine", epochs=5), batches_per_epoch=100)(0)
-      Array(0.001, dtype=float32)
+      >>> lr = build_schedule(Config(schedule="cosine", epochs=5), batches_per_epoch=100)
+      >>> lr(0), lr(250), lr(500)   # 1e-3, 5e-4, 0.0 (float32)
     """
     steps_per_decay = config.step_size * batches_per_epoch
     return optim.schedule(
