@@ -26,7 +26,8 @@ def _add_train(commands) -> None:
     p.add_argument("--dropout", type=float, default=defaults.dropout, metavar="P",
                    help="dropout rate in [0, 1); None keeps the model's (mlp: 0, cnn: 0.25)")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=defaults.batch_norm,
-                   help="BatchNorm (torch semantics) in each hidden layer or conv block; None keeps the model's (mlp: off, cnn: on)")
+                   help="BatchNorm (torch semantics) in each hidden layer or conv block; "
+                   "None keeps the model's (mlp: off, cnn: on)")
     p.add_argument("--dtype", choices=tuple(experiment.DTYPES), default=defaults.dtype,
                    help="compute dtype; parameters and optimizer state stay float32")
     p.add_argument("--epochs", type=int, default=defaults.epochs)

@@ -220,7 +220,7 @@ def schedule(
 
 
 def _multistep(lr: float, milestones: jax.Array, gamma: float) -> optax.Schedule:
-    """``MultiStepLR``: one factor of ``gamma`` per milestone reached (a repeated milestone counts twice, as in torch)."""
+    """``MultiStepLR``: one factor of ``gamma`` per milestone reached; a repeated milestone counts twice, as in torch."""
 
     def lr_at(count):
         return lr * gamma ** jnp.sum(count >= milestones)

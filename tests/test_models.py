@@ -96,7 +96,8 @@ def test_batch_norm_follows_torch_exactly(shape):
         np.testing.assert_allclose(variables["batch_stats"]["var"], theirs.running_var.numpy(), rtol=1e-6)
     theirs.eval()
     x = rng.normal(size=shape).astype(np.float32)
-    np.testing.assert_allclose(ours.apply(variables, x, train=False), from_torch(theirs(to_torch(x))), rtol=1e-5, atol=1e-5)
+    expected = from_torch(theirs(to_torch(x)))
+    np.testing.assert_allclose(ours.apply(variables, x, train=False), expected, rtol=1e-5, atol=1e-5)
     assert (theirs.momentum, theirs.eps) == (ours.momentum, ours.epsilon)
 
 
@@ -118,7 +119,8 @@ def test_a_bfloat16_run_trains_with_float32_parameters_and_optimizer_state(model
         losses.append(float(metrics["loss"]))
     assert metrics["loss"].dtype == jnp.float32
     assert losses[-1] < 0.5 * losses[0]
-    floats = [x for x in jax.tree.leaves((state.params, state.opt_state, state.batch_stats)) if jnp.issubdtype(x.dtype, jnp.floating)]
+    leaves = jax.tree.leaves((state.params, state.opt_state, state.batch_stats))
+    floats = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]
     assert floats and {x.dtype for x in floats} == {jnp.dtype(jnp.float32)}
 
 

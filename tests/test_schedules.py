@@ -58,12 +58,14 @@ def test_schedule_warmup_then_step_matches_torch_sequentiallr():
         return s.SequentialLR(o, [warmup, s.StepLR(o, step_size=5, gamma=0.7)], milestones=[4])
 
     expected = _torch_lrs(torch_schedule, 0.05, 30)
-    np.testing.assert_allclose(_ours(schedule("step", 0.05, step_size=5, gamma=0.7, warmup_steps=4), 30), expected, rtol=1e-6)
+    ours = _ours(schedule("step", 0.05, step_size=5, gamma=0.7, warmup_steps=4), 30)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
 
 
 def test_schedule_warmup_then_constant_matches_torch_linearlr():
     expected = _torch_lrs(lambda s, o: s.LinearLR(o, start_factor=0.25, total_iters=6), 0.1, 12)
-    np.testing.assert_allclose(_ours(schedule("constant", 0.1, warmup_steps=6, warmup_start_factor=0.25), 12), expected, rtol=1e-6)
+    ours = _ours(schedule("constant", 0.1, warmup_steps=6, warmup_start_factor=0.25), 12)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -160,4 +162,5 @@ def test_accumulate_gradients_with_k_1_is_the_optimizer_itself():
 
 def test_schedule_multistep_matches_torch_multisteplr():
     expected = _torch_lrs(lambda s, o: s.MultiStepLR(o, milestones=[3, 10, 10, 17], gamma=0.5), 0.2, 25)
-    np.testing.assert_allclose(_ours(schedule("multistep", 0.2, milestones=[3, 10, 10, 17], gamma=0.5), 25), expected, rtol=1e-6)
+    ours = _ours(schedule("multistep", 0.2, milestones=[3, 10, 10, 17], gamma=0.5), 25)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
