@@ -5,7 +5,7 @@ from jaxtrain.data import ArrayDataset, DataLoader, Dataset, default_collate, pr
 from jaxtrain.datasets import DatasetUnavailableError, load_digits, load_mnist, read_idx
 from jaxtrain.losses import cross_entropy
 from jaxtrain.models import CNN, MLP, BatchNorm
-from jaxtrain.optim import adam, adamw, sgd
+from jaxtrain.optim import accumulate_gradients, adam, adamw, clip_grad_norm, schedule, sgd
 from jaxtrain.train import TrainState, create_train_state, eval_step, evaluate, fit, train_step
 
 __version__ = "0.1.0"
@@ -19,8 +19,10 @@ __all__ = [
     "DatasetUnavailableError",
     "MLP",
     "TrainState",
+    "accumulate_gradients",
     "adam",
     "adamw",
+    "clip_grad_norm",
     "create_train_state",
     "cross_entropy",
     "default_collate",
@@ -31,6 +33,7 @@ __all__ = [
     "load_mnist",
     "prefetch_to_device",
     "read_idx",
+    "schedule",
     "sgd",
     "train_step",
 ]

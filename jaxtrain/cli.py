@@ -29,12 +29,30 @@ def _add_train(commands) -> None:
     p.add_argument("--dataset", choices=experiment.DATASETS, default=defaults.dataset)
     p.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: tensorflow-datasets)")
     p.add_argument("--model", choices=experiment.MODELS, default=defaults.model)
+    p.add_argument("--dropout", type=float, default=defaults.dropout, metavar="P",
+                   help="dropout rate in [0, 1); None keeps the model's (mlp: 0, cnn: 0.25)")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=defaults.batch_norm,
+                   help="BatchNorm (torch semantics) in each hidden layer or conv block; "
+                   "None keeps the model's (mlp: off, cnn: on)")
+    p.add_argument("--dtype", choices=tuple(experiment.DTYPES), default=defaults.dtype,
+                   help="compute dtype; parameters and optimizer state stay float32")
     p.add_argument("--epochs", type=int, default=defaults.epochs)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--optimizer", choices=experiment.OPTIMIZERS, default=defaults.optimizer)
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--schedule", choices=experiment.SCHEDULES, default=defaults.schedule,
+                   help="learning rate per optimizer step: constant, step (StepLR), cosine (CosineAnnealingLR to 0)")
+    p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
+                   help="optimizer steps of linear warmup from lr/3 (LinearLR) before the schedule")
+    p.add_argument("--step-size", type=int, default=defaults.step_size, metavar="EPOCHS",
+                   help="step schedule: multiply the lr by --gamma every this many epochs")
+    p.add_argument("--gamma", type=float, default=defaults.gamma, help="step schedule: the decay factor")
+    p.add_argument("--grad-accum", type=int, default=defaults.grad_accum, metavar="K",
+                   help="batches whose mean gradient makes one optimizer step")
+    p.add_argument("--clip-norm", type=float, default=defaults.clip_norm, metavar="X",
+                   help="clip the gradient's global norm to X before each optimizer step; None: no clipping")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument(
         "--steps-per-call", type=_steps_per_call, default=defaults.steps_per_call,

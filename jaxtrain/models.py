@@ -52,6 +52,8 @@ class BatchNorm(nn.Module):
             var = jnp.square(xs - mean).mean(axes)
             if not self.is_initializing():
                 n = x.size // features
+                if n < 2:  # torch raises too: the unbiased variance of a single value is undefined
+                    raise ValueError(f"BatchNorm in training mode got {n} value per feature; expected more than 1")
                 m = self.momentum
                 running_mean.value = (1 - m) * running_mean.value + m * mean
                 running_var.value = (1 - m) * running_var.value + m * var * (n / (n - 1))
@@ -97,12 +99,14 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """A small CNN for 28×28×1 images: [Conv 3×3 → BatchNorm → ReLU → MaxPool 2×2] per block, Dropout, Dense.
+    """A small CNN for 28×28×1 images: [Conv 3×3 → BatchNorm → ReLU → MaxPool 2×2] per block, then a Dense
+    head: Dropout → [Dense → ReLU → Dropout] per hidden layer → Dense.
 
     Attributes:
       channels: the output channels of each block.
+      hidden: the widths of the head's hidden layers (``()``: a single Dense layer).
       num_classes: the number of output logits.
-      dropout: the dropout rate before the head (0 disables it).
+      dropout: the dropout rate before each Dense layer of the head (0 disables it).
       batch_norm: use BatchNorm (torch semantics) after each convolution.
       dtype: the computation dtype; parameters stay float32.
 
@@ -111,7 +115,8 @@ class CNN(nn.Module):
       >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     """
 
-    channels: Sequence[int] = (32, 64)
+    channels: Sequence[int] = (32, 64, 128)
+    hidden: Sequence[int] = (128,)
     num_classes: int = 10
     dropout: float = 0.25
     batch_norm: bool = True
@@ -125,6 +130,10 @@ class CNN(nn.Module):
                 x = BatchNorm(dtype=self.dtype)(x, train)
             x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
+        for width in self.hidden:
+            if self.dropout:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+            x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
         if self.dropout:
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x)

@@ -2,10 +2,16 @@
 
 Each optimizer is a chain of small optax transformations, one per line of torch's ``step()``; the
 docstrings name the torch line that each part matches. ``lr`` may be a float or an optax schedule.
+
+The other controls of a torch training script live here too: ``schedule`` builds the learning-rate
+schedules of ``torch.optim.lr_scheduler`` (counted in optimizer steps), ``clip_grad_norm`` wraps an
+optimizer with ``torch.nn.utils.clip_grad_norm_``, and ``accumulate_gradients`` makes it update once every
+``k`` batches, as skipping ``optimizer.zero_grad()`` does in torch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -124,3 +130,149 @@ def _check_adam(lr, betas, eps, weight_decay) -> None:
         raise ValueError(f"betas={betas!r}; expected two values in [0, 1)")
     if eps < 0 or weight_decay < 0 or (not callable(lr) and lr < 0):
         raise ValueError(f"lr={lr!r}, eps={eps!r}, weight_decay={weight_decay!r}; expected values >= 0")
+
+
+# Learning-rate schedules, clipping and accumulation: the rest of a torch training script's controls.
+
+SCHEDULES = ("constant", "step", "multistep", "cosine")
+
+
+def schedule(
+    name: str,
+    lr: float,
+    total_steps: int | None = None,
+    *,
+    step_size: int | None = None,
+    milestones: Sequence[int] | None = None,
+    gamma: float = 0.1,
+    eta_min: float = 0.0,
+    warmup_steps: int = 0,
+    warmup_start_factor: float = 1 / 3,
+) -> optax.Schedule:
+    """A learning-rate schedule with the values of a ``torch.optim.lr_scheduler`` stepped once per optimizer step.
+
+    ``schedule(...)(t)`` is the learning rate of optimizer step ``t + 1``: the ``lr`` that torch's optimizer
+    holds after ``t`` calls of ``scheduler.step()``. Every count is in optimizer steps; a torch script that
+    steps its scheduler once per epoch converts epochs into steps (``jaxtrain.experiment`` does).
+
+      - ``"constant"``: ``lr`` throughout.
+      - ``"step"``: ``StepLR(step_size, gamma)``: ``lr * gamma ** (t // step_size)``.
+      - ``"multistep"``: ``MultiStepLR(milestones, gamma)``: ``lr * gamma ** (number of milestones <= t)``.
+      - ``"cosine"``: ``CosineAnnealingLR(T_max=total_steps - warmup_steps, eta_min)``:
+        ``eta_min + (lr - eta_min) * (1 + cos(pi * t / T_max)) / 2``. Past ``T_max`` it stays at ``eta_min``
+        (torch's would climb back along the cosine).
+      - ``warmup_steps > 0`` puts ``LinearLR(warmup_start_factor, total_iters=warmup_steps)`` first, as
+        ``SequentialLR([warmup, main], milestones=[warmup_steps])`` does: the lr rises linearly from
+        ``warmup_start_factor * lr`` to ``lr``, then the main schedule starts from its own step 0.
+        The start factor defaults to torch's 1/3; torch requires it in (0, 1].
+
+    Args:
+      name: one of ``SCHEDULES``.
+      lr: the base learning rate (torch's ``lr`` argument of the optimizer).
+      total_steps: the run's optimizer steps, warmup included; needed by ``"cosine"``.
+      step_size: ``"step"``'s decay period in optimizer steps.
+      milestones: ``"multistep"``'s decay steps, counted from the end of the warmup.
+      gamma: the decay factor of ``"step"`` and ``"multistep"``.
+      eta_min: ``"cosine"``'s final learning rate.
+      warmup_steps: optimizer steps of linear warmup (0: none).
+      warmup_start_factor: the warmup's first learning rate, as a fraction of ``lr``.
+
+    Returns:
+      An optax schedule: step count → learning rate. Pass it as the ``lr`` of ``sgd``, ``adam`` or ``adamw``.
+
+    Example:
+      >>> lr = schedule("cosine", 1e-3, total_steps=1000, warmup_steps=100)
+      >>> tx = adam(lr)
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule={name!r}; expected one of {', '.join(SCHEDULES)}")
+    if not lr > 0:
+        raise ValueError(f"lr={lr!r}; expected a positive number")
+    if not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps={warmup_steps!r}; expected an integer >= 0")
+    if not 0 < warmup_start_factor <= 1:
+        raise ValueError(f"warmup_start_factor={warmup_start_factor!r}; expected a number in (0, 1] as torch's LinearLR")
+    if name in ("step", "multistep") and not gamma > 0:
+        raise ValueError(f"gamma={gamma!r}; expected a positive number")
+    if name == "constant":
+        main = optax.constant_schedule(lr)
+    elif name == "step":
+        if not isinstance(step_size, int) or step_size < 1:
+            raise ValueError(f"step_size={step_size!r}; expected a positive integer (optimizer steps)")
+        main = optax.exponential_decay(lr, transition_steps=step_size, decay_rate=gamma, staircase=True)
+    elif name == "multistep":
+        if milestones is None or any(b < 0 for b in milestones):
+            raise ValueError(f"milestones={milestones!r}; expected a sequence of steps >= 0")
+        main = _multistep(lr, jnp.asarray(sorted(milestones), jnp.int32), gamma)
+    else:
+        if total_steps is None or total_steps <= warmup_steps:
+            raise ValueError(
+                f"total_steps={total_steps!r}, warmup_steps={warmup_steps}; "
+                f"cosine annealing needs more optimizer steps than the warmup takes"
+            )
+        if not 0 <= eta_min <= lr:
+            raise ValueError(f"eta_min={eta_min!r}; expected a number in [0, lr]")
+        main = optax.cosine_decay_schedule(lr, decay_steps=total_steps - warmup_steps, alpha=eta_min / lr)
+    if not warmup_steps:
+        return main
+    warmup = optax.linear_schedule(warmup_start_factor * lr, lr, transition_steps=warmup_steps)
+    return optax.join_schedules([warmup, main], boundaries=[warmup_steps])
+
+
+def _multistep(lr: float, milestones: jax.Array, gamma: float) -> optax.Schedule:
+    """``MultiStepLR``: one factor of ``gamma`` per milestone reached; a repeated milestone counts twice, as in torch."""
+
+    def lr_at(count):
+        return lr * gamma ** jnp.sum(count >= milestones)
+
+    return lr_at
+
+
+def clip_grad_norm(tx: optax.GradientTransformation, max_norm: float) -> optax.GradientTransformation:
+    """``tx`` after ``torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)``.
+
+    The gradients, all leaves together, are rescaled to a global L2 norm of at most ``max_norm`` before
+    ``tx`` sees them, so clipping happens before weight decay and momentum, as in a torch script that clips
+    between ``loss.backward()`` and ``optimizer.step()``. (torch divides by ``norm + 1e-6``, optax by
+    ``norm``: a relative difference of 1e-6 / norm.)
+
+    Args:
+      tx: the optimizer.
+      max_norm: the largest global norm let through.
+
+    Returns:
+      ``optax.chain(optax.clip_by_global_norm(max_norm), tx)``.
+
+    Example:
+      >>> tx = clip_grad_norm(sgd(0.1), max_norm=1.0)
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm={max_norm!r}; expected a positive number")
+    return optax.chain(optax.clip_by_global_norm(max_norm), tx)
+
+
+def accumulate_gradients(tx: optax.GradientTransformation, every_k: int) -> optax.GradientTransformation:
+    """``tx`` applied once every ``every_k`` steps, to the mean of the gradients seen since its last update.
+
+    PyTorch accumulates by not calling ``optimizer.zero_grad()``: ``loss.backward()`` adds into ``.grad``
+    for ``k`` batches (each loss divided by ``k``), then one ``optimizer.step()`` and ``zero_grad()``. Here
+    ``optax.MultiSteps`` keeps the running mean in the optimizer state; the steps in between return zero
+    updates, so the parameters stay put. ``k`` batches of size ``b`` give the step of one batch of size
+    ``k * b`` (when the model has no BatchNorm, whose statistics see each batch alone). A schedule inside
+    ``tx`` counts real updates, not batches.
+
+    Args:
+      tx: the optimizer (with clipping, if any: it then clips the accumulated gradient, as torch does).
+      every_k: batches per update; 1 returns ``tx`` itself.
+
+    Returns:
+      The accumulating optimizer.
+
+    Example:
+      >>> tx = accumulate_gradients(adam(1e-3), every_k=4)   # batch 32 × 4 acts as batch 128
+    """
+    if not isinstance(every_k, int) or every_k < 1:
+        raise ValueError(f"every_k={every_k!r}; expected a positive integer")
+    if every_k == 1:
+        return tx
+    return optax.MultiSteps(tx, every_k_schedule=every_k).gradient_transformation()

@@ -32,7 +32,8 @@ class TrainState(struct.PyTreeNode):
     """Everything a training step reads and writes, as one pytree.
 
     Attributes:
-      step: the number of optimizer steps taken (``int32`` scalar).
+      step: the number of ``train_step`` calls so far (``int32`` scalar): optimizer steps, or batches when
+        the optimizer accumulates gradients (``optim.accumulate_gradients``), so each batch gets its own key.
       params: the model's parameters, what ``model.parameters()`` holds in torch.
       opt_state: the optimizer's state (Adam's moments, say).
       batch_stats: the model's non-trained state (BatchNorm's running statistics); ``{}`` if none.

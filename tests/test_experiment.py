@@ -1,0 +1,90 @@
+"""Config → model, optimizer and schedule, and the per-epoch learning rate of a run (jaxtrain.experiment)."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxtrain import CNN, MLP
+from jaxtrain.experiment import Config, build_model, build_optimizer, build_schedule, epoch_learning_rates, run
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"dropout": 1.0}, "dropout=1.0"),
+        ({"dropout": -0.1}, "dropout=-0.1"),
+        ({"grad_accum": 0}, "grad_accum=0"),
+        ({"clip_norm": 0.0}, "clip_norm=0.0"),
+        ({"schedule": "linear"}, "schedule='linear'"),
+        ({"warmup_steps": -1}, "warmup_steps=-1"),
+        ({"dtype": "float16"}, "dtype='float16'"),
+        ({"step_size": 0}, "step_size=0"),
+        ({"gamma": 0.0}, "gamma=0.0"),
+    ],
+)
+def test_config_rejects_bad_values_by_name(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Config(**fields)
+
+
+def test_build_model_keeps_the_models_defaults_unless_told():
+    assert build_model(Config(model="mlp")) == MLP()
+    assert build_model(Config(model="cnn")) == CNN()
+    assert (CNN().dropout, CNN().batch_norm) == (0.25, True)
+    mlp = build_model(Config(model="mlp", dropout=0.2, batch_norm=True, dtype="bfloat16"))
+    assert (mlp.dropout, mlp.batch_norm, mlp.dtype) == (0.2, True, jnp.bfloat16)
+    assert build_model(Config(model="cnn", batch_norm=False, dropout=0.0)) == CNN(batch_norm=False, dropout=0.0)
+
+
+def test_build_optimizer_wraps_clipping_inside_accumulation():
+    params = {"w": jnp.zeros(3)}
+    tx = build_optimizer(Config(optimizer="sgd", lr=1.0, clip_norm=1.0, grad_accum=2))
+    state = tx.init(params)
+    assert isinstance(state, optax.MultiStepsState)
+    moves = []
+    for g in (0.0, 20.0):  # the mean gradient, (0 + 20) / 2 per coordinate, is clipped to norm 1
+        updates, state = tx.update({"w": jnp.full(3, g)}, state, params)
+        moves.append(np.asarray(updates["w"]))
+    np.testing.assert_array_equal(moves[0], 0.0)
+    np.testing.assert_allclose(np.linalg.norm(moves[1]), 1.0, rtol=1e-6)
+
+
+def test_schedules_need_the_epoch_length():
+    with pytest.raises(ValueError, match="batches_per_epoch"):
+        build_optimizer(Config(schedule="cosine"))
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2, 3, 5, 7])
+def test_step_decay_falls_at_epoch_boundaries_with_and_without_accumulation(grad_accum):
+    batches = 10
+    config = Config(schedule="step", step_size=2, gamma=0.5, epochs=6, lr=0.1, grad_accum=grad_accum)
+    np.testing.assert_allclose(epoch_learning_rates(config, batches), [0.1, 0.1, 0.05, 0.05, 0.025, 0.025], rtol=1e-6)
+    # Step by step: optimizer step j completes on batch (j + 1) * k - 1, in epoch ((j + 1) * k - 1) // batches.
+    lr = build_schedule(config, batches)
+    for j in range(6 * batches // grad_accum):
+        epoch = ((j + 1) * grad_accum - 1) // batches
+        assert float(lr(j)) == pytest.approx(0.1 * 0.5 ** (epoch // 2), rel=1e-6)
+
+
+def test_epoch_learning_rates_equal_torchs_per_epoch_scheduler():
+    torch = pytest.importorskip("torch")
+    epochs = 5
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    expected = []
+    for _ in range(epochs):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # Stepped per optimizer step, the cosine passes through torch's per-epoch values at each epoch's start.
+    ours = epoch_learning_rates(Config(schedule="cosine", epochs=epochs), batches_per_epoch=42)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5)
+
+
+def test_the_report_carries_each_epochs_learning_rate():
+    config = Config(dataset="digits", epochs=2, schedule="step", gamma=0.5, lr=2e-3, grad_accum=2, clip_norm=5.0)
+    report = run(config, log=None)
+    assert [h["lr"] for h in report["history"]] == pytest.approx([2e-3, 1e-3])
+    assert report["config"]["grad_accum"] == 2 and report["model_options"]["dtype"] == "float32"
+    assert report["history"][-1]["train_loss"] < report["history"][0]["train_loss"]
