@@ -59,9 +59,9 @@ def from_torch(module: Any, flatten_shape: tuple[int, int, int] | None = None) -
             if flat is not None:  # rows in torch's (C, H, W) order → Flax's (H, W, C) order
                 c, h, w = flat
                 kernel = kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
-            params[name] = {"kernel": kernel}
+            params[name] = {"kernel": np.ascontiguousarray(kernel)}
         elif kind == "Conv2d":
-            params[name] = {"kernel": _numpy(layer.weight).transpose(2, 3, 1, 0)}  # OIHW → HWIO
+            params[name] = {"kernel": np.ascontiguousarray(_numpy(layer.weight).transpose(2, 3, 1, 0))}  # OIHW → HWIO
         else:
             params[name] = {"scale": _numpy(layer.weight)}
             stats[name] = {"mean": _numpy(layer.running_mean), "var": _numpy(layer.running_var)}
@@ -86,34 +86,33 @@ def to_torch(variables: Any, module: Any, flatten_shape: tuple[int, int, int] | 
       ``module``, for chaining.
 
     Raises:
-      ValueError: a layer is missing from ``variables`` or has another shape.
+      ValueError: an entry is missing from ``variables`` or shaped unlike the module's (nothing is written).
 
     Example:
       >>> to_torch(state.variables, torch_cnn)
     """
     import torch
 
+    _check_shapes(variables, from_torch(module, flatten_shape))
     params, stats = variables["params"], variables.get("batch_stats", {})
     with torch.no_grad():
         for name, layer, flat in _layers(module, flatten_shape):
             kind = type(layer).__name__
-            if name not in params:
-                raise ValueError(f"variables['params'] has no {name!r}; expected one for {module.__class__.__name__}'s {kind}")
             p = params[name]
             if kind == "Linear":
                 kernel = np.asarray(p["kernel"])
-                if flat is not None:
+                if flat is not None:  # rows in Flax's (H, W, C) order → torch's (C, H, W) order
                     c, h, w = flat
                     kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
-                _copy(layer.weight, kernel.T, name)
+                _copy(layer.weight, kernel.T)
             elif kind == "Conv2d":
-                _copy(layer.weight, np.asarray(p["kernel"]).transpose(3, 2, 0, 1), name)  # HWIO → OIHW
+                _copy(layer.weight, np.asarray(p["kernel"]).transpose(3, 2, 0, 1))  # HWIO → OIHW
             else:
-                _copy(layer.weight, p["scale"], name)
-                _copy(layer.running_mean, stats[name]["mean"], name)
-                _copy(layer.running_var, stats[name]["var"], name)
+                _copy(layer.weight, p["scale"])
+                _copy(layer.running_mean, stats[name]["mean"])
+                _copy(layer.running_var, stats[name]["var"])
             if layer.bias is not None:
-                _copy(layer.bias, p["bias"], name)
+                _copy(layer.bias, p["bias"])
     return module
 
 
@@ -162,10 +161,22 @@ def _numpy(tensor: Any) -> np.ndarray:
     return tensor.detach().cpu().numpy().copy()
 
 
-def _copy(tensor: Any, value: Any, name: str) -> None:
+def _check_shapes(variables: Any, expected: Variables) -> None:
+    """Raises a ValueError naming the first entry of ``variables`` that is missing or shaped unlike ``expected``."""
+    for collection, layers in expected.items():
+        for name, arrays in layers.items():
+            for key, want in arrays.items():
+                where = f"variables[{collection!r}][{name!r}][{key!r}]"
+                try:
+                    got = np.shape(variables[collection][name][key])
+                except (KeyError, TypeError):
+                    raise ValueError(f"{where} is missing; expected shape {want.shape} for this torch module") from None
+                if tuple(got) != want.shape:
+                    raise ValueError(f"{where}: shape {tuple(got)}; expected {want.shape} for this torch module")
+
+
+def _copy(tensor: Any, value: Any) -> None:
     import torch
 
     value = np.asarray(value)
-    if tuple(value.shape) != tuple(tensor.shape):
-        raise ValueError(f"{name}: shape {tuple(value.shape)}; expected {tuple(tensor.shape)} as in the torch module")
     tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(tensor.dtype))
