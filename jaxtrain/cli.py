@@ -35,6 +35,10 @@ def _add_train(commands) -> None:
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--seed", type=int, default=defaults.seed, help="seeds torch's initialization and the batch order")
+    p.add_argument(
+        "--float64-reference", action="store_true",
+        help="float32 only: also train torch in float64, and report each side's distance from it",
+    )
     p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here")
     p.set_defaults(handler=_train)
 
@@ -73,6 +77,10 @@ def _add_compare(commands) -> None:
     p.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: tensorflow-datasets)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seeds torch's initialization and the batch order")
+    p.add_argument(
+        "--float64-reference", action="store_true",
+        help="float32 only: also train torch in float64, and report each side's distance from it",
+    )
     p.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
     p.set_defaults(handler=_parity)
 

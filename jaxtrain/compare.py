@@ -14,6 +14,7 @@ torch is imported only when a function here is called: ``pip install 'jaxtrain[c
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import dataclasses
 import functools
 import multiprocessing
@@ -152,7 +153,9 @@ class ParityConfig:
     """A parity run: both frameworks, the same start and the same batches.
 
     The optimizer fields carry torch.optim's names; ``lr=None`` means 1e-3 for adam and adamw and 1e-2 for
-    sgd, ``weight_decay=None`` the optimizer's default (1e-2 for adamw, else 0).
+    sgd, ``weight_decay=None`` the optimizer's default (1e-2 for adamw, else 0). ``float64_reference``
+    (float32 runs only) also trains torch in float64 from the same start, as the exact computation that
+    both float32 runs approximate.
     """
 
     model: str = "mlp"
@@ -170,6 +173,7 @@ class ParityConfig:
     data_dir: str | None = None
     batch_size: int = 32
     seed: int = 0
+    float64_reference: bool = False
 
     def __post_init__(self):
         for name, allowed in (
@@ -187,6 +191,8 @@ class ParityConfig:
             raise ValueError(f"momentum, dampening and nesterov apply to sgd; expected none of them with optimizer={self.optimizer!r}")
         if self.optimizer == "sgd" and (tuple(self.betas) != (0.9, 0.999) or self.eps != 1e-8):
             raise ValueError("betas and eps apply to adam and adamw; expected neither with optimizer='sgd'")
+        if self.float64_reference and self.dtype != "float32":
+            raise ValueError(f"float64_reference with dtype={self.dtype!r}; expected dtype='float32'")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr={self.lr!r}; expected a positive number")
         getattr(optim, self.optimizer)(**self.optimizer_args())  # the optimizer's own checks, before any work
@@ -230,7 +236,9 @@ def parity(config: ParityConfig, log: Callable[[str], None] | None = print) -> d
       per-step batch losses, and ``test_accuracy`` after the run), ``max_rel_loss_diff`` (the largest
       ``|loss_jax - loss_torch| / |loss_torch|``), ``max_param_diff`` and ``max_batch_stats_diff`` (the
       largest absolute difference of any parameter or running statistic at the end; None without
-      BatchNorm) and ``test_accuracy_diff`` (percentage points).
+      BatchNorm), ``test_accuracy_diff`` (percentage points), and ``float64_reference``: None, or the
+      float64 torch run's ``losses`` and each float32 side's ``torch_max_rel_loss_diff`` and
+      ``jax_max_rel_loss_diff`` from them.
 
     Example:
       >>> report = parity(ParityConfig(model="mlp", optimizer="sgd", momentum=0.9, steps=600))
@@ -256,21 +264,21 @@ def parity(config: ParityConfig, log: Callable[[str], None] | None = print) -> d
     optimizer = t.optimizers[config.optimizer](net.parameters(), **args)
     criterion = t.nn.CrossEntropyLoss()
     state = create_train_state(model, getattr(optim, config.optimizer)(**args), images[:1], config.seed, variables=variables)
+    if config.float64_reference:
+        exact = copy.deepcopy(net).double()  # float32 → float64 is exact: the same start
+        exact_optimizer = t.optimizers[config.optimizer](exact.parameters(), **args)
 
     loader = DataLoader(ArrayDataset(images, labels), config.batch_size, shuffle=True, seed=config.seed)
-    torch_losses, jax_losses = [], []
-    net.train()
+    torch_losses, jax_losses, exact_losses = [], [], []
     with jax.default_matmul_precision("highest"):
         for inputs, targets in _batches(loader, config.steps):
             # PyTorch: the primer's step, changing net and optimizer in place.
-            optimizer.zero_grad()
-            loss = criterion(net(_nchw(inputs)), _labels(targets))
-            loss.backward()
-            optimizer.step()
-            torch_losses.append(loss.detach())
+            torch_losses.append(_torch_step(net, optimizer, criterion, _nchw(inputs), _labels(targets)))
             # jaxtrain: one pure, compiled step on the same batch.
             state, metrics = train_step(state, (inputs, targets))
             jax_losses.append(metrics["loss"])
+            if config.float64_reference:
+                exact_losses.append(_torch_step(exact, exact_optimizer, criterion, _nchw(inputs).double(), _labels(targets)))
         jax_accuracy = evaluate(state, DataLoader(ArrayDataset(test_images, test_labels), 1000))["accuracy"]
 
     torch_losses = torch.stack(torch_losses).numpy()
@@ -291,10 +299,28 @@ def parity(config: ParityConfig, log: Callable[[str], None] | None = print) -> d
             _max_diff(jax_variables["batch_stats"], torch_variables["batch_stats"]) if "batch_stats" in torch_variables else None
         ),
         "test_accuracy_diff": 100 * (jax_accuracy - torch_accuracy),
+        "float64_reference": None,
     }
+    if config.float64_reference:
+        exact_losses = torch.stack(exact_losses).numpy()
+        report["float64_reference"] = {
+            "losses": exact_losses.tolist(),
+            "torch_max_rel_loss_diff": float(np.max(np.abs(torch_losses - exact_losses) / exact_losses)),
+            "jax_max_rel_loss_diff": float(np.max(np.abs(jax_losses - exact_losses) / exact_losses)),
+        }
     if log:
         log(format_parity(report))
     return report
+
+
+def _torch_step(net: Any, optimizer: Any, criterion: Any, inputs: Any, targets: Any) -> Any:
+    """The primer's training step, in place: ``zero_grad``, forward, loss, ``backward``, ``step``; the loss."""
+    net.train()
+    optimizer.zero_grad()
+    loss = criterion(net(inputs), targets)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def _max_diff(a: Any, b: Any) -> float:
@@ -328,6 +354,8 @@ def format_parity(report: dict[str, Any]) -> str:
         *([f"  max running-stats difference: {stats:.3g}"] if stats is not None else []),
         f"  test accuracy: torch {100 * report['torch']['test_accuracy']:.2f}%   jax {100 * report['jax']['test_accuracy']:.2f}%"
         f"   ({report['test_accuracy_diff']:+.2f} points)",
+        *([f"  max relative loss difference from torch float64: torch {ref['torch_max_rel_loss_diff']:.3g}"
+           f"   jax {ref['jax_max_rel_loss_diff']:.3g}"] if (ref := report["float64_reference"]) else []),
     ])
 
 

@@ -70,10 +70,15 @@ def test_float64_parity_of_the_cnn_from_the_cli(tmp_path, torch):
 
 
 def test_float32_parity_on_mnist_stays_within_1e_4(mnist_dir, torch):
-    config = compare.ParityConfig(model="mlp", optimizer="adam", dtype="float32", steps=50, dataset="mnist", data_dir=str(mnist_dir))
+    config = compare.ParityConfig(
+        model="mlp", optimizer="adam", dtype="float32", steps=50, dataset="mnist", data_dir=str(mnist_dir), float64_reference=True
+    )
     report = compare.parity(config, log=None)
     assert report["max_rel_loss_diff"] <= 1e-4
     assert abs(report["test_accuracy_diff"]) <= 0.5
+    reference = report["float64_reference"]
+    assert len(reference["losses"]) == 50
+    assert reference["torch_max_rel_loss_diff"] <= 1e-4 and reference["jax_max_rel_loss_diff"] <= 1e-4
 
 
 def test_float64_parity_refuses_32_bit_jax(torch):
@@ -89,6 +94,7 @@ def test_float64_parity_refuses_32_bit_jax(torch):
         (["parity", "--steps", "0"], "steps=0"),
         (["parity", "--optimizer", "adam", "--momentum", "0.9"], "optimizer='adam'"),
         (["parity", "--lr", "-1"], "lr=-1.0"),
+        (["parity", "--float64-reference"], "float64_reference"),
         (["bench", "--epochs", "0"], "epochs=0"),
         (["bench", "--plot", "/nonexistent/bench.png"], "/nonexistent"),
     ],
