@@ -210,12 +210,14 @@ class ParityConfig:
 def _batches(loader: DataLoader, steps: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``steps`` batches from ``loader``, epoch after epoch."""
     taken = 0
-    while True:
+    while taken < steps:
         for batch in loader:
             if taken == steps:
                 return
             yield batch
             taken += 1
+        if taken == 0:
+            raise ValueError("the training loader yielded no batch")
 
 
 def parity(config: ParityConfig, log: Callable[[str], None] | None = print) -> dict[str, Any]:

@@ -90,3 +90,27 @@ def test_the_defaults_are_torchs(kind, torch):
 def test_invalid_hyperparameters_are_refused_like_torch_does(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw-weight-decay", "sgd-nesterov"])
+def test_float32_steps_stay_within_float32_rounding_of_torch(name, torch):
+    # Adam's bias corrections in particular: torch computes them in double precision, and a float32
+    # 1 - 0.999 ** t would scale the first updates by about 1 + 1e-5.
+    kind, kwargs = CONFIGS[name]
+    rng = np.random.default_rng(1)
+    start = (1e-3 * rng.standard_normal((64, 32))).astype(np.float32)  # small weights: fine rounding
+    tensor = torch.tensor(start, requires_grad=True)
+    torch_opt = getattr(torch.optim, TORCH_NAMES[kind])([tensor], **kwargs)
+    tx = getattr(optim, kind)(**kwargs)
+    params = jax.numpy.asarray(start)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    for step in range(20):
+        noise = np.random.default_rng(step).standard_normal(start.shape)
+        grad = (np.sin(3 + tensor.detach().numpy()) + 0.1 * noise).astype(np.float32)
+        tensor.grad = torch.from_numpy(grad)
+        torch_opt.step()
+        updates, state = update(jax.numpy.asarray(grad), state, params)
+        params = optax.apply_updates(params, updates)
+    moved = np.max(np.abs(tensor.detach().numpy() - start))
+    assert np.max(np.abs(np.asarray(params) - tensor.detach().numpy())) <= 1e-6 * moved
