@@ -178,5 +178,7 @@ def _check_shapes(variables: Any, expected: Variables) -> None:
 def _copy(tensor: Any, value: Any) -> None:
     import torch
 
-    value = np.asarray(value)
-    tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(tensor.dtype))
+    value = np.array(value)  # a writable, contiguous copy: jax's host arrays are read-only
+    if value.dtype.kind not in "fiu":  # bfloat16 and other types that numpy knows only through ml_dtypes
+        value = value.astype(np.float32)
+    tensor.copy_(torch.from_numpy(value).to(tensor.dtype))

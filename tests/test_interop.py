@@ -1,9 +1,11 @@
+import warnings
+
 import flax.linen as fnn
 import jax
 import numpy as np
 import pytest
 
-from jaxtrain import CNN, MLP
+from jaxtrain import CNN, MLP, create_train_state, sgd
 from jaxtrain.interop import from_torch, to_torch
 
 torch = pytest.importorskip("torch")
@@ -138,3 +140,13 @@ def test_unsupported_layers_and_mismatched_variables_are_refused():
     assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())  # nothing written
     with pytest.raises(ValueError, match=r"\['Conv_0'\]\['kernel'\] is missing"):
         to_torch(variables, _cnn())
+
+
+def test_to_torch_takes_a_train_states_jax_arrays():
+    net = _mlp(in_features=64)
+    state = create_train_state(MLP(), sgd(0.1), np.zeros((1, 8, 8, 1), np.float32), variables=from_torch(net))
+    other = _mlp(in_features=64, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's warning about read-only numpy arrays
+        to_torch(state.variables, other)
+    _assert_same_state(net, other)
