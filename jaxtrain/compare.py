@@ -200,11 +200,10 @@ class ParityConfig:
     def optimizer_args(self) -> dict[str, Any]:
         """The optimizer's keyword arguments, which ``jaxtrain.optim`` and ``torch.optim`` share."""
         lr = self.lr if self.lr is not None else (1e-2 if self.optimizer == "sgd" else 1e-3)
+        weight_decay = self.weight_decay if self.weight_decay is not None else (1e-2 if self.optimizer == "adamw" else 0.0)
         if self.optimizer == "sgd":
-            args = dict(lr=lr, momentum=self.momentum, dampening=self.dampening, nesterov=self.nesterov)
-            return args | ({} if self.weight_decay is None else {"weight_decay": self.weight_decay})
-        args = dict(lr=lr, betas=tuple(self.betas), eps=self.eps)
-        return args | ({} if self.weight_decay is None else {"weight_decay": self.weight_decay})
+            return dict(lr=lr, momentum=self.momentum, dampening=self.dampening, nesterov=self.nesterov, weight_decay=weight_decay)
+        return dict(lr=lr, betas=tuple(self.betas), eps=self.eps, weight_decay=weight_decay)
 
 
 def _batches(loader: DataLoader, steps: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
