@@ -125,6 +125,7 @@ def test_bench_on_a_tiny_configuration(tmp_path, torch):
     assert rows[0]["vs_primer"]["samples_per_second"] == 1
     for row in rows:
         assert row["samples_per_second"] > 0 and row["compile_seconds"] > 0 and row["epoch_seconds"] > 0
+        assert row["eval_seconds"] > 0
         assert 50 < row["peak_memory_mib"] < 10_000
         assert row["vs_primer"]["samples_per_second"] == pytest.approx(row["samples_per_second"] / rows[0]["samples_per_second"])
         assert 0.5 < row["test_accuracy"] <= 1
