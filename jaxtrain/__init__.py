@@ -3,6 +3,7 @@ done the functional way in JAX, with Flax modules and optax optimizers."""
 
 from jaxtrain.data import ArrayDataset, DataLoader, Dataset, default_collate, prefetch_to_device
 from jaxtrain.datasets import DatasetUnavailableError, load_digits, load_mnist, read_idx
+from jaxtrain.interop import from_torch, to_torch
 from jaxtrain.losses import cross_entropy
 from jaxtrain.models import CNN, MLP, BatchNorm
 from jaxtrain.optim import accumulate_gradients, adam, adamw, clip_grad_norm, schedule, sgd
@@ -29,11 +30,13 @@ __all__ = [
     "eval_step",
     "evaluate",
     "fit",
+    "from_torch",
     "load_digits",
     "load_mnist",
     "prefetch_to_device",
     "read_idx",
     "schedule",
     "sgd",
+    "to_torch",
     "train_step",
 ]

@@ -3,14 +3,12 @@
 In one run, on the same data and machine: the primer's PyTorch loop (when torch is installed); jaxtrain
 per step, fused and device-resident; a hand-written ``lax.scan`` epoch as a reference; and the machine's
 matrix-product rate and copy bandwidth, which bound what any of them can reach. Each configuration runs
-in a child process of its own, so that its peak memory is its own.
+in a child process of its own (``compare.measure_in_child``), so that its peak memory is its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -18,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxtrain import experiment
+from jaxtrain import compare, experiment
+from jaxtrain.compare import measure_in_child
 
 # Fused mode's steps per call: past a few dozen, the saved dispatches no longer show (README, "Speed").
 FUSED_STEPS = 32
@@ -27,30 +26,6 @@ MODES: dict[str, dict[str, Any]] = {
     "fused": {"steps_per_call": FUSED_STEPS, "data_on_device": False},
     "device-resident": {"steps_per_call": "epoch", "data_on_device": True},
 }
-
-
-def _child(fn: Callable, args: tuple, pipe) -> None:
-    try:
-        result = fn(*args)
-        pipe.send((result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-    except BaseException as error:  # handed to the parent, which re-raises it
-        pipe.send(error)
-
-
-def in_child(fn: Callable, *args: Any) -> tuple[Any, float]:
-    """Runs ``fn(*args)`` in a fresh process; returns its result and the process's peak memory in MiB.
-
-    ``fn`` must be importable by name (a module-level function), as multiprocessing's "spawn" requires.
-    """
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(fn, args, send))
-    process.start()
-    result = receive.recv()
-    process.join()
-    if isinstance(result, BaseException):
-        raise result
-    return result
 
 
 def machine_rates(size: int = 2048, copy_mib: int = 256, repeats: int = 5) -> dict[str, float]:
@@ -146,18 +121,16 @@ def bench(config: experiment.Config, torch: bool = True, log: Callable[[str], No
       ratio to the primer's PyTorch loop, its fraction of the arithmetic bound, compile and evaluation
       seconds, peak memory, final test accuracy and the full report.
     """
-    machine, _ = in_child(machine_rates)
-    flops, _ = in_child(flops_per_example, config)
+    machine, _ = measure_in_child(machine_rates)
+    flops, _ = measure_in_child(flops_per_example, config)
     bound = machine["matmul_gflops"] * 1e9 / flops
     runs: dict[str, tuple[dict, float]] = {}
     if torch:
-        from jaxtrain import compare
-
-        runs["PyTorch primer"] = in_child(compare.torch_run, config, "dataloader")
+        runs["PyTorch primer"] = measure_in_child(compare.torch_run, config, "dataloader", log=None)
     for name, mode in MODES.items():
-        runs[f"jaxtrain {name}"] = in_child(_run, dataclasses.replace(config, **mode))
+        runs[f"jaxtrain {name}"] = measure_in_child(experiment.run, dataclasses.replace(config, **mode), log=None)
     if config.model == "mlp":
-        runs["hand-written lax.scan"] = in_child(scan_reference, config)
+        runs["hand-written lax.scan"] = measure_in_child(scan_reference, config)
     baseline = _steady(runs["PyTorch primer"][0]) if torch else None
     rows = []
     for name, (report, peak) in runs.items():
@@ -177,10 +150,6 @@ def bench(config: experiment.Config, torch: bool = True, log: Callable[[str], No
             log(format_row(rows[-1]))
     return {"machine": machine, "flops_per_example": flops, "arithmetic_bound": bound,
             "config": dataclasses.asdict(config), "rows": rows}
-
-
-def _run(config: experiment.Config) -> dict:
-    return experiment.run(config, log=None)
 
 
 def format_row(row: dict) -> str:

@@ -1,15 +1,20 @@
 """``python -m jaxtrain``: flags onto the library, nothing else.
 
   python -m jaxtrain train --dataset digits --epochs 10 --report out.json
+  python -m jaxtrain compare parity --model cnn --optimizer adam --dtype float64 --steps 600
+  python -m jaxtrain compare bench --report bench.json --plot bench.png
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from jaxtrain import experiment
+import jax
+
+from jaxtrain import compare, experiment
 from jaxtrain.datasets import DatasetUnavailableError
 
 
@@ -26,9 +31,9 @@ def _add_train(commands) -> None:
         help="train and evaluate a model (the primer's program)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--dataset", choices=experiment.DATASETS, default=defaults.dataset)
+    p.add_argument("--dataset", choices=experiment.DATASETS, default=defaults.dataset, help="the training data")
     p.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: tensorflow-datasets)")
-    p.add_argument("--model", choices=experiment.MODELS, default=defaults.model)
+    p.add_argument("--model", choices=experiment.MODELS, default=defaults.model, help="the network")
     p.add_argument("--dropout", type=float, default=defaults.dropout, metavar="P",
                    help="dropout rate in [0, 1); None keeps the model's (mlp: 0, cnn: 0.25)")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=defaults.batch_norm,
@@ -37,9 +42,9 @@ def _add_train(commands) -> None:
     p.add_argument("--dtype", choices=tuple(experiment.DTYPES), default=defaults.dtype,
                    help="compute dtype; parameters and optimizer state stay float32")
     p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
     p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--optimizer", choices=experiment.OPTIMIZERS, default=defaults.optimizer)
+    p.add_argument("--optimizer", choices=experiment.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--schedule", choices=experiment.SCHEDULES, default=defaults.schedule,
@@ -53,7 +58,7 @@ def _add_train(commands) -> None:
                    help="batches whose mean gradient makes one optimizer step")
     p.add_argument("--clip-norm", type=float, default=defaults.clip_norm, metavar="X",
                    help="clip the gradient's global norm to X before each optimizer step; None: no clipping")
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seeds the initialization, dropout and the batch order")
     p.add_argument(
         "--steps-per-call", type=_steps_per_call, default=defaults.steps_per_call,
         help="optimizer steps per compiled call: K, 'epoch', or 'auto' (the measured default for the model)",
@@ -68,7 +73,7 @@ def _add_train(commands) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     _check_writable(args.report)
-    fields = {f.name for f in experiment.dataclasses.fields(experiment.Config)}
+    fields = {f.name for f in dataclasses.fields(experiment.Config)}
     config = experiment.Config(**{k: v for k, v in vars(args).items() if k in fields})
     report = experiment.run(config)
     if args.report:
@@ -97,10 +102,10 @@ def _add_bench(commands) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch loop")
     p.add_argument("--report", type=Path, default=None, help="write the measurements as JSON here")
-    p.set_defaults(handler=_bench)
+    p.set_defaults(handler=_speed)
 
 
-def _bench(args: argparse.Namespace) -> None:
+def _speed(args: argparse.Namespace) -> None:
     from jaxtrain import bench
 
     _check_writable(args.report)
@@ -115,10 +120,89 @@ def _bench(args: argparse.Namespace) -> None:
         experiment.write_json(args.report, result)
 
 
-def _check_writable(path: Path | None) -> None:
+def _add_compare(commands) -> None:
+    parser = commands.add_parser("compare", help="the PyTorch program beside jaxtrain's: parity and benchmarks")
+    studies = parser.add_subparsers(dest="study", required=True)
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    defaults = compare.ParityConfig()
+
+    p = studies.add_parser(
+        "parity", formatter_class=formatter,
+        help="train in PyTorch and in jaxtrain from the same weights on the same batches; report the differences",
+    )
+    p.add_argument("--model", choices=experiment.MODELS, default=defaults.model, help="the network (dropout off)")
+    p.add_argument("--optimizer", choices=experiment.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (None: 1e-3 for adam and adamw, 1e-2 for sgd)")
+    p.add_argument("--momentum", type=float, default=defaults.momentum, help="sgd")
+    p.add_argument("--dampening", type=float, default=defaults.dampening, help="sgd")
+    p.add_argument("--nesterov", action="store_true", help="sgd")
+    p.add_argument("--weight-decay", type=float, default=None, help="None: the optimizer's default (1e-2 for adamw, else 0)")
+    p.add_argument("--betas", type=float, nargs=2, default=defaults.betas, metavar=("B1", "B2"), help="adam, adamw")
+    p.add_argument("--eps", type=float, default=defaults.eps, help="adam, adamw")
+    p.add_argument("--dtype", choices=compare.DTYPES, default=defaults.dtype, help="both frameworks' dtype")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps, epoch after epoch")
+    p.add_argument("--dataset", choices=experiment.DATASETS, default=defaults.dataset, help="the training data")
+    p.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: tensorflow-datasets)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seeds torch's initialization and the batch order")
+    p.add_argument(
+        "--float64-reference", action="store_true",
+        help="float32 only: also train torch in float64, and report each side's distance from it",
+    )
+    p.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
+    p.set_defaults(handler=_parity)
+
+    config = experiment.Config()
+    b = studies.add_parser(
+        "bench", formatter_class=formatter,
+        help="time the primer's PyTorch program and jaxtrain's on the same data, each in its own process",
+    )
+    b.add_argument("--dataset", choices=experiment.DATASETS, default=config.dataset, help="the training data")
+    b.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: tensorflow-datasets)")
+    b.add_argument("--models", choices=experiment.MODELS, nargs="+", default=list(experiment.MODELS), help="the networks to time")
+    b.add_argument("--epochs", type=int, default=config.epochs, help="passes over the training data")
+    b.add_argument("--batch-size", type=int, default=config.batch_size, help="examples per step")
+    b.add_argument("--lr", type=float, default=config.lr, help="Adam's learning rate")
+    b.add_argument("--seed", type=int, default=config.seed, help="seeds both frameworks")
+    b.add_argument("--torch-compile", action="store_true", help="also time torch.compile (compiles slowly)")
+    b.add_argument("--report", type=Path, default=None, help="write the results as JSON here")
+    b.add_argument("--plot", type=Path, default=None, help="draw the loss and accuracy curves into this PNG")
+    b.set_defaults(handler=_compare_bench)
+
+
+def _parity(args: argparse.Namespace) -> None:
+    _check_writable(args.report)
+    fields = {f.name for f in dataclasses.fields(compare.ParityConfig)}
+    config = compare.ParityConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if config.dtype == "float64":
+        # 64-bit JAX for the whole process: the float64 proof of equivalence needs float64 everywhere.
+        jax.config.update("jax_enable_x64", True)
+    report = compare.parity(config)
+    if args.report:
+        experiment.write_json(args.report, report)
+
+
+def _compare_bench(args: argparse.Namespace) -> None:
+    _check_writable(args.report)
+    _check_writable(args.plot, "--plot")
+    fields = {f.name for f in dataclasses.fields(experiment.Config)}
+    config = experiment.Config(**{k: v for k, v in vars(args).items() if k in fields})
+    result = compare.bench(config, models=args.models, torch_compile=args.torch_compile)
+    if args.report:
+        experiment.write_json(args.report, result)
+    if args.plot:
+        compare.plot_bench(result, args.plot)
+
+
+def _check_writable(path: Path | None, flag: str = "--report") -> None:
     """Fails before any work when a report could not be written afterwards."""
     if path is not None and not path.parent.resolve().is_dir():
-        raise FileNotFoundError(f"--report {path}: folder {path.parent} does not exist")
+        raise FileNotFoundError(f"{flag} {path}: folder {path.parent} does not exist")
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command's words: "train", "compare parity"."""
+    return " ".join(word for word in (args.command, getattr(args, "study", None)) if word)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(commands)
     _add_bench(commands)
+    _add_compare(commands)
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except (ValueError, OSError, DatasetUnavailableError) as error:
-        print(f"jaxtrain {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, OSError, ImportError, DatasetUnavailableError) as error:
+        print(f"jaxtrain {_command(args)}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"jaxtrain {args.command}: interrupted", file=sys.stderr)
+        print(f"jaxtrain {_command(args)}: interrupted", file=sys.stderr)
         return 130
     return 0

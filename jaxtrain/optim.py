@@ -46,6 +46,45 @@ def _torch_momentum(momentum: float, dampening: float, nesterov: bool) -> optax.
     return optax.GradientTransformation(init, update)
 
 
+def _bias_correction(decay: float, count: jax.Array, dtype: Any) -> jax.Array:
+    """``1 - decay ** count``, accurate in float32 too.
+
+    torch computes ``bias_correction2 = 1 - beta2 ** step`` in Python floats (double precision). In float32,
+    ``1 - 0.999 ** 1`` loses 1.3e-5 of its value to the rounding of ``0.999 ** 1``;
+    ``-expm1(count * log1p(-(1 - decay)))`` is the same number without the cancellation.
+    """
+    dtype = jnp.promote_types(dtype, jnp.float32)
+    return -jnp.expm1(count.astype(dtype) * jnp.log1p(jnp.asarray(-(1 - decay), dtype)))
+
+
+def _scale_by_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """torch.optim.Adam's direction, ``m̂ / (√v̂ + eps)``, with its bias corrections as accurate as torch's.
+
+    The same rule as ``optax.scale_by_adam`` (and its state), but for ``_bias_correction``: optax's
+    float32 ``1 - b2 ** count`` would scale the first updates by about 1 + 6e-6.
+    """
+
+    def init(params):
+        # Two separate trees of zeros: a donated state may not hold one buffer twice.
+        mu, nu = jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.zeros_like, params)
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
+
+    def update(grads, state, params=None):
+        del params
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)  # exp_avg.lerp_(grad, 1 - beta1)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)  # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        count = optax.safe_int32_increment(state.count)
+
+        def direction(m, v):
+            # step_size = lr / bias_correction1; denom = exp_avg_sq.sqrt() / bias_correction2.sqrt() + eps
+            bc1, bc2 = _bias_correction(b1, count, m.dtype), _bias_correction(b2, count, m.dtype)
+            return ((m / bc1) / (jnp.sqrt(v) / jnp.sqrt(bc2) + eps)).astype(m.dtype)
+
+        return jax.tree.map(direction, mu, nu), optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
 def sgd(
     lr: ScalarOrSchedule,
     momentum: float = 0.0,
@@ -85,9 +124,10 @@ def adam(
 
     The chain, part by part:
       - ``add_decayed_weights(weight_decay)``: ``grad = grad.add(param, alpha=weight_decay)``;
-      - ``scale_by_adam(b1, b2, eps)``: ``exp_avg.lerp_(grad, 1 - beta1)``,
+      - ``_scale_by_adam(b1, b2, eps)``: ``exp_avg.lerp_(grad, 1 - beta1)``,
         ``exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)``, and the bias-corrected
-        ``exp_avg / bias_correction1 / ((exp_avg_sq / bias_correction2).sqrt() + eps)``;
+        ``exp_avg / bias_correction1 / (exp_avg_sq.sqrt() / bias_correction2_sqrt + eps)``, with the
+        bias corrections as accurate as torch's double-precision ones in float32 too;
       - ``scale_by_learning_rate(lr)``: ``param.addcdiv_(exp_avg, denom, value=-step_size)``.
 
     Example:
@@ -96,7 +136,7 @@ def adam(
     _check_adam(lr, betas, eps, weight_decay)
     return optax.chain(
         optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
-        optax.scale_by_adam(b1=betas[0], b2=betas[1], eps=eps),
+        _scale_by_adam(betas[0], betas[1], eps),
         optax.scale_by_learning_rate(lr),
     )
 
@@ -110,7 +150,7 @@ def adamw(
     """``torch.optim.AdamW``: Adam with decoupled weight decay, and torch's default ``weight_decay=1e-2``.
 
     (``optax.adamw`` defaults to 1e-4.) The chain, part by part:
-      - ``scale_by_adam(b1, b2, eps)``: the Adam direction, as in ``adam``;
+      - ``_scale_by_adam(b1, b2, eps)``: the Adam direction, as in ``adam``;
       - ``add_decayed_weights(weight_decay)`` then ``scale_by_learning_rate(lr)``: together
         ``param.mul_(1 - lr * weight_decay)`` and ``param.addcdiv_(exp_avg, denom, value=-step_size)``.
 
@@ -119,7 +159,7 @@ def adamw(
     """
     _check_adam(lr, betas, eps, weight_decay)
     return optax.chain(
-        optax.scale_by_adam(b1=betas[0], b2=betas[1], eps=eps),
+        _scale_by_adam(betas[0], betas[1], eps),
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(lr),
     )
