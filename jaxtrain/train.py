@@ -230,22 +230,26 @@ def evaluate(state: TrainState, loader: DataLoader) -> dict[str, float]:
 
 
 def compile_fit(state: TrainState, loader: DataLoader, steps_per_call: int = 1, data_on_device: bool = False) -> float:
-    """Compiles ahead of time the call that ``fit`` makes for full batches; returns the seconds it took.
+    """Compiles ahead of time every call that ``fit`` will make; returns the seconds it took.
 
-    ``fit`` then starts without compiling (a short last batch still compiles a call of its own).
+    ``fit`` then trains without compiling: full batches (or groups of them) and the short last batch
+    each have their compiled call already.
     """
     size = loader.batch_size
-    batch = loader.gather(np.arange(min(size, len(loader.dataset))))
-    k = max(1, min(steps_per_call, len(loader.dataset) // size))
-    shape = lambda a, lead=(): jax.ShapeDtypeStruct(lead + np.shape(a), np.asarray(a).dtype)
+    full, tail = divmod(len(loader.indices(0)), size)
+    rows = {min(steps_per_call, full), full % steps_per_call} - {0} if steps_per_call > 1 else {1}
+    shapes = [(k, size) for k in rows if full] + ([(1, tail)] if tail else [])
+    batch = loader.gather(np.arange(1))
+    spec = lambda a, lead: jax.ShapeDtypeStruct(lead + np.shape(a)[1:], np.asarray(a).dtype)
     start = time.perf_counter()
-    if data_on_device:
-        index = jax.ShapeDtypeStruct((k, size), loader.indices(0).dtype)
-        gather_steps.lower(state, jax.tree.map(shape, loader.arrays()), index).compile()
-    elif k == 1:
-        train_step.lower(state, jax.tree.map(shape, batch)).compile()
-    else:
-        train_steps.lower(state, jax.tree.map(lambda a: shape(a, (k,)), batch)).compile()
+    for k, b in shapes:
+        if data_on_device:
+            arrays = jax.tree.map(lambda a: spec(a, (len(a),)), loader.arrays())
+            gather_steps.lower(state, arrays, jax.ShapeDtypeStruct((k, b), loader.indices(0).dtype)).compile()
+        elif steps_per_call == 1:
+            train_step.lower(state, jax.tree.map(lambda a: spec(a, (b,)), batch)).compile()
+        else:
+            train_steps.lower(state, jax.tree.map(lambda a: spec(a, (k, b)), batch)).compile()
     return time.perf_counter() - start
 
 

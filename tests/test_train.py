@@ -138,8 +138,8 @@ def test_fit_rejects_bad_feed_settings():
 
 
 @pytest.mark.parametrize("feed", ["per step", "fused K=3", "device-resident, K=2"])
-def test_compile_fit_leaves_nothing_to_compile_for_full_batches(feed):
-    images, labels = _data(96)  # 6 full batches of 16
+def test_compile_fit_leaves_nothing_to_compile(feed):
+    images, labels = _data(107)  # 6 full batches of 16 and a short one of 11
     loader = DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True)
     state = create_train_state(MLP(hidden=(11,)), adam(1e-2), images[:1])
     options = {k: v for k, v in FEEDS[feed].items() if k != "prefetch"}
