@@ -95,7 +95,7 @@ def test_the_primers_configuration_on_mnist(mnist_dir):
 
 FEEDS = {
     "per step": dict(steps_per_call=1),
-    "per step, no prefetch": dict(steps_per_call=1, prefetch=0),
+    "per step, prefetched": dict(steps_per_call=1, prefetch=2),
     "fused K=3": dict(steps_per_call=3),
     "device-resident, K=2": dict(steps_per_call=2, data_on_device=True),
     "device-resident, whole epoch": dict(steps_per_call=10, data_on_device=True),
