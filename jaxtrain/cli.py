@@ -73,8 +73,7 @@ def _add_train(commands) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     _check_writable(args.report)
-    fields = {f.name for f in dataclasses.fields(experiment.Config)}
-    config = experiment.Config(**{k: v for k, v in vars(args).items() if k in fields})
+    config = _from_flags(experiment.Config, args)
     report = experiment.run(config)
     if args.report:
         experiment.write_json(args.report, report)
@@ -172,8 +171,7 @@ def _add_compare(commands) -> None:
 
 def _parity(args: argparse.Namespace) -> None:
     _check_writable(args.report)
-    fields = {f.name for f in dataclasses.fields(compare.ParityConfig)}
-    config = compare.ParityConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    config = _from_flags(compare.ParityConfig, args)
     if config.dtype == "float64":
         # 64-bit JAX for the whole process: the float64 proof of equivalence needs float64 everywhere.
         jax.config.update("jax_enable_x64", True)
@@ -185,13 +183,18 @@ def _parity(args: argparse.Namespace) -> None:
 def _compare_bench(args: argparse.Namespace) -> None:
     _check_writable(args.report)
     _check_writable(args.plot, "--plot")
-    fields = {f.name for f in dataclasses.fields(experiment.Config)}
-    config = experiment.Config(**{k: v for k, v in vars(args).items() if k in fields})
+    config = _from_flags(experiment.Config, args)
     result = compare.bench(config, models=args.models, torch_compile=args.torch_compile)
     if args.report:
         experiment.write_json(args.report, result)
     if args.plot:
         compare.plot_bench(result, args.plot)
+
+
+def _from_flags(config_type: type, args: argparse.Namespace):
+    """The dataclass ``config_type`` with the flags that name its fields."""
+    fields = {f.name for f in dataclasses.fields(config_type)}
+    return config_type(**{k: v for k, v in vars(args).items() if k in fields})
 
 
 def _check_writable(path: Path | None, flag: str = "--report") -> None:

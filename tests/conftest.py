@@ -30,3 +30,17 @@ def mnist_dir() -> Path:
     if not MNIST_DIR.is_dir():
         pytest.skip(f"{MNIST_DIR} not found")
     return MNIST_DIR
+
+
+@pytest.fixture
+def torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def x64():
+    """64-bit JAX for one test, restored afterwards."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)

@@ -13,20 +13,6 @@ from jaxtrain.experiment import Config, run
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def torch():
-    return pytest.importorskip("torch")
-
-
-@pytest.fixture
-def x64():
-    """64-bit JAX for one test, restored afterwards."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "jaxtrain", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 

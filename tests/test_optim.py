@@ -8,20 +8,6 @@ import pytest
 from jaxtrain import optim
 
 
-@pytest.fixture
-def torch():
-    return pytest.importorskip("torch")
-
-
-@pytest.fixture
-def x64():
-    """64-bit JAX for one test, restored afterwards."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
 CONFIGS = {
     "sgd": ("sgd", dict(lr=0.1)),
     "sgd-momentum": ("sgd", dict(lr=0.1, momentum=0.9)),
