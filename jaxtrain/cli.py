@@ -47,8 +47,9 @@ def _add_train(commands) -> None:
     p.add_argument("--optimizer", choices=experiment.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--schedule", choices=experiment.SCHEDULES, default=defaults.schedule,
-                   help="learning rate per optimizer step: constant, step (StepLR), cosine (CosineAnnealingLR to 0)")
+    p.add_argument("--schedule", choices=("auto", *experiment.SCHEDULES), default="auto",
+                   help="learning rate per optimizer step: constant, step (StepLR), cosine (CosineAnnealingLR to 0); "
+                   "auto: constant for the mlp, cosine for the cnn")
     p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
                    help="optimizer steps of linear warmup from lr/3 (LinearLR) before the schedule")
     p.add_argument("--step-size", type=int, default=defaults.step_size, metavar="EPOCHS",

@@ -27,6 +27,9 @@ MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("adam", "sgd", "adamw")
 DATASETS = ("mnist", "digits")
 SCHEDULES = ("constant", "step", "cosine")
+# The MLP keeps the primer's constant learning rate. The CNN anneals it: with a constant 1e-3 its test
+# accuracy swung between 98.4% and 98.8% from one epoch to the next (README, "Measured").
+DEFAULT_SCHEDULE = {"mlp": "constant", "cnn": "cosine"}
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # the model's compute dtype; None keeps float32
 
 
@@ -38,7 +41,7 @@ class Config:
     has BatchNorm and dropout 0.25). ``dtype`` is the compute dtype; parameters and optimizer state stay
     float32.
 
-    Learning rate: ``schedule`` is "constant", "step" (torch's ``StepLR(step_size, gamma)``, with
+    Learning rate: ``schedule`` is "auto" (``DEFAULT_SCHEDULE`` of the model), "constant", "step" (torch's ``StepLR(step_size, gamma)``, with
     ``step_size`` in epochs as torch scripts step it once per epoch; the defaults are those of
     pytorch/examples' MNIST script) or "cosine" (``CosineAnnealingLR`` to 0 over the run), after
     ``warmup_steps`` optimizer steps of linear warmup. ``grad_accum`` batches make one optimizer step;
@@ -57,7 +60,7 @@ class Config:
     optimizer: str = "adam"
     momentum: float = 0.0
     weight_decay: float = 0.0
-    schedule: str = "constant"
+    schedule: str = "auto"  # "auto": DEFAULT_SCHEDULE[model]
     warmup_steps: int = 0
     step_size: int = 1
     gamma: float = 0.7
@@ -69,6 +72,8 @@ class Config:
     data_on_device: bool | None = None  # None: when the training set fits (data.fits_on_device)
 
     def __post_init__(self):
+        if self.schedule == "auto":
+            object.__setattr__(self, "schedule", DEFAULT_SCHEDULE.get(self.model, "constant"))
         for name, allowed in (
             ("dataset", DATASETS),
             ("model", MODELS),

@@ -168,7 +168,11 @@ def gather_steps_fn(state: TrainState, arrays: tuple[jax.Array, ...], index: jax
       arrays: the whole dataset, ``(inputs: (N, ...), labels: (N,))``, already on the device.
       index: ``(K, B)`` example indices, one row per step.
     """
-    return jax.lax.scan(lambda s, i: train_step_fn(s, tuple(a[i] for a in arrays)), state, index)
+    step = lambda s, i: train_step_fn(s, tuple(a[i] for a in arrays))
+    if len(index) == 1:  # no loop: XLA:CPU runs a convolution's step several times slower inside one
+        state, metrics = step(state, index[0])
+        return state, jax.tree.map(lambda m: m[None], metrics)
+    return jax.lax.scan(step, state, index)
 
 
 train_steps = jax.jit(train_steps_fn, donate_argnums=0)
