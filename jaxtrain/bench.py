@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from jaxtrain import compare, experiment
-from jaxtrain.compare import measure_in_child
 
 # Fused mode's steps per call: past a few dozen, the saved dispatches no longer show (README, "Speed").
 FUSED_STEPS = 32
@@ -52,7 +51,6 @@ def machine_rates(size: int = 2048, copy_mib: int = 256, repeats: int = 5) -> di
 
 def flops_per_example(config: experiment.Config) -> float:
     """A training step's floating-point operations per example, as XLA counts them for ``config``."""
-    import jax
     import jax.numpy as jnp
 
     from jaxtrain.train import create_train_state, train_step
@@ -121,16 +119,16 @@ def bench(config: experiment.Config, torch: bool = True, log: Callable[[str], No
       ratio to the primer's PyTorch loop, its fraction of the arithmetic bound, compile and evaluation
       seconds, peak memory, final test accuracy and the full report.
     """
-    machine, _ = measure_in_child(machine_rates)
-    flops, _ = measure_in_child(flops_per_example, config)
+    machine, _ = compare.measure_in_child(machine_rates)
+    flops, _ = compare.measure_in_child(flops_per_example, config)
     bound = machine["matmul_gflops"] * 1e9 / flops
     runs: dict[str, tuple[dict, float]] = {}
     if torch:
-        runs["PyTorch primer"] = measure_in_child(compare.torch_run, config, "dataloader", log=None)
+        runs["PyTorch primer"] = compare.measure_in_child(compare.torch_run, config, "dataloader", log=None)
     for name, mode in MODES.items():
-        runs[f"jaxtrain {name}"] = measure_in_child(experiment.run, dataclasses.replace(config, **mode), log=None)
+        runs[f"jaxtrain {name}"] = compare.measure_in_child(experiment.run, dataclasses.replace(config, **mode), log=None)
     if config.model == "mlp":
-        runs["hand-written lax.scan"] = measure_in_child(scan_reference, config)
+        runs["hand-written lax.scan"] = compare.measure_in_child(scan_reference, config)
     baseline = _steady(runs["PyTorch primer"][0]) if torch else None
     rows = []
     for name, (report, peak) in runs.items():
