@@ -2,19 +2,21 @@
 
   python -m jaxtrain train --dataset digits --epochs 10 --report out.json
   python -m jaxtrain compare parity --model cnn --optimizer adam --dtype float64 --steps 600
-  python -m jaxtrain compare bench --report bench.json --plot bench.png
+  python -m jaxtrain compare bench --preset feeding --dataset mnist --data-dir DIR --report bench.json
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import jax
 
-from jaxtrain import compare, experiment
+from jaxtrain import compare, experiment, optim
 from jaxtrain.datasets import DatasetUnavailableError
 
 
@@ -24,57 +26,66 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default where there is one to show: not for switches, nor for None, whose meaning the
+    help text gives."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _add_data(p: argparse.ArgumentParser, defaults) -> None:
+    p.add_argument("--dataset", choices=experiment.DATASETS, default=defaults.dataset, help="the training data")
+    p.add_argument("--data-dir", default=None,
+                   help="mnist: a folder with its IDX files (default: read through tensorflow-datasets)")
+
+
 def _add_train(commands) -> None:
     defaults = experiment.Config()
-    p = commands.add_parser(
-        "train",
-        help="train and evaluate a model (the primer's program)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--dataset", choices=experiment.DATASETS, default=defaults.dataset, help="the training data")
-    p.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: tensorflow-datasets)")
+    p = commands.add_parser("train", help="train and evaluate a model (the primer's program)", formatter_class=_Help)
+    _add_data(p, defaults)
     p.add_argument("--model", choices=experiment.MODELS, default=defaults.model, help="the network")
     p.add_argument("--dropout", type=float, default=defaults.dropout, metavar="P",
-                   help="dropout rate in [0, 1); None keeps the model's (mlp: 0, cnn: 0.25)")
+                   help="dropout rate in [0, 1) (default: the model's; mlp: 0, cnn: 0.25)")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=defaults.batch_norm,
-                   help="BatchNorm (torch semantics) in each hidden layer or conv block; "
-                   "None keeps the model's (mlp: off, cnn: on)")
-    p.add_argument("--dtype", choices=tuple(experiment.DTYPES), default=defaults.dtype,
+                   help="BatchNorm (torch semantics) in each hidden layer or conv block "
+                   "(default: the model's; mlp: off, cnn: on)")
+    p.add_argument("--dtype", choices=experiment.COMPUTE_DTYPES, default=defaults.dtype,
                    help="compute dtype; parameters and optimizer state stay float32")
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training data")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--optimizer", choices=experiment.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
+    p.add_argument("--lr", type=float, default=defaults.lr, help="learning rate")
+    p.add_argument("--optimizer", choices=optim.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--schedule", choices=("auto", *experiment.SCHEDULES), default="auto",
-                   help="learning rate per optimizer step: constant, step (StepLR), cosine (CosineAnnealingLR to 0); "
-                   "auto: constant for the mlp, cosine for the cnn")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="L2 (sgd, adam) or decoupled (adamw)")
+    p.add_argument("--schedule", choices=("auto", *optim.SCHEDULES), default=defaults.schedule,
+                   help="learning rate per optimizer step: constant, step (StepLR), multistep (MultiStepLR), "
+                   "cosine (CosineAnnealingLR to 0); auto: constant for the mlp, cosine for the cnn")
     p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
                    help="optimizer steps of linear warmup from lr/3 (LinearLR) before the schedule")
     p.add_argument("--step-size", type=int, default=defaults.step_size, metavar="EPOCHS",
                    help="step schedule: multiply the lr by --gamma every this many epochs")
-    p.add_argument("--gamma", type=float, default=defaults.gamma, help="step schedule: the decay factor")
+    p.add_argument("--milestones", type=int, nargs="+", default=defaults.milestones, metavar="EPOCH",
+                   help="multistep schedule: multiply the lr by --gamma at the start of each of these epochs (counted from 0)")
+    p.add_argument("--gamma", type=float, default=defaults.gamma, help="step and multistep schedules: the decay factor")
     p.add_argument("--grad-accum", type=int, default=defaults.grad_accum, metavar="K",
                    help="batches whose mean gradient makes one optimizer step")
     p.add_argument("--clip-norm", type=float, default=defaults.clip_norm, metavar="X",
-                   help="clip the gradient's global norm to X before each optimizer step; None: no clipping")
+                   help="clip the gradient's global norm to X before each optimizer step (default: no clipping)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seeds the initialization, dropout and the batch order")
-    p.add_argument(
-        "--steps-per-call", type=_steps_per_call, default=defaults.steps_per_call,
-        help="optimizer steps per compiled call: K, 'epoch', or 'auto' (the measured default for the model)",
-    )
-    p.add_argument(
-        "--data-on-device", action=argparse.BooleanOptionalAction, default=defaults.data_on_device,
-        help="keep the training set on the device (default: when it takes under a quarter of its memory)",
-    )
+    p.add_argument("--steps-per-call", type=_steps_per_call, default=defaults.steps_per_call,
+                   help="optimizer steps per compiled call: K, 'epoch', or 'auto' (the measured default for the model)")
+    p.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=defaults.data_on_device,
+                   help="keep the training set on the device (default: when it takes under a quarter of its memory)")
     p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here")
     p.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> None:
-    _check_writable(args.report)
     config = _from_flags(experiment.Config, args)
+    _check_writable(args.report)
     report = experiment.run(config)
     if args.report:
         experiment.write_json(args.report, report)
@@ -89,90 +100,58 @@ def _steps_per_call(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r}; expected a positive integer, 'epoch' or 'auto'") from None
 
 
-def _add_bench(commands) -> None:
-    p = commands.add_parser(
-        "bench",
-        help="time each way of feeding the steps beside the primer's PyTorch loop",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--model", choices=experiment.MODELS, default="mlp")
-    p.add_argument("--dataset", choices=experiment.DATASETS, default="mnist")
-    p.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: tensorflow-datasets)")
-    p.add_argument("--epochs", type=int, default=5, help="epochs per mode; speeds are the median after the first")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch loop")
-    p.add_argument("--report", type=Path, default=None, help="write the measurements as JSON here")
-    p.set_defaults(handler=_speed)
-
-
-def _speed(args: argparse.Namespace) -> None:
-    from jaxtrain import bench
-
-    _check_writable(args.report)
-    if args.epochs < 2:
-        raise ValueError(f"--epochs {args.epochs}; expected at least 2 (the first epoch includes compilation)")
-    config = experiment.Config(
-        dataset=args.dataset, data_dir=args.data_dir, model=args.model, epochs=args.epochs, batch_size=args.batch_size
-    )
-    result = bench.bench(config, torch=args.torch, log=None)
-    print(bench.table(result))
-    if args.report:
-        experiment.write_json(args.report, result)
-
-
 def _add_compare(commands) -> None:
     parser = commands.add_parser("compare", help="the PyTorch program beside jaxtrain's: parity and benchmarks")
-    studies = parser.add_subparsers(dest="study", required=True)
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    studies = parser.add_subparsers(dest="study", required=True, parser_class=_Parser)
     defaults = compare.ParityConfig()
 
     p = studies.add_parser(
-        "parity", formatter_class=formatter,
+        "parity", formatter_class=_Help,
         help="train in PyTorch and in jaxtrain from the same weights on the same batches; report the differences",
     )
     p.add_argument("--model", choices=experiment.MODELS, default=defaults.model, help="the network (dropout off)")
-    p.add_argument("--optimizer", choices=experiment.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (None: 1e-3 for adam and adamw, 1e-2 for sgd)")
+    p.add_argument("--optimizer", choices=optim.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 for adam and adamw, 1e-2 for sgd)")
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="sgd")
     p.add_argument("--dampening", type=float, default=defaults.dampening, help="sgd")
-    p.add_argument("--nesterov", action="store_true", help="sgd")
-    p.add_argument("--weight-decay", type=float, default=None, help="None: the optimizer's default (1e-2 for adamw, else 0)")
+    p.add_argument("--nesterov", action="store_true", help="sgd: Nesterov momentum")
+    p.add_argument("--weight-decay", type=float, default=None, help="default: the optimizer's (1e-2 for adamw, else 0)")
     p.add_argument("--betas", type=float, nargs=2, default=defaults.betas, metavar=("B1", "B2"), help="adam, adamw")
     p.add_argument("--eps", type=float, default=defaults.eps, help="adam, adamw")
-    p.add_argument("--dtype", choices=compare.DTYPES, default=defaults.dtype, help="both frameworks' dtype")
+    p.add_argument("--dtype", choices=compare.PARITY_DTYPES, default=defaults.dtype, help="both frameworks' dtype")
     p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps, epoch after epoch")
-    p.add_argument("--dataset", choices=experiment.DATASETS, default=defaults.dataset, help="the training data")
-    p.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: tensorflow-datasets)")
+    _add_data(p, defaults)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seeds torch's initialization and the batch order")
-    p.add_argument(
-        "--float64-reference", action="store_true",
-        help="float32 only: also train torch in float64, and report each side's distance from it",
-    )
+    p.add_argument("--float64-reference", action="store_true",
+                   help="float32 only: also train torch in float64, and report each side's distance from it")
     p.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
     p.set_defaults(handler=_parity)
 
     config = experiment.Config()
     b = studies.add_parser(
-        "bench", formatter_class=formatter,
+        "bench", formatter_class=_Help,
         help="time the primer's PyTorch program and jaxtrain's on the same data, each in its own process",
     )
-    b.add_argument("--dataset", choices=experiment.DATASETS, default=config.dataset, help="the training data")
-    b.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: tensorflow-datasets)")
-    b.add_argument("--models", choices=experiment.MODELS, nargs="+", default=list(experiment.MODELS), help="the networks to time")
-    b.add_argument("--epochs", type=int, default=config.epochs, help="passes over the training data")
-    b.add_argument("--batch-size", type=int, default=config.batch_size, help="examples per step")
+    b.add_argument("--preset", choices=compare.PRESETS, default="frameworks",
+                   help="frameworks: the PyTorch variants beside jaxtrain's defaults; "
+                   "feeding: jaxtrain's feeding modes beside the primer and a hand-written lax.scan epoch")
+    b.add_argument("--programs", choices=compare.PROGRAMS, nargs="+", default=None, metavar="PROGRAM",
+                   help=f"the programs to time instead of the preset's: {', '.join(compare.PROGRAMS)}")
+    b.add_argument("--models", choices=experiment.MODELS, nargs="+", default=["mlp"], help="the networks to time")
+    _add_data(b, config)
+    b.add_argument("--epochs", type=int, default=5, help="passes over the training data; samples/s is the median after the first")
+    b.add_argument("--batch-sizes", type=int, nargs="+", default=[config.batch_size], metavar="B", help="the batch sizes to sweep")
     b.add_argument("--lr", type=float, default=config.lr, help="Adam's learning rate")
     b.add_argument("--seed", type=int, default=config.seed, help="seeds both frameworks")
-    b.add_argument("--torch-compile", action="store_true", help="also time torch.compile (compiles slowly)")
     b.add_argument("--report", type=Path, default=None, help="write the results as JSON here")
-    b.add_argument("--plot", type=Path, default=None, help="draw the loss and accuracy curves into this PNG")
-    b.set_defaults(handler=_compare_bench)
+    b.add_argument("--plot", type=Path, default=None, help="draw test accuracy per epoch and samples/s by batch size into this PNG")
+    b.set_defaults(handler=_bench)
 
 
 def _parity(args: argparse.Namespace) -> None:
-    _check_writable(args.report)
     config = _from_flags(compare.ParityConfig, args)
+    _check_writable(args.report)
     if config.dtype == "float64":
         # 64-bit JAX for the whole process: the float64 proof of equivalence needs float64 everywhere.
         jax.config.update("jax_enable_x64", True)
@@ -181,11 +160,16 @@ def _parity(args: argparse.Namespace) -> None:
         experiment.write_json(args.report, report)
 
 
-def _compare_bench(args: argparse.Namespace) -> None:
+def _bench(args: argparse.Namespace) -> None:
+    config = _from_flags(experiment.Config, args)
+    programs = args.programs or compare.PRESETS[args.preset]
+    compare.bench_check(config, args.models, programs)
     _check_writable(args.report)
     _check_writable(args.plot, "--plot")
-    config = _from_flags(experiment.Config, args)
-    result = compare.bench(config, models=args.models, torch_compile=args.torch_compile)
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise ValueError(f"--plot {args.plot}: expected a .png file")
+    result = compare.bench(config, models=args.models, programs=programs, batch_sizes=args.batch_sizes, log=None)
+    print(compare.format_bench(result))
     if args.report:
         experiment.write_json(args.report, result)
     if args.plot:
@@ -209,18 +193,27 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(word for word in (args.command, getattr(args, "study", None)) if word)
 
 
+def _message(error: Exception) -> str:
+    """An error as the user should read it: a configuration field by the flag that sets it."""
+    if isinstance(error, experiment.ConfigError):
+        return f"{error.field.replace('_', ' ')} {error.value!r} (--{error.field.replace('_', '-')}): expected {error.expected}"
+    return str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="jaxtrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set JAXTRAIN_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(commands)
-    _add_bench(commands)
     _add_compare(commands)
     args = parser.parse_args(argv)
     try:
         args.handler(args)
     except (ValueError, OSError, ImportError, DatasetUnavailableError) as error:
-        print(f"jaxtrain {_command(args)}: error: {error}", file=sys.stderr)
-        return 1
+        if args.debug or os.environ.get("JAXTRAIN_DEBUG"):
+            traceback.print_exc()
+        print(f"jaxtrain {_command(args)}: error: {_message(error)}", file=sys.stderr)
+        return 2 if isinstance(error, experiment.ConfigError) else 1
     except KeyboardInterrupt:
         print(f"jaxtrain {_command(args)}: interrupted", file=sys.stderr)
         return 130

@@ -172,6 +172,10 @@ def _check_adam(lr, betas, eps, weight_decay) -> None:
         raise ValueError(f"lr={lr!r}, eps={eps!r}, weight_decay={weight_decay!r}; expected values >= 0")
 
 
+# The optimizers by name: each takes torch.optim's keyword arguments.
+OPTIMIZERS = {"sgd": sgd, "adam": adam, "adamw": adamw}
+
+
 # Learning-rate schedules, clipping and accumulation: the rest of a torch training script's controls.
 
 SCHEDULES = ("constant", "step", "multistep", "cosine")

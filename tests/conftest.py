@@ -1,10 +1,13 @@
 import contextlib
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
 import pytest
 
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
 _compiles = [0]
 
@@ -18,10 +21,15 @@ jax.monitoring.register_event_duration_secs_listener(_count)
 
 
 @contextlib.contextmanager
-def count_compiles():
-    """Counts XLA compilations inside the block: ``with count_compiles() as n: ...; n()``."""
+def _count_compiles():
     start = _compiles[0]
     yield lambda: _compiles[0] - start
+
+
+@pytest.fixture
+def count_compiles():
+    """Counts XLA compilations inside a block: ``with count_compiles() as n: ...; n()``."""
+    return _count_compiles
 
 
 @pytest.fixture
@@ -44,3 +52,14 @@ def x64():
     jax.config.update("jax_enable_x64", True)
     yield
     jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture
+def run_cli():
+    """Runs ``python -m jaxtrain ARGS...`` in a fresh process from the checkout: ``run_cli("train", ...)``."""
+
+    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "jaxtrain", *args]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+    return run

@@ -1,4 +1,4 @@
-"""The command line: flags onto Config, reports, and one-line errors for bad values (jaxtrain.cli)."""
+"""The command line: flags onto Config, reports, help texts and one-line errors (jaxtrain.cli)."""
 
 import json
 import subprocess
@@ -10,10 +10,6 @@ import pytest
 from jaxtrain import cli, experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jaxtrain", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def test_train_on_digits_writes_the_report(tmp_path, capsys):
@@ -29,33 +25,46 @@ def test_train_on_digits_writes_the_report(tmp_path, capsys):
         assert key in data["history"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    "args,message",
+    "args, message, code",
     [
-        (["--epochs", "0"], "epochs=0"),
-        (["--lr", "-1"], "lr=-1.0"),
-        (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent"),
-        (["--report", "/nonexistent/out.json"], "/nonexistent"),
+        (["--epochs", "0"], "epochs 0 (--epochs): expected a positive integer", 2),
+        (["--lr", "-1"], "lr -1.0 (--lr): expected a positive finite number", 2),
+        (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent", 1),
+        (["--report", "/nonexistent/out.json"], "/nonexistent", 1),
     ],
 )
-def test_bad_input_is_one_line_and_a_nonzero_exit(args, message):
-    result = _cli("train", "--dataset", "digits", *args) if "--dataset" not in args else _cli("train", *args)
-    assert result.returncode != 0
+def test_bad_input_is_one_line_and_a_nonzero_exit(args, message, code, run_cli):
+    result = run_cli("train", "--dataset", "digits", *args) if "--dataset" not in args else run_cli("train", *args)
+    assert result.returncode == code
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_failed_run_leaves_an_earlier_report_whole(tmp_path):
+@pytest.mark.slow
+def test_a_failed_run_leaves_an_earlier_report_whole(tmp_path, run_cli):
     report = tmp_path / "run.json"
     report.write_text('{"earlier": true}\n')
-    result = _cli("train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--report", str(report))
+    result = run_cli("train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--report", str(report))
     assert result.returncode != 0
     assert json.loads(report.read_text()) == {"earlier": True}
 
 
-def test_import_loads_neither_torch_nor_tensorflow():
-    code = "import sys, jaxtrain; print(sorted(m for m in ('torch', 'tensorflow') if m in sys.modules))"
+@pytest.mark.slow
+def test_debug_shows_the_traceback(run_cli):
+    result = run_cli("--debug", "train", "--epochs", "0")
+    assert result.returncode == 2 and "Traceback" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "jaxtrain train: error: epochs 0 (--epochs): expected a positive integer"
+
+
+@pytest.mark.slow
+def test_importing_the_library_and_the_study_loads_neither_torch_nor_tensorflow_nor_matplotlib():
+    code = (
+        "import sys, jaxtrain, jaxtrain.compare, jaxtrain.interop, jaxtrain.cli; "
+        "print(sorted(m for m in ('torch', 'tensorflow', 'matplotlib') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -82,19 +91,54 @@ def test_train_defaults_leave_the_model_and_the_primers_loop_alone(configs):
     config = configs[0]
     assert (config.dropout, config.batch_norm, config.dtype) == (None, True, "float32")
     assert (config.step_size, config.gamma, config.grad_accum, config.clip_norm) == (2, 0.5, 1, None)
+    assert cli.main(["train", "--schedule", "multistep", "--milestones", "3", "6"]) == 0
+    assert configs[1].milestones == (3, 6)
 
 
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--dropout", "1"], "dropout=1.0; expected a probability in [0, 1)"),
-        (["--grad-accum", "0"], "grad_accum=0; expected a positive integer"),
-        (["--clip-norm", "-2"], "clip_norm=-2.0; expected a positive number"),
-        (["--warmup-steps", "-5"], "warmup_steps=-5; expected an integer >= 0"),
+        (["--dropout", "1"], "dropout 1.0 (--dropout): expected a probability in [0, 1)"),
+        (["--grad-accum", "0"], "grad accum 0 (--grad-accum): expected a positive integer"),
+        (["--clip-norm", "-2"], "clip norm -2.0 (--clip-norm): expected a positive finite number"),
+        (["--warmup-steps", "-5"], "warmup steps -5 (--warmup-steps): expected an integer >= 0"),
+        (["--seed", "-1"], "seed -1 (--seed): expected an integer in [0, 2**32)"),
+        (["--seed", str(2**32)], f"seed {2**32} (--seed): expected an integer in [0, 2**32)"),
+        (["--momentum", "0.9"], "momentum 0.9 (--momentum): expected 0 with optimizer='adam' (momentum is sgd's)"),
+        (["--data-dir", "x"], "data dir 'x' (--data-dir): expected none with dataset='digits', which is bundled"),
+        (["--schedule", "multistep"], "milestones () (--milestones): expected at least one epoch with schedule='multistep'"),
     ],
 )
-def test_bad_values_give_one_line_and_a_nonzero_exit(configs, capsys, flags, message):
-    assert cli.main(["train", *flags]) == 1
-    err = capsys.readouterr().err
-    assert err == f"jaxtrain train: error: {message}\n"
+def test_bad_values_name_the_flag_in_one_line_with_exit_code_2(configs, capsys, flags, message):
+    assert cli.main(["train", *flags]) == 2
+    assert capsys.readouterr().err == f"jaxtrain train: error: {message}\n"
     assert not configs
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["parity", "--steps", "0"], "steps 0 (--steps)"),
+        (["parity", "--optimizer", "adam", "--momentum", "0.9"], "optimizer='adam'"),
+        (["parity", "--lr", "-1"], "lr -1.0 (--lr)"),
+        (["parity", "--float64-reference"], "float64_reference"),
+        (["bench", "--epochs", "1"], "epochs 1 (--epochs): expected at least 2"),
+        (["bench", "--plot", "/nonexistent/bench.png"], "/nonexistent"),
+        (["bench", "--plot", "bench.txt"], "--plot bench.txt: expected a .png file"),
+    ],
+)
+def test_compare_refuses_bad_input_in_one_line_before_any_work(args, message, capsys, monkeypatch):
+    monkeypatch.setattr(cli.compare, "bench", lambda *a, **k: pytest.fail("the benchmark ran"))
+    assert cli.main(["compare", *args]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["train"], ["compare", "parity"], ["compare", "bench"]])
+def test_help_gives_true_defaults(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text and "(default: True)" not in text
+    assert "--data-dir DATA_DIR mnist: a folder with its IDX files (default: read through tensorflow-datasets)" in text

@@ -88,3 +88,20 @@ def test_the_report_carries_each_epochs_learning_rate():
     assert [h["lr"] for h in report["history"]] == pytest.approx([2e-3, 1e-3])
     assert report["config"]["grad_accum"] == 2 and report["model_options"]["dtype"] == "float32"
     assert report["history"][-1]["train_loss"] < report["history"][0]["train_loss"]
+
+
+def test_run_on_digits_end_to_end():
+    report = run(Config(dataset="digits", epochs=10), log=None)
+    assert report["test_examples"] == 449
+    assert report["test_accuracy"] >= 0.95
+    assert len(report["history"]) == 10
+    assert report["samples_per_second"] > 0 and report["compile_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_the_primers_configuration_on_mnist(mnist_dir):
+    report = run(Config(dataset="mnist", data_dir=str(mnist_dir), epochs=10, batch_size=32, lr=1e-3), log=None)
+    assert report["test_examples"] == 10000
+    assert report["test_accuracy"] >= 0.965
+
+

@@ -1,11 +1,15 @@
+"""torch-semantics optimizers, learning-rate schedules, gradient clipping and accumulation (jaxtrain.optim)."""
+
 import inspect
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from jaxtrain import optim
+from jaxtrain import MLP, create_train_state, optim, train_step
+from jaxtrain.optim import accumulate_gradients, adam, clip_grad_norm, schedule, sgd
 
 
 CONFIGS = {
@@ -100,3 +104,147 @@ def test_float32_steps_stay_within_float32_rounding_of_torch(name, torch):
         params = optax.apply_updates(params, updates)
     moved = np.max(np.abs(tensor.detach().numpy() - start))
     assert np.max(np.abs(np.asarray(params) - tensor.detach().numpy())) <= 1e-6 * moved
+
+
+def _torch_lrs(make_scheduler, lr, steps):
+    """The lr of each of ``steps`` optimizer steps under a torch scheduler stepped once per optimizer step."""
+    torch = pytest.importorskip("torch")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    scheduler = make_scheduler(torch.optim.lr_scheduler, optimizer)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return np.array(lrs)
+
+
+def _ours(sched, steps):
+    return np.array(jax.vmap(sched)(jnp.arange(steps)), np.float64)
+
+
+def test_schedule_constant():
+    np.testing.assert_array_equal(_ours(schedule("constant", 0.1), 5), np.full(5, 0.1, np.float32))
+
+
+def test_schedule_step_matches_torch_steplr():
+    expected = _torch_lrs(lambda s, o: s.StepLR(o, step_size=7, gamma=0.5), 0.1, 40)
+    np.testing.assert_allclose(_ours(schedule("step", 0.1, step_size=7, gamma=0.5), 40), expected, rtol=1e-6)
+
+
+def test_schedule_cosine_matches_torch_cosineannealinglr():
+    expected = _torch_lrs(lambda s, o: s.CosineAnnealingLR(o, T_max=50, eta_min=1e-4), 1e-2, 51)
+    ours = _ours(schedule("cosine", 1e-2, total_steps=50, eta_min=1e-4), 51)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5)
+
+
+def test_schedule_warmup_then_cosine_matches_torch_sequentiallr():
+    def torch_schedule(s, o):
+        warmup = s.LinearLR(o, start_factor=0.1, total_iters=10)
+        return s.SequentialLR(o, [warmup, s.CosineAnnealingLR(o, T_max=30)], milestones=[10])
+
+    expected = _torch_lrs(torch_schedule, 1e-3, 40)
+    ours = _ours(schedule("cosine", 1e-3, total_steps=40, warmup_steps=10, warmup_start_factor=0.1), 40)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-12)
+
+
+def test_schedule_warmup_then_step_matches_torch_sequentiallr():
+    def torch_schedule(s, o):
+        warmup = s.LinearLR(o, total_iters=4)  # torch's default start factor, 1/3
+        return s.SequentialLR(o, [warmup, s.StepLR(o, step_size=5, gamma=0.7)], milestones=[4])
+
+    expected = _torch_lrs(torch_schedule, 0.05, 30)
+    ours = _ours(schedule("step", 0.05, step_size=5, gamma=0.7, warmup_steps=4), 30)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+
+
+def test_schedule_warmup_then_constant_matches_torch_linearlr():
+    expected = _torch_lrs(lambda s, o: s.LinearLR(o, start_factor=0.25, total_iters=6), 0.1, 12)
+    ours = _ours(schedule("constant", 0.1, warmup_steps=6, warmup_start_factor=0.25), 12)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+
+
+def test_schedule_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        schedule(lr=0.1, **kwargs)
+
+
+def test_a_schedule_drives_the_optimizer_step_by_step():
+    lr = schedule("step", 1.0, step_size=2, gamma=0.5)
+    tx = sgd(lr)
+    params = {"w": jnp.zeros(())}
+    state = tx.init(params)
+    moves = []
+    for _ in range(5):
+        updates, state = tx.update({"w": jnp.ones(())}, state, params)
+        moves.append(float(updates["w"]))
+    assert moves == [-1.0, -1.0, -0.5, -0.5, -0.25]
+
+
+def test_clip_grad_norm_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    grads = {"a": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.normal(size=(5,)).astype(np.float32)}
+    for max_norm in (0.5, 100.0):  # clipped, and let through unchanged
+        tensors = {k: torch.zeros(v.shape, requires_grad=True) for k, v in grads.items()}
+        for k, t in tensors.items():
+            t.grad = torch.tensor(grads[k])
+        torch.nn.utils.clip_grad_norm_(list(tensors.values()), max_norm)
+        tx = clip_grad_norm(optax.identity(), max_norm)
+        clipped, _ = tx.update(jax.tree.map(jnp.asarray, grads), tx.init(grads))
+        for k in grads:
+            np.testing.assert_allclose(clipped[k], tensors[k].grad.numpy(), rtol=1e-5)
+    total = np.sqrt(sum(np.sum(g**2) for g in clipped.values()))
+    assert total == pytest.approx(np.sqrt(sum(np.sum(g**2) for g in grads.values())), rel=1e-6)
+
+
+def _batches(k, b, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((k * b, 8, 8, 1), np.float32), rng.integers(0, 10, k * b).astype(np.int32)
+
+
+@pytest.mark.parametrize("make_tx", [lambda: sgd(0.5, momentum=0.9), lambda: clip_grad_norm(sgd(0.5), 0.1)])
+def test_accumulating_k_batches_equals_one_step_on_their_union(make_tx):
+    k, b, updates = 4, 8, 3
+    model = MLP(hidden=(16,))
+    images, labels = _batches(k * updates, b)
+    sample = images[:1]
+    big = create_train_state(model, make_tx(), sample)
+    small = create_train_state(model, accumulate_gradients(make_tx(), k), sample)
+    for u in range(updates):
+        batch = slice(u * k * b, (u + 1) * k * b)
+        big, _ = train_step(big, (images[batch], labels[batch]))
+        before = jax.device_get(small.params)  # a host copy: the step donates the state's buffers
+        for i in range(k):
+            micro = slice(u * k * b + i * b, u * k * b + (i + 1) * b)
+            small, _ = train_step(small, (images[micro], labels[micro]))
+            if i < k - 1:  # no optimizer.step() yet: the parameters stay put
+                jax.tree.map(np.testing.assert_array_equal, small.params, before)
+            before = jax.device_get(small.params)
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=0, atol=1e-6), small.params, big.params)
+    assert int(small.step) == k * updates and int(big.step) == updates  # steps count batches
+
+
+def test_accumulation_counts_schedule_steps_in_updates_not_batches():
+    k = 3
+    tx = accumulate_gradients(sgd(schedule("step", 1.0, step_size=1, gamma=0.5)), k)
+    params = {"w": jnp.zeros(())}
+    state = tx.init(params)
+    moves = []
+    for _ in range(3 * k):
+        updates, state = tx.update({"w": jnp.ones(())}, state, params)
+        moves.append(float(updates["w"]))
+    assert moves == [0.0, 0.0, -1.0, 0.0, 0.0, -0.5, 0.0, 0.0, -0.25]
+
+
+def test_accumulate_gradients_with_k_1_is_the_optimizer_itself():
+    tx = adam(1e-3)
+    assert accumulate_gradients(tx, 1) is tx
+    with pytest.raises(ValueError, match="every_k=0"):
+        accumulate_gradients(tx, 0)
+
+
+def test_schedule_multistep_matches_torch_multisteplr():
+    expected = _torch_lrs(lambda s, o: s.MultiStepLR(o, milestones=[3, 10, 10, 17], gamma=0.5), 0.2, 25)
+    ours = _ours(schedule("multistep", 0.2, milestones=[3, 10, 10, 17], gamma=0.5), 25)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)

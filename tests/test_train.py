@@ -1,16 +1,33 @@
+"""The loop: train_step, eval_step, evaluate, fit, its feeding modes and plan of calls (jaxtrain.train)."""
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import count_compiles
 
-from jaxtrain import MLP, ArrayDataset, DataLoader, adam, create_train_state, eval_step, evaluate, fit, sgd, train_step
-from jaxtrain.experiment import Config, run
-from jaxtrain.train import compile_fit
+from jaxtrain import CNN, MLP, ArrayDataset, DataLoader, accumulate_gradients, adam, create_train_state, eval_step
+from jaxtrain import evaluate, fit, sgd, train_step
+from jaxtrain.train import compile_fit, forward, plan_calls
 
 
-def _data(n=100, seed=0):
+def _data(n=100, seed=0, size=8):  # 8×8 keeps the CNN's compilations quick
     rng = np.random.default_rng(seed)
-    return rng.random((n, 8, 8, 1), np.float32), rng.integers(0, 10, n).astype(np.int32)
+    return rng.random((n, size, size, 1), np.float32), rng.integers(0, 10, n).astype(np.int32)
+
+
+@pytest.mark.parametrize(
+    "examples, batch_size, k, plan",
+    [
+        (100, 32, 1, [(1, 32)] * 3 + [(1, 4)]),
+        (100, 32, 2, [(2, 32), (1, 32), (1, 4)]),
+        (96, 32, 3, [(3, 32)]),
+        (96, 32, 10, [(3, 32)]),
+        (20, 32, 4, [(1, 20)]),
+    ],
+)
+def test_plan_calls_covers_the_epoch_once(examples, batch_size, k, plan):
+    assert plan_calls(examples, batch_size, k) == plan
+    assert sum(steps * size for steps, size in plan) == examples
 
 
 def test_train_step_lowers_the_loss_on_a_fixed_batch():
@@ -24,7 +41,7 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
     assert int(state.step) == 20
 
 
-def test_second_train_step_does_not_recompile():
+def test_second_train_step_does_not_recompile(count_compiles):
     images, labels = _data(64)
     state = create_train_state(MLP(hidden=(17,)), sgd(0.1), images[:1])
     state, _ = train_step(state, (images[:32], labels[:32]))
@@ -34,7 +51,7 @@ def test_second_train_step_does_not_recompile():
     assert compiles() == 0
 
 
-def test_evaluate_counts_every_example_once_and_a_short_batch_does_not_recompile():
+def test_evaluate_counts_every_example_once_and_a_short_batch_does_not_recompile(count_compiles):
     images, labels = _data(103)
     state = create_train_state(MLP(hidden=(19,)), sgd(0.1), images[:1])
     loader = DataLoader(ArrayDataset(images, labels), batch_size=25)
@@ -77,22 +94,7 @@ def test_fit_matches_separate_train_steps():
     np.testing.assert_allclose(jax.tree.leaves(state.params)[0], jax.tree.leaves(manual.params)[0], rtol=1e-6)
 
 
-def test_run_on_digits_end_to_end():
-    report = run(Config(dataset="digits", epochs=10), log=None)
-    assert report["test_examples"] == 449
-    assert report["test_accuracy"] >= 0.95
-    assert len(report["history"]) == 10
-    assert report["samples_per_second"] > 0 and report["compile_seconds"] > 0
-
-
-@pytest.mark.slow
-def test_the_primers_configuration_on_mnist(mnist_dir):
-    report = run(Config(dataset="mnist", data_dir=str(mnist_dir), epochs=10, batch_size=32, lr=1e-3), log=None)
-    assert report["test_examples"] == 10000
-    assert report["test_accuracy"] >= 0.965
-
-
-FEEDS = {
+FEEDING_MODES = {
     "per step": dict(steps_per_call=1),
     "per step, prefetched": dict(steps_per_call=1, prefetch=2),
     "fused K=3": dict(steps_per_call=3),
@@ -101,13 +103,19 @@ FEEDS = {
 }
 
 
-@pytest.mark.parametrize("feed", list(FEEDS))
-def test_every_feed_computes_the_same_training(feed):
+@pytest.mark.parametrize("feed", list(FEEDING_MODES))
+def test_every_feeding_mode_computes_the_same_training(feed):
     images, labels = _data(150)  # 150 = 9 batches of 16 and one of 6: uneven groups and a short batch
     make_loader = lambda: DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True, seed=5)
     model, tx = MLP(hidden=(12,)), adam(1e-2)
-    reference, ref_history = fit(create_train_state(model, tx, images[:1]), make_loader(), 2, log=None)
-    state, history = fit(create_train_state(model, tx, images[:1]), make_loader(), 2, log=None, **FEEDS[feed])
+    reference = create_train_state(model, tx, images[:1])
+    losses, loader = [], make_loader()
+    for _ in range(2):
+        for batch in loader:  # the primer's loop, one train_step per batch
+            reference, metrics = train_step(reference, batch)
+            losses.append(float(metrics["loss"]))
+    ref_history = [{"train_loss": np.mean(losses[:10])}, {"train_loss": np.mean(losses[10:])}]
+    state, history = fit(create_train_state(model, tx, images[:1]), make_loader(), 2, log=None, **FEEDING_MODES[feed])
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reference.params)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     for h, r in zip(history, ref_history):
@@ -116,17 +124,17 @@ def test_every_feed_computes_the_same_training(feed):
 
 
 @pytest.mark.parametrize("feed", ["per step", "fused K=3", "device-resident, whole epoch"])
-def test_a_second_epoch_does_not_recompile(feed):
+def test_a_second_epoch_does_not_recompile(feed, count_compiles):
     images, labels = _data(150)
     loader = DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True)
     state = create_train_state(MLP(hidden=(13,)), adam(1e-2), images[:1])
-    state, _ = fit(state, loader, 1, log=None, **FEEDS[feed])
+    state, _ = fit(state, loader, 1, log=None, **FEEDING_MODES[feed])
     with count_compiles() as compiles:
-        fit(state, loader, 1, log=None, **FEEDS[feed])
+        fit(state, loader, 1, log=None, **FEEDING_MODES[feed])
     assert compiles() == 0
 
 
-def test_fit_rejects_bad_feed_settings():
+def test_fit_rejects_bad_feeding_settings():
     images, labels = _data(20)
     state = create_train_state(MLP(hidden=(4,)), adam(1e-2), images[:1])
     loader = DataLoader(ArrayDataset(images, labels), batch_size=4)
@@ -136,13 +144,65 @@ def test_fit_rejects_bad_feed_settings():
         fit(state, DataLoader(ArrayDataset(images, labels), 4, collate_fn=list), 1, data_on_device=True)
 
 
-@pytest.mark.parametrize("feed", ["per step", "fused K=3", "device-resident, K=2"])
-def test_compile_fit_leaves_nothing_to_compile(feed):
+@pytest.mark.parametrize("feed", ["per step", "fused K=3", "device-resident, K=2", "device-resident, whole epoch"])
+def test_compile_fit_leaves_nothing_to_compile(feed, count_compiles):
     images, labels = _data(107)  # 6 full batches of 16 and a short one of 11
     loader = DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True)
     state = create_train_state(MLP(hidden=(11,)), adam(1e-2), images[:1])
-    options = {k: v for k, v in FEEDS[feed].items() if k != "prefetch"}
+    options = {k: v for k, v in FEEDING_MODES[feed].items() if k != "prefetch"}
     assert compile_fit(state, loader, **options) > 0
     with count_compiles() as compiles:
-        fit(state, loader, 1, log=None, **FEEDS[feed])
+        fit(state, loader, 1, log=None, **FEEDING_MODES[feed])
     assert compiles() == 0
+
+
+def test_dropout_masks_change_from_step_to_step_and_not_within_one():
+    images, _ = _data(16)
+    state = create_train_state(MLP(hidden=(64,), dropout=0.5), sgd(0.1), images[:1])
+    at = lambda step: forward(state.replace(step=jnp.int32(step)), state.params, images, train=True)[0]
+    np.testing.assert_array_equal(at(3), at(3))
+    assert not np.allclose(at(3), at(4))
+    evaluation = forward(state, state.params, images, train=False)[0]
+    assert not np.allclose(at(3), evaluation)  # and training mode differs from evaluation mode
+
+
+def _tiny_run(seed):
+    images, labels = _data(48, seed=1)
+    loader = DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True, seed=seed)
+    state = create_train_state(CNN(channels=(4, 8), dropout=0.5), adam(1e-2), images[:1], seed=seed)
+    state, history = fit(state, loader, 2, log=None, prefetch=0)
+    return jax.device_get((state.params, state.batch_stats)), [h["train_loss"] for h in history]
+
+
+def test_the_same_seed_gives_bitwise_identical_runs_with_dropout_and_batch_norm():
+    (params, stats), losses = _tiny_run(seed=7)
+    (params2, stats2), losses2 = _tiny_run(seed=7)
+    jax.tree.map(np.testing.assert_array_equal, (params, stats), (params2, stats2))
+    assert losses == losses2
+    (params3, _), _ = _tiny_run(seed=8)
+    assert not np.array_equal(params["Dense_0"]["kernel"], params3["Dense_0"]["kernel"])
+
+
+@pytest.mark.parametrize("model", [MLP(hidden=(32,), batch_norm=True, dropout=0.1, dtype=jnp.bfloat16),
+                                   CNN(channels=(4, 8), dtype=jnp.bfloat16)], ids=["mlp", "cnn"])
+def test_a_bfloat16_run_trains_with_float32_parameters_and_optimizer_state(model):
+    images, labels = _data(32)
+    state = create_train_state(model, adam(1e-2), images[:1])
+    assert state.model.apply(state.variables, images).dtype == jnp.bfloat16  # the compute dtype
+    losses = []
+    for _ in range(15):
+        state, metrics = train_step(state, (images, labels))
+        losses.append(float(metrics["loss"]))
+    assert metrics["loss"].dtype == jnp.float32
+    assert losses[-1] < 0.5 * losses[0]
+    leaves = jax.tree.leaves((state.params, state.opt_state, state.batch_stats))
+    floats = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and {x.dtype for x in floats} == {jnp.dtype(jnp.float32)}
+
+
+def test_each_accumulated_batch_draws_its_own_dropout_mask():
+    images, labels = _data(16)
+    state = create_train_state(MLP(hidden=(32,), dropout=0.5), accumulate_gradients(sgd(0.1), 2), images[:1])
+    state, first = train_step(state, (images, labels))
+    state, second = train_step(state, (images, labels))  # same batch, same parameters, next step's key
+    assert int(state.step) == 2 and float(first["loss"]) != float(second["loss"])

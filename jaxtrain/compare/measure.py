@@ -1,0 +1,94 @@
+"""Measuring without disturbing: each program in a fresh process, and the machine it runs on.
+
+Every benchmarked program runs in a child process of its own (``measure_in_child``), so that no framework
+loaded by another leaks into its memory or its threads, and its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from jaxtrain import experiment
+
+
+def measure_in_child(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """Runs ``fn(*args, **kwargs)`` in a fresh process and returns its result and the process's peak memory.
+
+    The process is started with "spawn", so it inherits no framework already loaded here: its peak
+    resident set (``getrusage(RUSAGE_SELF).ru_maxrss``) is the run's own, interpreter and libraries
+    included. ``fn``, its arguments and its result must pickle (a module-level function, say).
+
+    Returns:
+      ``(result, peak_mib)``.
+
+    Example:
+      >>> report, peak_mib = measure_in_child(experiment.run, Config(dataset="digits"), log=None)
+    """
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(_call_and_measure, fn, args, kwargs).result()
+
+
+def _call_and_measure(fn: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[Any, float]:
+    import resource
+
+    result = fn(*args, **kwargs)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return result, peak / (2**20 if sys.platform == "darwin" else 2**10)  # bytes on macOS, KiB on Linux
+
+
+def machine(size: int = 2048, copy_mib: int = 256, repeats: int = 5) -> dict[str, Any]:
+    """The machine in facts and rates: ``cpu``, ``cpus``, ``system``, ``device`` (JAX's), and the float32
+    matrix-product rate (``matmul_gflops``) and copy bandwidth (``copy_gbps``, bytes read + written) that
+    XLA reaches on the default device, medians over ``repeats``. Run it in a child process."""
+    import jax
+    import jax.numpy as jnp
+
+    def median_seconds(fn, x) -> float:
+        jax.block_until_ready(fn(x))
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(x))
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    b = jnp.arange(copy_mib * 2**20 // 4, dtype=jnp.float32)
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "system": f"{platform.system()} {platform.machine()}",
+        "device": experiment.device_name(),
+        "jax": jax.__version__,
+        "matmul_gflops": 2 * size**3 / median_seconds(jax.jit(lambda x: x @ x), a) / 1e9,
+        "copy_gbps": 2 * b.nbytes / median_seconds(jax.jit(lambda x: x + 1), b) / 1e9,
+    }
+
+
+def flops_per_example(config: experiment.Config) -> float:
+    """A training step's floating-point operations per example, as XLA counts them for ``config``."""
+    import jax.numpy as jnp
+
+    from jaxtrain.train import create_train_state, train_step
+
+    images, _ = experiment.datasets.load(config.dataset, "test", config.data_dir)
+    batch = (jnp.asarray(images[: config.batch_size]), jnp.zeros(config.batch_size, jnp.int32))
+    state = create_train_state(experiment.build_model(config), experiment.build_optimizer(config, 1), images[:1])
+    cost = train_step.lower(state, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"]) / config.batch_size

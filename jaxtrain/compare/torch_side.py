@@ -1,0 +1,265 @@
+"""The PyTorch side of the study: the primer's classes, the torch mirrors of jaxtrain's models, and the
+primer's program timed (``torch_run``).
+
+torch is imported on first use, never by ``import jaxtrain``: ``pip install 'jaxtrain[compare]'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxtrain import datasets, experiment, models
+from jaxtrain.experiment import Config
+
+TORCH_VARIANTS = ("dataloader", "tensors", "compile")
+
+
+@functools.cache
+def _torch() -> types.SimpleNamespace:
+    """torch and the primer's classes, defined on first use so that ``import jaxtrain`` never loads torch."""
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(f"{error}; the comparison with PyTorch needs it: pip install 'jaxtrain[compare]'") from None
+    from torch import nn
+    from torch.utils.data import DataLoader as TorchDataLoader
+    from torch.utils.data import Dataset
+
+    class MyDataset(Dataset):
+        """The primer's dataset: ``data[idx], labels[idx]``, one example at a time."""
+
+        def __init__(self, data, labels):
+            self.data = data
+            self.labels = labels
+
+        def __len__(self):
+            return len(self.data)
+
+        def __getitem__(self, idx):
+            return self.data[idx], self.labels[idx]
+
+    class MyModel(nn.Module):
+        """The primer's model: ``x.view(-1, 784)`` → Linear(784, 256) → ReLU → Linear(256, 10)."""
+
+        def __init__(self, in_features: int = 784, hidden: int = 256, num_classes: int = 10):
+            super().__init__()
+            self.in_features = in_features
+            self.fc1 = nn.Linear(in_features, hidden)
+            self.relu = nn.ReLU()
+            self.fc2 = nn.Linear(hidden, num_classes)
+
+        def forward(self, x):
+            x = x.view(-1, self.in_features)
+            return self.fc2(self.relu(self.fc1(x)))
+
+    class CNN(nn.Module):
+        """``jaxtrain.models.CNN`` in torch: [Conv 3×3 (no bias) → BatchNorm2d → ReLU → MaxPool 2] per block,
+        flatten, then Dropout → [Linear → ReLU → Dropout] per hidden layer → Linear."""
+
+        def __init__(
+            self,
+            image_size: int = 28,
+            channels: Sequence[int] = tuple(models.CNN.channels),
+            hidden: Sequence[int] = tuple(models.CNN.hidden),
+            num_classes: int = 10,
+            dropout: float = 0.25,
+        ):
+            super().__init__()
+            layers, width = [], 1
+            for out in channels:
+                layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)]
+                width = out
+            self.features = nn.Sequential(*layers)
+            width *= (image_size // 2 ** len(channels)) ** 2
+            head = [nn.Dropout(dropout)]
+            for out in hidden:
+                head += [nn.Linear(width, out), nn.ReLU(), nn.Dropout(dropout)]
+                width = out
+            self.head = nn.Sequential(*head, nn.Linear(width, num_classes))
+
+        def forward(self, x):
+            return self.head(torch.flatten(self.features(x), 1))
+
+    optimizers = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    return types.SimpleNamespace(
+        torch=torch, nn=nn, DataLoader=TorchDataLoader, MyDataset=MyDataset, MyModel=MyModel, CNN=CNN, optimizers=optimizers
+    )
+
+
+def torch_model(name: str, image_size: int, dropout: float = 0.25) -> Any:
+    """The torch counterpart of ``jaxtrain.models``' ``MLP()`` (the primer's ``MyModel``) or ``CNN(dropout=...)``.
+
+    Args:
+      name: "mlp" or "cnn".
+      image_size: the side of the square, one-channel input images (28 for MNIST, 8 for digits).
+      dropout: the CNN's dropout rate before its head.
+
+    Returns:
+      A ``torch.nn.Module`` in float32, initialized by torch (seed it with ``torch.manual_seed``).
+
+    Example:
+      >>> model = torch_model("cnn", 28, dropout=0.0)
+    """
+    t = _torch()
+    if name not in experiment.MODELS:
+        raise ValueError(f"model={name!r}; expected one of {', '.join(experiment.MODELS)}")
+    mirror = getattr(t, experiment.MODELS[name].torch)
+    return mirror(in_features=image_size * image_size) if mirror is t.MyModel else mirror(image_size=image_size, dropout=dropout)
+
+
+def to_nchw(images: np.ndarray) -> Any:
+    """(N, H, W, C) numpy images → an (N, C, H, W) torch tensor, as torch's convolutions expect."""
+    return _torch().torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+def to_labels(labels: np.ndarray) -> Any:
+    """Integer labels → the int64 tensor that ``nn.CrossEntropyLoss`` expects."""
+    return _torch().torch.from_numpy(np.asarray(labels, np.int64))
+
+
+def torch_optimizer(config: Any, parameters) -> Any:
+    """The ``torch.optim`` twin of ``optim.OPTIMIZERS[config.optimizer]``, with ``config.optimizer_args()``."""
+    return _torch().optimizers[config.optimizer](parameters, **config.optimizer_args())
+
+
+def torch_step(net: Any, optimizer: Any, criterion: Any, inputs: Any, targets: Any) -> Any:
+    """The primer's training step, in place: ``zero_grad``, forward, loss, ``backward``, ``step``; the loss."""
+    net.train()
+    optimizer.zero_grad()
+    loss = criterion(net(inputs), targets)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def torch_accuracy(net: Any, images: Any, labels: Any, batch_size: int) -> float:
+    """The primer's evaluation: ``model.eval()`` and ``torch.no_grad()``, counting correct predictions."""
+    torch = _torch().torch
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(labels), batch_size):
+            outputs = net(images[start : start + batch_size])
+            _, predicted = torch.max(outputs, 1)
+            correct += (predicted == labels[start : start + batch_size]).sum().item()
+    return correct / len(labels)
+
+
+def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """The primer's PyTorch program, timed: ``jaxtrain.experiment.run``'s counterpart, with its report.
+
+    The program is the primer's: ``MyDataset`` and ``DataLoader(shuffle=True)``, ``MyModel`` (or the CNN
+    that mirrors ``jaxtrain.models.CNN``), ``CrossEntropyLoss``, the optimizer that ``config`` names, and
+    per step ``zero_grad``, forward, ``backward``, ``step`` and ``running_loss += loss.item()``; then
+    ``model.eval()`` and ``torch.no_grad()`` over the test set after each epoch. torch is seeded with
+    ``config.seed`` and keeps its default threads.
+
+    Args:
+      config: what to train, as for ``experiment.run``.
+      variant: "dataloader", the primer as written; "tensors", the same loop slicing batches out of two
+        tensors with a ``torch.randperm`` order (no DataLoader, no per-example ``__getitem__``);
+        "compile", "tensors" with ``torch.compile(model)`` (slow to compile).
+      log: where the primer's ``Epoch N, Loss: …`` lines go (None: nowhere).
+
+    Returns:
+      The keys of ``experiment.run``'s report: ``history`` per epoch (``epoch``, ``train_loss``,
+      ``test_loss``, ``test_accuracy``, ``seconds``, ``samples_per_second``), ``test_accuracy``,
+      ``compile_seconds`` (the first step's seconds, data included), ``samples_per_second``
+      (``experiment.steady_speed``), ``eval_seconds``, ``device`` and the rest.
+
+    Example:
+      >>> report = torch_run(Config(dataset="digits", epochs=1), "tensors", log=None)
+      >>> sorted(report) == sorted(experiment.run(Config(dataset="digits", epochs=1), log=None))
+      True
+    """
+    if variant not in TORCH_VARIANTS:
+        raise ValueError(f"variant={variant!r}; expected one of {', '.join(TORCH_VARIANTS)}")
+    t = _torch()
+    torch = t.torch
+    torch.manual_seed(config.seed)
+    train_images, train_labels = datasets.load(config.dataset, "train", config.data_dir)
+    test_images, test_labels = datasets.load(config.dataset, "test", config.data_dir)
+    data, labels = to_nchw(train_images), to_labels(train_labels)
+    test_data, test_targets = to_nchw(test_images), to_labels(test_labels)
+
+    model = torch_model(config.model, train_images.shape[1])
+    criterion = t.nn.CrossEntropyLoss()
+    optimizer = torch_optimizer(config, model.parameters())
+    forward = torch.compile(model) if variant == "compile" else model
+
+    if variant == "dataloader":
+        dataloader = t.DataLoader(t.MyDataset(data, labels), batch_size=config.batch_size, shuffle=True)
+        test_loader = t.DataLoader(t.MyDataset(test_data, test_targets), batch_size=config.eval_batch_size)
+        epoch_batches = lambda: dataloader  # noqa: E731
+    else:
+        test_loader = [(test_data[i : i + config.eval_batch_size], test_targets[i : i + config.eval_batch_size])
+                       for i in range(0, len(test_targets), config.eval_batch_size)]
+
+        def epoch_batches():
+            order = torch.randperm(len(labels))
+            for start in range(0, len(labels), config.batch_size):
+                index = order[start : start + config.batch_size]
+                yield data[index], labels[index]
+
+    def test():
+        model.eval()
+        loss_sum, correct = 0.0, 0
+        with torch.no_grad():
+            for inputs, targets in test_loader:
+                outputs = forward(inputs)
+                loss_sum += criterion(outputs, targets).item() * len(targets)
+                correct += (torch.max(outputs, 1)[1] == targets).sum().item()
+        return loss_sum / len(test_targets), correct / len(test_targets)
+
+    history, compile_seconds = [], None
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        running_loss, steps = 0.0, 0
+        for inputs, targets in epoch_batches():
+            optimizer.zero_grad()
+            outputs = forward(inputs)
+            loss = criterion(outputs, targets)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+            steps += 1
+            if compile_seconds is None:
+                compile_seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        if log:
+            log(f"Epoch {epoch}, Loss: {running_loss / steps}")
+        test_loss, test_accuracy = test()
+        history.append({
+            "epoch": epoch, "train_loss": running_loss / steps, "seconds": seconds,
+            "samples_per_second": len(labels) / seconds, "test_loss": test_loss, "test_accuracy": test_accuracy,
+        })
+    start = time.perf_counter()
+    test_loss, test_accuracy = test()
+    eval_seconds = time.perf_counter() - start
+    if log:
+        log(f"Accuracy on the {len(test_targets)} test images: {100 * test_accuracy:.2f}%")
+    return {
+        "dataset": config.dataset,
+        "model": config.model,
+        "batch_size": config.batch_size,
+        "device": f"cpu: torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "config": dataclasses.asdict(config),
+        "train_examples": len(labels),
+        "test_examples": len(test_targets),
+        "history": history,
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "compile_seconds": compile_seconds,
+        "eval_seconds": eval_seconds,
+        "samples_per_second": experiment.steady_speed(history),
+    }
+
+
