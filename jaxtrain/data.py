@@ -1,10 +1,9 @@
 """Datasets and batch loading: the counterpart of ``torch.utils.data``.
 
-A dataset is anything with ``__getitem__`` and ``__len__``, exactly as in PyTorch; ``Subset``,
-``random_split`` and ``ConcatDataset`` build datasets from datasets as torch's do. ``DataLoader`` yields
-batches of numpy arrays with torch's semantics for ``batch_size``, ``shuffle``, ``drop_last``, ``sampler``
-and ``default_collate``, and draws each epoch's order from ``(seed, epoch)``: a run is reproducible, and
-``state_dict()`` lets it resume mid-epoch.
+A dataset is anything with ``__getitem__`` and ``__len__``, as in PyTorch; ``Subset``, ``random_split`` and
+``ConcatDataset`` make datasets of datasets. ``DataLoader`` yields batches of numpy arrays with torch's
+semantics for ``batch_size``, ``shuffle``, ``drop_last``, ``sampler`` and ``default_collate``, and draws
+each epoch's order from ``(seed, epoch)``: a run is reproducible, and resumes mid-epoch from ``state_dict()``.
 """
 
 from __future__ import annotations
@@ -80,23 +79,16 @@ class ArrayDataset:
 class Subset:
     """The examples of ``dataset`` at ``indices``, in that order, like ``torch.utils.data.Subset``.
 
-    A subset of an array-backed dataset (an ``ArrayDataset``, or a ``Subset`` or ``ConcatDataset`` of them)
-    is array-backed too: on first use it gathers its examples into ``arrays``, a copy read from ``indices``
-    once, so a loader keeps its one-gather-per-batch path and ``fit(..., data_on_device=True)`` works.
-
-    Args:
-      dataset: the dataset to take examples from.
-      indices: positions in ``dataset``, e.g. ``range(1000)``.
+    Of an array-backed dataset, it copies its examples into ``arrays`` on first use, so a loader gathers
+    whole batches and ``fit(..., data_on_device=True)`` takes it.
 
     Example:
-      >>> first = Subset(ArrayDataset(np.arange(10)), [0, 1, 2])
-      >>> len(first), first[2]
-      (3, (2,))
+      >>> len(Subset(ArrayDataset(np.arange(10)), indices=[0, 1, 2]))
+      3
     """
 
     def __init__(self, dataset: Dataset, indices: Sequence[int]):
-        self.dataset = dataset
-        self.indices = indices
+        self.dataset, self.indices = dataset, indices
         self._arrays: tuple[np.ndarray, ...] | None = None
 
     def __getitem__(self, index):
@@ -109,23 +101,17 @@ class Subset:
     def arrays(self) -> tuple[np.ndarray, ...] | None:
         """The subset's examples gathered from the dataset's arrays, or None if it has none."""
         if self._arrays is None and (base := _arrays_of(self.dataset)) is not None:
-            index = np.asarray(self.indices, np.int64)
-            self._arrays = tuple(np.take(a, index, axis=0) for a in base)
+            self._arrays = tuple(np.take(a, np.asarray(self.indices, np.int64), axis=0) for a in base)
         return self._arrays
 
 
 class ConcatDataset:
-    """Datasets one after another, like ``torch.utils.data.ConcatDataset``.
-
-    Array-backed parts with the same number of arrays give array-backed ``arrays``, concatenated once.
-
-    Args:
-      datasets: at least one dataset.
+    """Datasets one after another, like ``torch.utils.data.ConcatDataset``; array-backed parts whose arrays
+    match give ``arrays``. An index out of range is an ``IndexError`` (torch: ``ValueError`` below ``-len``).
 
     Example:
-      >>> both = ConcatDataset([ArrayDataset(np.arange(3)), ArrayDataset(np.arange(10, 12))])
-      >>> len(both), both[3]
-      (5, (10,))
+      >>> len(ConcatDataset([ArrayDataset(np.arange(3)), ArrayDataset(np.arange(2))]))
+      5
     """
 
     def __init__(self, datasets: Sequence[Dataset]):
@@ -135,10 +121,9 @@ class ConcatDataset:
         self._arrays: tuple[np.ndarray, ...] | None = None
 
     def __getitem__(self, index):
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} is out of range for a ConcatDataset of {n} examples")
-        index = index % n
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for a ConcatDataset of {len(self)} examples")
+        index %= len(self)
         part = int(np.searchsorted(self.cumulative_sizes, index, side="right"))
         return self.datasets[part][index - (self.cumulative_sizes[part - 1] if part else 0)]
 
@@ -147,10 +132,10 @@ class ConcatDataset:
 
     @property
     def arrays(self) -> tuple[np.ndarray, ...] | None:
-        """The parts' arrays concatenated, or None unless every part has arrays of the same count and shapes."""
+        """The parts' arrays concatenated, or None unless every part has arrays of the same shapes."""
         if self._arrays is None:
             parts = [_arrays_of(d) for d in self.datasets]
-            if all(p is not None for p in parts) and len({(len(p), *(a.shape[1:] for a in p)) for p in parts}) == 1:
+            if None not in parts and len({tuple(a.shape[1:] for a in p) for p in parts}) == 1:
                 self._arrays = tuple(np.concatenate(column) for column in zip(*parts))
         return self._arrays
 
@@ -161,16 +146,13 @@ def _arrays_of(dataset: Any) -> tuple[np.ndarray, ...] | None:
 
 
 def random_split(dataset: Dataset, lengths: Sequence[int | float], seed: int = 0) -> list[Subset]:
-    """Splits ``dataset`` into disjoint random subsets, like ``torch.utils.data.random_split``.
-
-    ``lengths`` are the subsets' sizes, or fractions summing to 1: each subset gets ``floor(len * fraction)``
-    examples and the remainder goes one by one to the subsets in turn, from the first, as in torch. The
-    permutation is drawn from ``seed`` (numpy's, so not torch's for the same seed): the same seed, the same split.
+    """Splits ``dataset`` into disjoint random ``Subset``s, like ``torch.utils.data.random_split``.
 
     Args:
       dataset: the dataset to split.
-      lengths: sizes summing to ``len(dataset)``, or fractions summing to 1, e.g. ``[0.9, 0.1]``.
-      seed: seeds the permutation.
+      lengths: sizes summing to ``len(dataset)``, or fractions summing to 1 (each subset gets
+        ``floor(len * fraction)``, then the remainder one at a time in turn from the first, as in torch).
+      seed: seeds numpy's permutation: the same seed, the same split.
 
     Returns:
       One ``Subset`` per length.
@@ -186,56 +168,48 @@ def random_split(dataset: Dataset, lengths: Sequence[int | float], seed: int = 0
         counts = [math.floor(n * fraction) for fraction in counts]
         for i in range(n - sum(counts)):
             counts[i % len(counts)] += 1
-        for i, count in enumerate(counts):
-            if count == 0:
-                warnings.warn(f"random_split: the subset at index {i} is empty", stacklevel=2)
-    if not all(_is_int(c) and c >= 0 for c in counts) or sum(counts) != n:
-        expected = f"non-negative ints summing to len(dataset)={n}, or fractions summing to 1"
-        _require("lengths", list(lengths), False, expected)
+        for i in [i for i, count in enumerate(counts) if count == 0]:
+            warnings.warn(f"random_split: the subset at index {i} is empty", stacklevel=2)
+    valid = all(_is_int(c) and c >= 0 for c in counts) and sum(counts) == n
+    _require("lengths", list(lengths), valid, f"ints >= 0 summing to len(dataset)={n}, or fractions summing to 1")
     order = np.random.default_rng(seed).permutation(n).tolist()
-    ends = np.cumsum(counts).tolist()
-    return [Subset(dataset, order[end - count : end]) for end, count in zip(ends, counts)]
+    return [Subset(dataset, order[end - count : end]) for end, count in zip(np.cumsum(counts).tolist(), counts)]
 
 
 class WeightedRandomSampler:
-    """Draws examples with probability proportional to ``weights``, like ``torch.utils.data.WeightedRandomSampler``.
+    """Draws examples in proportion to ``weights``, like ``torch.utils.data.WeightedRandomSampler``.
 
-    For imbalanced classes: weight each example by ``1 / count(its class)`` and every class is drawn
-    equally often. Epoch ``e``'s draws are ``indices(seed, e)``, a pure function of the loader's seed and
-    the epoch, so a run and its resumption see the same examples.
+    For imbalanced classes, weight each example by ``1 / count(its class)``. Epoch ``e`` draws
+    ``indices(seed, e)``, a pure function of the loader's seed and the epoch: runs and resumptions agree.
 
     Args:
       weights: ``(N,)`` non-negative weights, one per dataset example; they need not sum to 1.
-      num_samples: draws per epoch: ``len(loader)`` follows it.
+      num_samples: draws per epoch, which ``len(loader)`` follows.
       replacement: draw with replacement; without, an example appears at most once per epoch.
 
     Example:
-      >>> counts = np.bincount(labels)
-      >>> sampler = WeightedRandomSampler(1.0 / counts[labels], num_samples=len(labels))
+      >>> sampler = WeightedRandomSampler(1.0 / np.bincount(labels)[labels], num_samples=len(labels))
       >>> loader = DataLoader(ArrayDataset(images, labels), batch_size=32, sampler=sampler, seed=0)
     """
 
     def __init__(self, weights: Sequence[float] | np.ndarray, num_samples: int, replacement: bool = True):
         _require("num_samples", num_samples, _is_int(num_samples) and num_samples > 0, "a positive int")
         _require("replacement", replacement, isinstance(replacement, bool), "a bool")
-        self.weights = np.asarray(weights, np.float64)
-        positive = int(np.sum(self.weights > 0)) if self.weights.ndim == 1 else 0
-        valid = self.weights.ndim == 1 and np.all(np.isfinite(self.weights)) and np.all(self.weights >= 0)
-        _require("weights.shape", self.weights.shape, self.weights.ndim == 1, "one dimension, (N,)")
-        if not (valid and positive > 0):
-            shown = np.array2string(self.weights, threshold=6)
+        self.weights = w = np.asarray(weights, np.float64)
+        _require("weights.shape", w.shape, w.ndim == 1, "one dimension, (N,)")
+        positive = int(np.sum(w > 0))
+        if not (np.all(np.isfinite(w)) and np.all(w >= 0) and positive > 0):
+            shown = np.array2string(w, threshold=6)  # one line, however many weights
             raise ValueError(f"weights={shown}; expected finite, non-negative numbers, at least one positive")
-        if not replacement:
-            expected = f"at most {positive}, the examples with a positive weight, when replacement=False"
-            _require("num_samples", num_samples, num_samples <= positive, expected)
-        self.num_samples = num_samples
-        self.replacement = replacement
+        expected = f"at most {positive}, the examples with a positive weight, when replacement=False"
+        _require("num_samples", num_samples, replacement or num_samples <= positive, expected)
+        self.num_samples, self.replacement = num_samples, replacement
 
     def indices(self, seed: int, epoch: int) -> np.ndarray:
         """Epoch ``epoch``'s draws: ``(num_samples,)`` int64 dataset indices."""
-        rng = np.random.default_rng([seed, epoch])
         p = self.weights / self.weights.sum()
-        return rng.choice(len(self.weights), self.num_samples, replace=self.replacement, p=p).astype(np.int64)
+        draws = np.random.default_rng([seed, epoch]).choice(len(p), self.num_samples, self.replacement, p)
+        return draws.astype(np.int64)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -244,21 +218,17 @@ class WeightedRandomSampler:
 def default_collate(items: Sequence[Any]) -> Any:
     """Stacks a list of examples into a batch with ``torch.utils.data.default_collate``'s rules.
 
-    Arrays, numpy scalars, Python numbers and bools stack along a new axis 0 with torch's dtypes (Python
-    ints to int64, floats to float64, bools to bool); strings to a numpy string array. Mappings collate
-    key by key and sequences position by position, recursively, and come back as their own type where it
-    can be rebuilt (a namedtuple, an ``OrderedDict``, a dict subclass), else as a dict or a list, as in
-    torch; a tuple comes back as a tuple (torch: a list).
+    Arrays, numpy scalars, Python numbers and bools stack along a new axis 0 with torch's dtypes (int64,
+    float64, bool for Python's); strings into a numpy string array. Mappings collate key by key, sequences
+    position by position, recursively, rebuilt as their own type where torch rebuilds them (a namedtuple,
+    an ``OrderedDict``, a dict subclass), else as a dict or a list; a tuple stays a tuple (torch: a list).
 
     Args:
       items: the examples, e.g. ``[(image, label), ...]`` from a dataset's ``__getitem__``.
 
     Returns:
-      The batch, structured as one example.
-
-    Raises:
-      ValueError: ragged examples, naming the field (``batch[0]``, ``batch['image']``) and its two shapes.
-      TypeError: a field that is none of the above, e.g. ``None`` or an object array.
+      The batch, structured as one example. Ragged examples raise a ``ValueError`` naming the field
+      (``batch[0]``, ``batch['image']``) and two shapes; other types (``None``) a ``TypeError``.
 
     Example:
       >>> default_collate([{"x": np.zeros(2), "y": 1}, {"x": np.ones(2), "y": 0}])["x"].shape
@@ -269,7 +239,7 @@ def default_collate(items: Sequence[Any]) -> Any:
 
 
 def _collate(items: list, path: str) -> Any:
-    """``default_collate`` of the field at ``path`` (for messages) of every example."""
+    """``default_collate`` of one field of every example; ``path`` names the field in errors."""
     first = items[0]
     if isinstance(first, Mapping):
         values = {key: _collate([item[key] for item in items], f"{path}[{key!r}]") for key in first}
@@ -284,30 +254,30 @@ def _collate(items: list, path: str) -> Any:
     if isinstance(first, str | bytes):
         return np.array(items)
     if isinstance(first, Sequence):
-        ragged = next((i for i, item in enumerate(items) if len(item) != len(first)), None)
-        if ragged is not None:
-            message = f"{path} has length {len(first)} in item 0 but {len(items[ragged])} in item {ragged}"
-            raise ValueError(f"default_collate: {message}; expected one length")
-        names = [f".{name}" for name in first._fields] if hasattr(first, "_fields") else [f"[{i}]" for i in range(len(first))]
+        if (i := next((i for i, item in enumerate(items) if len(item) != len(first)), None)) is not None:
+            message = f"{path} has length {len(first)} in item 0 but {len(items[i])} in item {i}"
+            raise ValueError(f"default_collate: {message}")
+        named = isinstance(first, tuple) and hasattr(first, "_fields")  # a namedtuple
+        names = [f".{name}" for name in first._fields] if named else [f"[{i}]" for i in range(len(first))]
         columns = [_collate(list(column), path + name) for name, column in zip(names, zip(*items))]
-        if hasattr(first, "_fields"):  # a namedtuple
+        if named:
             return type(first)(*columns)
-        try:
+        try:  # rebuilt as torch does
             if isinstance(first, MutableSequence):
                 clone = copy.copy(first)
-                clone[:] = columns
+                for i, column in enumerate(columns):
+                    clone[i] = column
                 return clone
             return type(first)(columns)
         except TypeError:  # a type that cannot be rebuilt from a list, e.g. range
             return columns
     if isinstance(first, int | float) or hasattr(first, "__array__"):
         arrays = [np.asarray(item) for item in items]
-        for i, a in enumerate(arrays):
-            if a.shape != arrays[0].shape:
-                message = f"{path} has shape {arrays[0].shape} in item 0 but {a.shape} in item {i}"
-                raise ValueError(f"default_collate: {message}; expected one shape (pad ragged fields in a collate_fn)")
-            if a.dtype == object:
-                raise TypeError(f"default_collate: {path} is an object array in item {i}; expected numbers or strings")
+        if (i := next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)) is not None:
+            message = f"{path} has shape {arrays[0].shape} in item 0 but {arrays[i].shape} in item {i}"
+            raise ValueError(f"default_collate: {message}; pad ragged fields in a collate_fn")
+        if (i := next((i for i, a in enumerate(arrays) if a.dtype == object), None)) is not None:
+            raise TypeError(f"default_collate: {path} is an object array in item {i}; expected numbers or strings")
         return np.stack(arrays)
     expected = "arrays, numbers, strings, or tuples, lists and mappings of them"
     raise TypeError(f"default_collate: {path} is a {type(first).__name__} in item 0; expected {expected}")
@@ -318,28 +288,25 @@ class DataLoader:
 
     Each ``iter(loader)`` is one epoch. Epoch ``e`` visits the examples in the order ``loader.indices(e)``:
     in order, or with ``shuffle=True`` a permutation drawn from ``(seed, e)``, or the ``sampler``'s draws
-    for ``(seed, e)``. So every epoch has its own order, and the same seed gives the same orders. An
-    array-backed dataset (``ArrayDataset``, or a ``Subset`` or ``ConcatDataset`` of them) is gathered with
-    one fancy index per array and batch; any other item by item, then ``collate_fn`` (``default_collate``).
+    for ``(seed, e)``: a new order each epoch, the same orders for the same seed. An array-backed dataset
+    (``ArrayDataset``, or a ``Subset`` or ``ConcatDataset`` of them) is gathered with one fancy index per
+    array and batch; any other item by item, then ``collate_fn`` (``default_collate``).
 
-    Resuming: ``state_dict()`` is the loader's position, ``epoch`` and ``batches_taken`` (batches handed
-    out in it), with the settings that fix the order, as JSON-able ints and bools. A fresh loader given
-    ``load_state_dict(state)`` continues: its next ``iter()`` yields that epoch's remaining batches, and
-    the epochs after it are those of the uninterrupted loader. Otherwise each ``iter()`` starts a new
-    epoch, as in torch, even if the previous one was left early.
+    Resuming: ``state_dict()`` holds the position (``epoch`` and the ``batches_taken`` in it) and the
+    settings that fix the order, as JSON-able ints and bools. After ``load_state_dict(state)`` the next
+    ``iter()`` yields the rest of that epoch, then the epochs an uninterrupted loader would. Otherwise each
+    ``iter()`` starts a new epoch, as in torch, even when the last one was left early.
 
     Deliberate differences from torch:
 
     - Strings (and string arrays) collate to a numpy string array, not a list of ``str``.
-    - Mixed Python numbers collate with numpy's promotion: ``[1, 2.5]`` is float64 (torch: float32, its
-      default dtype, because the first is an int).
-    - A tuple collates to a tuple (torch: a list); a list to a list, a namedtuple to its own type.
-    - Ragged fields raise ``ValueError`` naming the field and its shapes (torch: ``RuntimeError``).
-    - An error in the dataset's ``__getitem__`` ends the epoch's iterator (a generator).
+    - Mixed Python numbers follow numpy's promotion: ``[1, 2.5]`` is float64 (torch: float32).
+    - A tuple collates to a tuple (torch: a list, for backward compatibility); a list to a list.
+    - Ragged fields raise a one-line ``ValueError`` naming the field and shapes (torch: ``RuntimeError``).
+    - An error in the dataset's ``__getitem__`` ends the epoch's iterator, a generator.
     - ``shuffle`` must be a bool (torch takes any truthy value).
-    - A sampler gives ``indices(seed, epoch)`` (torch: any iterable of indices, drawn from a generator);
-      the orders are numpy's, so they differ from torch's for the same seed.
-    - No ``batch_sampler``, ``batch_size=None``, workers or ``pin_memory``: use ``prefetch_to_device``.
+    - A sampler gives ``indices(seed, epoch)`` (torch: any iterable of indices). Orders are numpy's draws,
+      not torch's, for a seed. No ``batch_sampler``, ``batch_size=None`` or workers.
 
     Args:
       dataset: a ``Dataset``: ``__getitem__`` and ``__len__``.
@@ -372,19 +339,15 @@ class DataLoader:
         _require("seed", seed, _is_int(seed) and seed >= 0, "a non-negative int")
         _require("collate_fn", collate_fn, collate_fn is None or callable(collate_fn), "a callable or None")
         if sampler is not None:
-            _require("sampler", sampler, isinstance(sampler, Sampler), "an object with indices(seed, epoch) and __len__")
+            expected = "an object with indices(seed, epoch) and __len__"
+            _require("sampler", sampler, isinstance(sampler, Sampler), expected)
             _require("shuffle", shuffle, not shuffle, "False with a sampler, which sets the order itself")
             if isinstance(sampler, WeightedRandomSampler):
-                expected = f"at most len(dataset)={len(dataset)} weights"
-                _require("len(sampler.weights)", len(sampler.weights), len(sampler.weights) <= len(dataset), expected)
+                n = len(sampler.weights)
+                _require("len(sampler.weights)", n, n <= len(dataset), f"at most len(dataset)={len(dataset)}")
         _require("len(dataset)", len(dataset), len(dataset) > 0 or not shuffle, "at least 1 with shuffle=True")
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
-        self.collate_fn = collate_fn
-        self.sampler = sampler
+        self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
+        self.seed, self.collate_fn, self.sampler = seed, collate_fn, sampler
         self._epoch, self._taken, self._resume = 0, 0, False
 
     def __len__(self) -> int:
@@ -406,8 +369,7 @@ class DataLoader:
 
     @property
     def position(self) -> tuple[int, int]:
-        """``(epoch, batches_taken)``: how far the batches handed out so far reach, a finished epoch
-        counting as ``(epoch + 1, 0)``. What ``state_dict()`` saves."""
+        """``(epoch, batches_taken)`` of the batches handed out, a finished epoch as ``(epoch + 1, 0)``."""
         if self._taken and self._taken >= len(self):
             return self._epoch + 1, 0
         return self._epoch, self._taken
@@ -420,16 +382,14 @@ class DataLoader:
         return (epoch, taken) if self._resume or not taken else (epoch + 1, 0)
 
     def _start(self) -> tuple[int, int]:
-        self._epoch, self._taken = self.next_start
-        self._resume = False
+        """Begins a pass at ``next_start``."""
+        (self._epoch, self._taken), self._resume = self.next_start, False
         return self._epoch, self._taken
 
     def next_epoch(self) -> np.ndarray:
-        """Takes the next epoch without gathering anything: returns the indices ``iter()`` would gather.
-
-        For loops that gather batches themselves (on the device, say). After ``load_state_dict`` these are
-        the rest of the saved epoch, from batch ``next_start[1]`` (read it first); otherwise a whole epoch.
-        """
+        """The indices ``iter()`` would gather next, taken without gathering, for loops that gather batches
+        themselves (on the device, say): a whole epoch, or after ``load_state_dict`` its rest from batch
+        ``next_start[1]`` (read it first)."""
         epoch, taken = self._start()
         self._epoch, self._taken = epoch + 1, 0
         return self.indices(epoch)[taken * self.batch_size :]
@@ -443,15 +403,12 @@ class DataLoader:
             yield batch
 
     def state_dict(self, position: tuple[int, int] | None = None) -> dict[str, int | bool]:
-        """The loader's position and the settings that fix its order, as JSON-able ints and bools.
+        """The position and the settings that fix the order: ``{"epoch", "batches_taken", "seed", "batch_size",
+        "shuffle", "drop_last", "length", "num_samples"}``, JSON-able ints and bools.
 
         Args:
-          position: ``(epoch, batches_taken)`` to record instead of ``self.position``: for loops whose
-            steps lag the loader (a prefetch thread, stacked or device-gathered batches) and count what
-            they consumed themselves.
-
-        Returns:
-          ``{"epoch", "batches_taken", "seed", "batch_size", "shuffle", "drop_last", "length", "num_samples"}``.
+          position: ``(epoch, batches_taken)`` to save instead of ``self.position``, for loops whose steps
+            lag the loader (prefetched, stacked or device-gathered batches) and count what they consumed.
 
         Example:
           >>> json.dump(loader.state_dict(), file)
@@ -461,10 +418,11 @@ class DataLoader:
         return {"epoch": epoch, "batches_taken": taken, **self._settings()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Moves to a saved position: the next ``iter()`` or ``next_epoch()`` continues that epoch.
+        """Moves to a saved position: the next ``iter()`` or ``next_epoch()`` continues that epoch. A state
+        whose settings differ from this loader's raises a ``ValueError`` naming the setting.
 
-        Raises:
-          ValueError: the state comes from a loader with other settings (named), or its position is invalid.
+        Example:
+          >>> loader.load_state_dict(json.load(file))
         """
         for key, value in self._settings().items():
             if key not in state or state[key] != value:
@@ -473,14 +431,9 @@ class DataLoader:
         self._epoch, self._taken, self._resume = state["epoch"], state["batches_taken"], True
 
     def _settings(self) -> dict[str, int | bool]:
-        return {
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "shuffle": self.shuffle,
-            "drop_last": self.drop_last,
-            "length": len(self.dataset),
-            "num_samples": self._num_samples(),
-        }
+        """What fixes every epoch's batches."""
+        order = dict(seed=self.seed, batch_size=self.batch_size, shuffle=self.shuffle, drop_last=self.drop_last)
+        return {**order, "length": len(self.dataset), "num_samples": self._num_samples()}
 
     def _check_position(self, epoch: Any, taken: Any) -> None:
         _require("epoch", epoch, _is_int(epoch) and epoch >= 0, "a non-negative int")
@@ -495,7 +448,7 @@ class DataLoader:
 
     def arrays(self) -> tuple[np.ndarray, ...] | None:
         """The dataset's arrays when batches are gathered from them directly (an array-backed dataset and
-        no ``collate_fn``), else None. ``gather(index)`` is ``tuple(a[index] for a in arrays())``."""
+        no ``collate_fn``), else None: ``gather(index)`` is then ``tuple(a[index] for a in arrays())``."""
         return _arrays_of(self.dataset) if self.collate_fn is None else None
 
 

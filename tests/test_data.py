@@ -190,7 +190,7 @@ def test_random_split_is_a_seeded_partition():
     assert [p.indices for p in again] == [p.indices for p in parts]
     assert [p.indices for p in random_split(base, [5, 3, 2], seed=5)] != [p.indices for p in parts]
     assert [len(p) for p in random_split(ArrayDataset(np.arange(7)), [0.25, 0.25, 0.5])] == [2, 2, 3]
-    with pytest.raises(ValueError, match=r"^lengths=\[5, 4\]; expected non-negative ints summing to len\(dataset\)=10"):
+    with pytest.raises(ValueError, match=r"^lengths=\[5, 4\]; expected ints >= 0 summing to len\(dataset\)=10"):
         random_split(base, [5, 4])
     with pytest.raises(ValueError, match=r"^lengths\[0\]=1.5; expected a fraction"):
         random_split(base, [1.5, -0.5])

@@ -278,4 +278,8 @@ def test_concat_dataset_matches_torchs(torch):
             theirs[index]
         with pytest.raises(IndexError):
             ours[index]
+    with pytest.raises(ValueError):  # a documented difference: below -len, torch raises ValueError
+        theirs[-11]
+    with pytest.raises(IndexError, match="out of range"):
+        ours[-11]
     assert [b[0].tolist() for b in DataLoader(ours, 4)] == [b[0].tolist() for b in torch.utils.data.DataLoader(theirs, 4)]
