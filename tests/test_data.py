@@ -23,6 +23,7 @@ from jaxtrain import (
     fit,
     prefetch_to_device,
     random_split,
+    train_step,
 )
 
 
@@ -366,3 +367,21 @@ def test_prefetch_reraises_the_producers_error():
 
     with pytest.raises(OSError, match="disk gone"):
         list(prefetch_to_device(broken()))
+
+
+@pytest.mark.parametrize("feed", [dict(), dict(data_on_device=True, steps_per_call=3)])
+def test_fit_continues_a_loaded_loader_where_the_interrupted_run_stopped(feed):
+    images, labels = _train_data(70)  # 5 batches of 16 and one of 6
+    make = lambda: DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True, seed=4)
+    model, tx = MLP(hidden=(8,)), adam(1e-2)
+    reference, _ = fit(create_train_state(model, tx, images[:1]), make(), 2, log=None)
+    interrupted, loader = create_train_state(model, tx, images[:1]), make()
+    for _, batch in zip(range(2), loader):  # two steps of epoch 0, then the run stops
+        interrupted, _ = train_step(interrupted, batch)
+    resumed = make()
+    resumed.load_state_dict(json.loads(json.dumps(loader.state_dict())))
+    state, _ = fit(interrupted, resumed, 1, log=None, **feed)  # the rest of epoch 0
+    state, _ = fit(state, resumed, 1, log=None, **feed)  # epoch 1
+    assert int(state.step) == int(reference.step) == 10
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reference.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
