@@ -1,7 +1,17 @@
 """jaxtrain: PyTorch's beginner training loop (Dataset → DataLoader → Module → loss → backward → step),
 done the functional way in JAX, with Flax modules and optax optimizers."""
 
-from jaxtrain.data import ArrayDataset, DataLoader, Dataset, default_collate, prefetch_to_device
+from jaxtrain.data import (
+    ArrayDataset,
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    Subset,
+    WeightedRandomSampler,
+    default_collate,
+    prefetch_to_device,
+    random_split,
+)
 from jaxtrain.datasets import DatasetUnavailableError, load_digits, load_mnist, read_idx
 from jaxtrain.interop import from_torch, to_torch
 from jaxtrain.losses import cross_entropy
@@ -15,11 +25,14 @@ __all__ = [
     "ArrayDataset",
     "BatchNorm",
     "CNN",
+    "ConcatDataset",
     "DataLoader",
     "Dataset",
     "DatasetUnavailableError",
     "MLP",
+    "Subset",
     "TrainState",
+    "WeightedRandomSampler",
     "accumulate_gradients",
     "adam",
     "adamw",
@@ -34,6 +47,7 @@ __all__ = [
     "load_digits",
     "load_mnist",
     "prefetch_to_device",
+    "random_split",
     "read_idx",
     "schedule",
     "sgd",

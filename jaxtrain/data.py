@@ -1,17 +1,20 @@
 """Datasets and batch loading: the counterpart of ``torch.utils.data``.
 
-A dataset is anything with ``__getitem__`` and ``__len__``, exactly as in PyTorch. ``DataLoader`` yields
-batches of numpy arrays with torch's semantics for ``batch_size``, ``shuffle`` and ``drop_last``, and
-draws a fresh permutation for each epoch from ``(seed, epoch)``, so a run is reproducible.
+A dataset is anything with ``__getitem__`` and ``__len__``, as in PyTorch; ``Subset``, ``random_split`` and
+``ConcatDataset`` make datasets of datasets. ``DataLoader`` yields batches of numpy arrays with torch's
+semantics for ``batch_size``, ``shuffle``, ``drop_last``, ``sampler`` and ``default_collate``, and draws
+each epoch's order from ``(seed, epoch)``: a run is reproducible, and resumes mid-epoch from ``state_dict()``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, MutableSequence, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import jax
@@ -25,6 +28,25 @@ class Dataset(Protocol):
     def __getitem__(self, index: int) -> Any: ...
 
     def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """What ``DataLoader(sampler=...)`` needs: each epoch's dataset indices, a pure function of ``(seed, epoch)``."""
+
+    def indices(self, seed: int, epoch: int) -> np.ndarray: ...
+
+    def __len__(self) -> int: ...
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(name: str, value: Any, ok: bool, expected: str) -> None:
+    """Raises the one-line ``name=value; expected ...`` error unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{name}={value!r}; expected {expected}")
 
 
 class ArrayDataset:
@@ -54,31 +76,246 @@ class ArrayDataset:
         return len(self.arrays[0])
 
 
+class Subset:
+    """The examples of ``dataset`` at ``indices``, in that order, like ``torch.utils.data.Subset``.
+
+    Of an array-backed dataset, it copies its examples into ``arrays`` on first use, so a loader gathers
+    whole batches and ``fit(..., data_on_device=True)`` takes it.
+
+    Example:
+      >>> len(Subset(ArrayDataset(np.arange(10)), indices=[0, 1, 2]))
+      3
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]):
+        self.dataset, self.indices = dataset, indices
+        self._arrays: tuple[np.ndarray, ...] | None = None
+
+    def __getitem__(self, index):
+        return self.dataset[self.indices[index]]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...] | None:
+        """The subset's examples gathered from the dataset's arrays, or None if it has none."""
+        if self._arrays is None and (base := _arrays_of(self.dataset)) is not None:
+            self._arrays = tuple(np.take(a, np.asarray(self.indices, np.int64), axis=0) for a in base)
+        return self._arrays
+
+
+class ConcatDataset:
+    """Datasets one after another, like ``torch.utils.data.ConcatDataset``; array-backed parts whose arrays
+    match give ``arrays``. An index out of range is an ``IndexError`` (torch: ``ValueError`` below ``-len``).
+
+    Example:
+      >>> len(ConcatDataset([ArrayDataset(np.arange(3)), ArrayDataset(np.arange(2))]))
+      5
+    """
+
+    def __init__(self, datasets: Sequence[Dataset]):
+        self.datasets = list(datasets)
+        _require("datasets", datasets, len(self.datasets) > 0, "at least one dataset")
+        self.cumulative_sizes = np.cumsum([len(d) for d in self.datasets]).tolist()
+        self._arrays: tuple[np.ndarray, ...] | None = None
+
+    def __getitem__(self, index):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for a ConcatDataset of {len(self)} examples")
+        index %= len(self)
+        part = int(np.searchsorted(self.cumulative_sizes, index, side="right"))
+        return self.datasets[part][index - (self.cumulative_sizes[part - 1] if part else 0)]
+
+    def __len__(self) -> int:
+        return self.cumulative_sizes[-1]
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...] | None:
+        """The parts' arrays concatenated, or None unless every part has arrays of the same shapes."""
+        if self._arrays is None:
+            parts = [_arrays_of(d) for d in self.datasets]
+            if None not in parts and len({tuple(a.shape[1:] for a in p) for p in parts}) == 1:
+                self._arrays = tuple(np.concatenate(column) for column in zip(*parts))
+        return self._arrays
+
+
+def _arrays_of(dataset: Any) -> tuple[np.ndarray, ...] | None:
+    """The arrays behind an array-backed dataset, indexed as the dataset is; None for any other."""
+    return dataset.arrays if isinstance(dataset, ArrayDataset | Subset | ConcatDataset) else None
+
+
+def random_split(dataset: Dataset, lengths: Sequence[int | float], seed: int = 0) -> list[Subset]:
+    """Splits ``dataset`` into disjoint random ``Subset``s, like ``torch.utils.data.random_split``.
+
+    Args:
+      dataset: the dataset to split.
+      lengths: sizes summing to ``len(dataset)``, or fractions summing to 1 (each subset gets
+        ``floor(len * fraction)``, then the remainder one at a time in turn from the first, as in torch).
+      seed: seeds numpy's permutation: the same seed, the same split.
+
+    Returns:
+      One ``Subset`` per length.
+
+    Example:
+      >>> train, val = random_split(ArrayDataset(images, labels), [0.9, 0.1], seed=0)
+    """
+    _require("seed", seed, _is_int(seed) and seed >= 0, "a non-negative int")
+    n, counts = len(dataset), list(lengths)
+    if math.isclose(sum(counts), 1) and sum(counts) <= 1:  # fractions, read as torch reads them
+        for i, fraction in enumerate(counts):
+            _require(f"lengths[{i}]", fraction, 0 <= fraction <= 1, "a fraction between 0 and 1")
+        counts = [math.floor(n * fraction) for fraction in counts]
+        for i in range(n - sum(counts)):
+            counts[i % len(counts)] += 1
+        for i in [i for i, count in enumerate(counts) if count == 0]:
+            warnings.warn(f"random_split: the subset at index {i} is empty", stacklevel=2)
+    valid = all(_is_int(c) and c >= 0 for c in counts) and sum(counts) == n
+    _require("lengths", list(lengths), valid, f"ints >= 0 summing to len(dataset)={n}, or fractions summing to 1")
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    return [Subset(dataset, order[end - count : end]) for end, count in zip(np.cumsum(counts).tolist(), counts)]
+
+
+class WeightedRandomSampler:
+    """Draws examples in proportion to ``weights``, like ``torch.utils.data.WeightedRandomSampler``.
+
+    For imbalanced classes, weight each example by ``1 / count(its class)``. Epoch ``e`` draws
+    ``indices(seed, e)``, a pure function of the loader's seed and the epoch: runs and resumptions agree.
+
+    Args:
+      weights: ``(N,)`` non-negative weights, one per dataset example; they need not sum to 1.
+      num_samples: draws per epoch, which ``len(loader)`` follows.
+      replacement: draw with replacement; without, an example appears at most once per epoch.
+
+    Example:
+      >>> sampler = WeightedRandomSampler(1.0 / np.bincount(labels)[labels], num_samples=len(labels))
+      >>> loader = DataLoader(ArrayDataset(images, labels), batch_size=32, sampler=sampler, seed=0)
+    """
+
+    def __init__(self, weights: Sequence[float] | np.ndarray, num_samples: int, replacement: bool = True):
+        _require("num_samples", num_samples, _is_int(num_samples) and num_samples > 0, "a positive int")
+        _require("replacement", replacement, isinstance(replacement, bool), "a bool")
+        self.weights = w = np.asarray(weights, np.float64)
+        _require("weights.shape", w.shape, w.ndim == 1, "one dimension, (N,)")
+        positive = int(np.sum(w > 0))
+        if not (np.all(np.isfinite(w)) and np.all(w >= 0) and positive > 0):
+            shown = np.array2string(w, threshold=6)  # one line, however many weights
+            raise ValueError(f"weights={shown}; expected finite, non-negative numbers, at least one positive")
+        expected = f"at most {positive}, the examples with a positive weight, when replacement=False"
+        _require("num_samples", num_samples, replacement or num_samples <= positive, expected)
+        self.num_samples, self.replacement = num_samples, replacement
+
+    def indices(self, seed: int, epoch: int) -> np.ndarray:
+        """Epoch ``epoch``'s draws: ``(num_samples,)`` int64 dataset indices."""
+        p = self.weights / self.weights.sum()
+        draws = np.random.default_rng([seed, epoch]).choice(len(p), self.num_samples, self.replacement, p)
+        return draws.astype(np.int64)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 def default_collate(items: Sequence[Any]) -> Any:
-    """Stacks a list of examples into a batch: tuples and dicts field by field, arrays along a new axis 0."""
+    """Stacks a list of examples into a batch with ``torch.utils.data.default_collate``'s rules.
+
+    Arrays, numpy scalars, Python numbers and bools stack along a new axis 0 with torch's dtypes (int64,
+    float64, bool for Python's); strings into a numpy string array. Mappings collate key by key, sequences
+    position by position, recursively, rebuilt as their own type where torch rebuilds them (a namedtuple,
+    an ``OrderedDict``, a dict subclass), else as a dict or a list; a tuple stays a tuple (torch: a list).
+
+    Args:
+      items: the examples, e.g. ``[(image, label), ...]`` from a dataset's ``__getitem__``.
+
+    Returns:
+      The batch, structured as one example. Ragged examples raise a ``ValueError`` naming the field
+      (``batch[0]``, ``batch['image']``) and two shapes; other types (``None``) a ``TypeError``.
+
+    Example:
+      >>> default_collate([{"x": np.zeros(2), "y": 1}, {"x": np.ones(2), "y": 0}])["x"].shape
+      (2, 2)
+    """
+    _require("items", items, len(items) > 0, "at least one example")
+    return _collate(list(items), "batch")
+
+
+def _collate(items: list, path: str) -> Any:
+    """``default_collate`` of one field of every example; ``path`` names the field in errors."""
     first = items[0]
-    if isinstance(first, tuple | list):
-        return tuple(default_collate([item[i] for item in items]) for i in range(len(first)))
-    if isinstance(first, dict):
-        return {key: default_collate([item[key] for item in items]) for key in first}
-    return np.stack([np.asarray(item) for item in items])
+    if isinstance(first, Mapping):
+        values = {key: _collate([item[key] for item in items], f"{path}[{key!r}]") for key in first}
+        try:  # rebuilt as torch does: a copy updated in place, else the type called on a dict
+            if isinstance(first, MutableMapping):
+                clone = copy.copy(first)
+                clone.update(values)
+                return clone
+            return type(first)(values)
+        except TypeError:
+            return values
+    if isinstance(first, str | bytes):
+        return np.array(items)
+    if isinstance(first, Sequence):
+        if (i := next((i for i, item in enumerate(items) if len(item) != len(first)), None)) is not None:
+            message = f"{path} has length {len(first)} in item 0 but {len(items[i])} in item {i}"
+            raise ValueError(f"default_collate: {message}")
+        named = isinstance(first, tuple) and hasattr(first, "_fields")  # a namedtuple
+        names = [f".{name}" for name in first._fields] if named else [f"[{i}]" for i in range(len(first))]
+        columns = [_collate(list(column), path + name) for name, column in zip(names, zip(*items))]
+        if named:
+            return type(first)(*columns)
+        try:  # rebuilt as torch does
+            if isinstance(first, MutableSequence):
+                clone = copy.copy(first)
+                for i, column in enumerate(columns):
+                    clone[i] = column
+                return clone
+            return type(first)(columns)
+        except TypeError:  # a type that cannot be rebuilt from a list, e.g. range
+            return columns
+    if isinstance(first, int | float) or hasattr(first, "__array__"):
+        arrays = [np.asarray(item) for item in items]
+        if (i := next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)) is not None:
+            message = f"{path} has shape {arrays[0].shape} in item 0 but {arrays[i].shape} in item {i}"
+            raise ValueError(f"default_collate: {message}; pad ragged fields in a collate_fn")
+        if (i := next((i for i, a in enumerate(arrays) if a.dtype == object), None)) is not None:
+            raise TypeError(f"default_collate: {path} is an object array in item {i}; expected numbers or strings")
+        return np.stack(arrays)
+    expected = "arrays, numbers, strings, or tuples, lists and mappings of them"
+    raise TypeError(f"default_collate: {path} is a {type(first).__name__} in item 0; expected {expected}")
 
 
 class DataLoader:
     """Batches a dataset with ``torch.utils.data.DataLoader``'s semantics, yielding numpy arrays.
 
-    Each ``iter(loader)`` is one epoch. With ``shuffle=True`` epoch ``e`` visits the examples in the order
-    ``loader.indices(e)``, a permutation drawn from ``(seed, e)``: every index once per epoch, a new order
-    each epoch, and the same orders for the same seed. An ``ArrayDataset`` is gathered with one fancy
-    index per array and batch; any other dataset item by item, then ``collate_fn`` (default: stack).
+    Each ``iter(loader)`` is one epoch. Epoch ``e`` visits the examples in the order ``loader.indices(e)``:
+    in order, or with ``shuffle=True`` a permutation drawn from ``(seed, e)``, or the ``sampler``'s draws
+    for ``(seed, e)``: a new order each epoch, the same orders for the same seed. An array-backed dataset
+    (``ArrayDataset``, or a ``Subset`` or ``ConcatDataset`` of them) is gathered with one fancy index per
+    array and batch; any other item by item, then ``collate_fn`` (``default_collate``).
+
+    Resuming: ``state_dict()`` holds the position (``epoch`` and the ``batches_taken`` in it) and the
+    settings that fix the order, as JSON-able ints and bools. After ``load_state_dict(state)`` the next
+    ``iter()`` yields the rest of that epoch, then the epochs an uninterrupted loader would. Otherwise each
+    ``iter()`` starts a new epoch, as in torch, even when the last one was left early.
+
+    Deliberate differences from torch:
+
+    - Strings (and string arrays) collate to a numpy string array, not a list of ``str``.
+    - Mixed Python numbers follow numpy's promotion: ``[1, 2.5]`` is float64 (torch: float32).
+    - A tuple collates to a tuple (torch: a list, for backward compatibility); a list to a list.
+    - Ragged fields raise a one-line ``ValueError`` naming the field and shapes (torch: ``RuntimeError``).
+    - An error in the dataset's ``__getitem__`` ends the epoch's iterator, a generator.
+    - ``shuffle`` must be a bool (torch takes any truthy value).
+    - A sampler gives ``indices(seed, epoch)`` (torch: any iterable of indices). Orders are numpy's draws,
+      not torch's, for a seed. No ``batch_sampler``, ``batch_size=None`` or workers.
 
     Args:
       dataset: a ``Dataset``: ``__getitem__`` and ``__len__``.
-      batch_size: examples per batch.
+      batch_size: examples per batch, a positive int.
       shuffle: draw a new permutation each epoch instead of visiting examples in order.
       drop_last: drop the last batch when it is short.
-      seed: seeds the permutations.
+      seed: seeds the permutations and the sampler's draws, a non-negative int.
       collate_fn: turns a list of examples into a batch.
+      sampler: chooses each epoch's examples instead (e.g. ``WeightedRandomSampler``); not with shuffle.
 
     Example:
       >>> loader = DataLoader(ArrayDataset(images, labels), batch_size=32, shuffle=True)
@@ -93,40 +330,114 @@ class DataLoader:
         drop_last: bool = False,
         seed: int = 0,
         collate_fn: Callable[[list], Any] | None = None,
+        sampler: Sampler | None = None,
     ):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}; expected a positive integer")
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
-        self.collate_fn = collate_fn
-        self.epoch = 0  # the epoch that the next iter() yields
+        _require("dataset", dataset, isinstance(dataset, Dataset), "an object with __getitem__ and __len__")
+        _require("batch_size", batch_size, _is_int(batch_size) and batch_size > 0, "a positive int, not a bool")
+        _require("shuffle", shuffle, isinstance(shuffle, bool), "a bool")
+        _require("drop_last", drop_last, isinstance(drop_last, bool), "a bool")
+        _require("seed", seed, _is_int(seed) and seed >= 0, "a non-negative int")
+        _require("collate_fn", collate_fn, collate_fn is None or callable(collate_fn), "a callable or None")
+        if sampler is not None:
+            expected = "an object with indices(seed, epoch) and __len__"
+            _require("sampler", sampler, isinstance(sampler, Sampler), expected)
+            _require("shuffle", shuffle, not shuffle, "False with a sampler, which sets the order itself")
+            if isinstance(sampler, WeightedRandomSampler):
+                n = len(sampler.weights)
+                _require("len(sampler.weights)", n, n <= len(dataset), f"at most len(dataset)={len(dataset)}")
+        _require("len(dataset)", len(dataset), len(dataset) > 0 or not shuffle, "at least 1 with shuffle=True")
+        self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
+        self.seed, self.collate_fn, self.sampler = seed, collate_fn, sampler
+        self._epoch, self._taken, self._resume = 0, 0, False
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = self._num_samples()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _num_samples(self) -> int:
+        return len(self.sampler if self.sampler is not None else self.dataset)
 
     def indices(self, epoch: int) -> np.ndarray:
         """The order in which epoch ``epoch`` visits the dataset, truncated as ``drop_last`` asks."""
-        n = len(self.dataset)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        return order[: len(self) * self.batch_size] if self.drop_last else order
+        if self.sampler is not None:
+            order = np.asarray(self.sampler.indices(self.seed, epoch))
+        elif self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset))
+        else:
+            order = np.arange(len(self.dataset))
+        return order[: len(self) * self.batch_size]
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """``(epoch, batches_taken)`` of the batches handed out, a finished epoch as ``(epoch + 1, 0)``."""
+        if self._taken and self._taken >= len(self):
+            return self._epoch + 1, 0
+        return self._epoch, self._taken
+
+    @property
+    def next_start(self) -> tuple[int, int]:
+        """``(epoch, first batch)`` where the next ``iter()`` or ``next_epoch()`` begins: a new epoch, except
+        after ``load_state_dict``, which continues the saved one."""
+        epoch, taken = self.position
+        return (epoch, taken) if self._resume or not taken else (epoch + 1, 0)
+
+    def _start(self) -> tuple[int, int]:
+        """Begins a pass at ``next_start``."""
+        (self._epoch, self._taken), self._resume = self.next_start, False
+        return self._epoch, self._taken
 
     def next_epoch(self) -> np.ndarray:
-        """Starts the next epoch without gathering anything: returns its order and advances ``epoch``.
-
-        For loops that gather batches themselves (on the device, say) in the order ``iter()`` would.
-        """
-        order = self.indices(self.epoch)
-        self.epoch += 1
-        return order
+        """The indices ``iter()`` would gather next, taken without gathering, for loops that gather batches
+        themselves (on the device, say): a whole epoch, or after ``load_state_dict`` its rest from batch
+        ``next_start[1]`` (read it first)."""
+        epoch, taken = self._start()
+        self._epoch, self._taken = epoch + 1, 0
+        return self.indices(epoch)[taken * self.batch_size :]
 
     def __iter__(self) -> Iterator[Any]:
-        order = self.next_epoch()
-        for start in range(0, len(order), self.batch_size):
-            yield self.gather(order[start : start + self.batch_size])
+        epoch, taken = self._start()
+        order = self.indices(epoch)
+        for start in range(taken * self.batch_size, len(order), self.batch_size):
+            batch = self.gather(order[start : start + self.batch_size])
+            self._taken += 1
+            yield batch
+
+    def state_dict(self, position: tuple[int, int] | None = None) -> dict[str, int | bool]:
+        """The position and the settings that fix the order: ``{"epoch", "batches_taken", "seed", "batch_size",
+        "shuffle", "drop_last", "length", "num_samples"}``, JSON-able ints and bools.
+
+        Args:
+          position: ``(epoch, batches_taken)`` to save instead of ``self.position``, for loops whose steps
+            lag the loader (prefetched, stacked or device-gathered batches) and count what they consumed.
+
+        Example:
+          >>> json.dump(loader.state_dict(), file)
+        """
+        epoch, taken = self.position if position is None else position
+        self._check_position(epoch, taken)
+        return {"epoch": epoch, "batches_taken": taken, **self._settings()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Moves to a saved position: the next ``iter()`` or ``next_epoch()`` continues that epoch. A state
+        whose settings differ from this loader's raises a ``ValueError`` naming the setting.
+
+        Example:
+          >>> loader.load_state_dict(json.load(file))
+        """
+        for key, value in self._settings().items():
+            if key not in state or state[key] != value:
+                raise ValueError(f"state[{key!r}]={state.get(key)!r}; expected {value!r}, this loader's {key}")
+        self._check_position(state["epoch"], state["batches_taken"])
+        self._epoch, self._taken, self._resume = state["epoch"], state["batches_taken"], True
+
+    def _settings(self) -> dict[str, int | bool]:
+        """What fixes every epoch's batches."""
+        order = dict(seed=self.seed, batch_size=self.batch_size, shuffle=self.shuffle, drop_last=self.drop_last)
+        return {**order, "length": len(self.dataset), "num_samples": self._num_samples()}
+
+    def _check_position(self, epoch: Any, taken: Any) -> None:
+        _require("epoch", epoch, _is_int(epoch) and epoch >= 0, "a non-negative int")
+        _require("batches_taken", taken, _is_int(taken) and 0 <= taken <= len(self), f"an int from 0 to {len(self)}")
 
     def gather(self, index: np.ndarray) -> Any:
         """The batch of the examples at ``index``: one fancy index per array, or item by item and collated."""
@@ -136,11 +447,9 @@ class DataLoader:
         return (self.collate_fn or default_collate)([self.dataset[int(i)] for i in index])
 
     def arrays(self) -> tuple[np.ndarray, ...] | None:
-        """The dataset's arrays when batches are gathered from them directly (an ``ArrayDataset`` and no
-        ``collate_fn``), else None."""
-        if self.collate_fn is None and isinstance(self.dataset, ArrayDataset):
-            return self.dataset.arrays
-        return None
+        """The dataset's arrays when batches are gathered from them directly (an array-backed dataset and
+        no ``collate_fn``), else None: ``gather(index)`` is then ``tuple(a[index] for a in arrays())``."""
+        return _arrays_of(self.dataset) if self.collate_fn is None else None
 
 
 def prefetch_to_device(batches: Iterator[Any], size: int = 2, device: jax.Device | None = None) -> Iterator[Any]:

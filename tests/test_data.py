@@ -1,12 +1,30 @@
+import collections
+import json
 import math
 import threading
+import types
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxtrain import ArrayDataset, DataLoader, prefetch_to_device
+from jaxtrain import (
+    MLP,
+    ArrayDataset,
+    ConcatDataset,
+    DataLoader,
+    Subset,
+    WeightedRandomSampler,
+    adam,
+    create_train_state,
+    default_collate,
+    fit,
+    prefetch_to_device,
+    random_split,
+    train_step,
+)
 
 
 class Squares:
@@ -76,11 +94,238 @@ def test_shuffle_draws_a_new_order_each_epoch_reproducibly():
     assert (epochs_a[2] == a.indices(2)).all()
 
 
-def test_bad_batch_size_is_a_clear_error():
-    with pytest.raises(ValueError, match="batch_size=0"):
-        DataLoader(ArrayDataset(np.arange(3)), batch_size=0)
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(batch_size=0), "batch_size=0; expected a positive int"),
+        (dict(batch_size=True), "batch_size=True; expected a positive int, not a bool"),
+        (dict(batch_size=2.0), "batch_size=2.0; expected"),
+        (dict(drop_last=1), "drop_last=1; expected a bool"),
+        (dict(shuffle=None), "shuffle=None; expected a bool"),
+        (dict(seed=-1), "seed=-1; expected a non-negative int"),
+        (dict(seed=True), "seed=True; expected"),
+        (dict(collate_fn=3), "collate_fn=3; expected a callable or None"),
+        (dict(sampler=[0, 1, 2]), r"sampler=\[0, 1, 2\]; expected an object with indices\(seed, epoch\)"),
+        (dict(sampler=WeightedRandomSampler([1, 1, 1], 3), shuffle=True), "shuffle=True; expected False with a sampler"),
+        (dict(sampler=WeightedRandomSampler([1, 1, 1, 1], 3)), r"len\(sampler.weights\)=4; expected at most"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors_naming_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{message}") as error:
+        DataLoader(ArrayDataset(np.arange(3)), **kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_an_empty_dataset_is_an_error_only_when_shuffled():
+    assert list(DataLoader(ArrayDataset(np.arange(0)), 2)) == []
+    with pytest.raises(ValueError, match=r"^len\(dataset\)=0; expected at least 1 with shuffle=True"):
+        DataLoader(ArrayDataset(np.arange(0)), 2, shuffle=True)
     with pytest.raises(ValueError, match="lengths"):
         ArrayDataset(np.arange(3), np.arange(4))
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+def test_collate_keeps_the_structure_of_an_example():
+    items = [{"image": np.full((2, 2), i, np.float32), "meta": (i, [i * 0.5, True]), "p": Point(i, "ab"[i])} for i in range(2)]
+    batch = default_collate(items)
+    assert batch["image"].shape == (2, 2, 2) and batch["image"].dtype == np.float32
+    ids, (halves, flags) = batch["meta"]
+    assert type(batch["meta"]) is tuple and type(batch["meta"][1]) is list
+    assert ids.dtype == np.int64 and halves.dtype == np.float64 and flags.dtype == bool
+    assert type(batch["p"]) is Point and batch["p"].y.tolist() == ["a", "b"]
+    proxy = default_collate([types.MappingProxyType({"a": 1}), types.MappingProxyType({"a": 2})])
+    assert type(proxy) is types.MappingProxyType and proxy["a"].tolist() == [1, 2]
+    assert default_collate([range(2), range(2)])[1].tolist() == [1, 1]  # range cannot be rebuilt: a list
+
+
+@pytest.mark.parametrize(
+    "items,message",
+    [
+        ([(1,), (2, 3)], r"^default_collate: batch has length 1 in item 0 but 2 in item 1"),
+        ([np.zeros(2), np.zeros(2), np.zeros(3)], r"^default_collate: batch has shape \(2,\) in item 0 but \(3,\) in item 2"),
+        ([{"image": np.zeros((2, 2)), "y": 0}, {"image": np.zeros((2, 3)), "y": 1}], r"batch\['image'\] has shape \(2, 2\)"),
+        ([(np.zeros(1), [1, 2]), (np.zeros(1), [1])], r"batch\[1\] has length 2 in item 0 but 1 in item 1"),
+        ([Point(1, np.zeros(2)), Point(2, 0.0)], r"batch\.y has shape \(2,\) in item 0 but \(\) in item 1"),
+    ],
+)
+def test_ragged_examples_raise_one_line_naming_the_field(items, message):
+    with pytest.raises(ValueError, match=message) as error:
+        default_collate(items)
+    assert "\n" not in str(error.value)
+
+
+def test_collate_rejects_what_it_cannot_stack():
+    with pytest.raises(TypeError, match=r"batch\[1\] is a NoneType"):
+        default_collate([(1, None), (2, None)])
+    with pytest.raises(TypeError, match="object array"):
+        default_collate([np.array([None]), np.array([None])])
+    with pytest.raises(ValueError, match="items=\\[\\]"):
+        default_collate([])
+
+
+def test_subset_and_concat_index_like_their_parts_and_keep_the_array_path():
+    base = ArrayDataset(np.arange(10) * 10, np.arange(10))
+    sub = Subset(base, [7, 2, 5])
+    assert len(sub) == 3 and sub[0][1] == 7 and sub[-1][1] == 5
+    loader = DataLoader(sub, batch_size=2)
+    assert [b[1].tolist() for b in loader] == [[7, 2], [5]]
+    assert [a.tolist() for a in loader.arrays()] == [[70, 20, 50], [7, 2, 5]]
+    both = ConcatDataset([sub, Subset(base, [0])])
+    assert len(both) == 4 and both[3][1] == 0 and both[-2][1] == 5
+    with pytest.raises(IndexError, match="out of range"):
+        both[4]
+    assert DataLoader(both, 4).arrays()[1].tolist() == [7, 2, 5, 0]
+    assert DataLoader(ConcatDataset([base, Squares()]), 4).arrays() is None  # a part without arrays
+    assert DataLoader(Subset(Squares(), [3, 1]), 2).arrays() is None
+    assert next(iter(DataLoader(Subset(Squares(), [3, 1]), 2)))[1].tolist() == [3, 1]
+
+
+def test_random_split_is_a_seeded_partition():
+    base = ArrayDataset(np.arange(10))
+    parts = random_split(base, [0.5, 0.3, 0.2], seed=4)
+    assert [len(p) for p in parts] == [5, 3, 2]
+    assert sorted(sum((p.indices for p in parts), [])) == list(range(10))
+    again = random_split(base, [5, 3, 2], seed=4)
+    assert [p.indices for p in again] == [p.indices for p in parts]
+    assert [p.indices for p in random_split(base, [5, 3, 2], seed=5)] != [p.indices for p in parts]
+    assert [len(p) for p in random_split(ArrayDataset(np.arange(7)), [0.25, 0.25, 0.5])] == [2, 2, 3]
+    with pytest.raises(ValueError, match=r"^lengths=\[5, 4\]; expected ints >= 0 summing to len\(dataset\)=10"):
+        random_split(base, [5, 4])
+    with pytest.raises(ValueError, match=r"^lengths\[0\]=1.5; expected a fraction"):
+        random_split(base, [1.5, -0.5])
+    with pytest.warns(UserWarning, match="index 1 is empty"):
+        random_split(ArrayDataset(np.arange(2)), [0.9, 0.1])
+
+
+def test_weighted_sampler_draws_in_proportion_and_from_seed_and_epoch():
+    weights = np.array([1.0, 0.0, 3.0, 4.0])
+    sampler = WeightedRandomSampler(weights, num_samples=8000)
+    draws = sampler.indices(seed=0, epoch=0)
+    assert draws.shape == (8000,) and 1 not in draws
+    np.testing.assert_allclose(np.bincount(draws, minlength=4) / 8000, weights / 8, atol=0.02)
+    assert (sampler.indices(0, 0) == draws).all() and not (sampler.indices(0, 1) == draws).all()
+    assert not (sampler.indices(1, 0) == draws).all()
+    unique = WeightedRandomSampler(weights, 3, replacement=False).indices(0, 0)
+    assert sorted(unique.tolist()) == [0, 2, 3]
+    loader = DataLoader(ArrayDataset(np.arange(4)), batch_size=3, sampler=WeightedRandomSampler(weights, 7), seed=2)
+    assert len(loader) == 3 and [len(b[0]) for b in loader] == [3, 3, 1]
+    assert np.concatenate([b[0] for b in loader]).tolist() == loader.indices(1).tolist()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (([1, 1], 0), r"^num_samples=0; expected a positive int"),
+        (([1, 1], True), r"^num_samples=True"),
+        (([1, 1], 2, 1), r"^replacement=1; expected a bool"),
+        (([[1, 1]], 2), r"^weights.shape=\(1, 2\); expected one dimension"),
+        (([1, -1], 2), r"^weights=\[ 1. -1.\]; expected finite, non-negative"),
+        (([0, 0], 2), r"^weights=\[0. 0.\]; expected"),
+        (([1, 0, 1], 3, False), r"^num_samples=3; expected at most 2, the examples with a positive weight"),
+    ],
+)
+def test_weighted_sampler_rejects_bad_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        WeightedRandomSampler(*args)
+
+
+LOADERS = {
+    "in order": dict(),
+    "shuffled, drop_last": dict(shuffle=True, drop_last=True),
+    "shuffled": dict(shuffle=True),
+    "weighted": dict(sampler=WeightedRandomSampler(np.linspace(0.1, 1, 23), 30)),
+}
+
+
+@pytest.mark.parametrize("kind", list(LOADERS))
+@pytest.mark.parametrize("stop", [(0, 1), (1, 3), (2, 0)])
+def test_a_loader_resumes_mid_epoch_exactly(kind, stop):
+    make = lambda: DataLoader(ArrayDataset(np.arange(23)), batch_size=5, seed=9, **LOADERS[kind])
+    reference = make()
+    expected = [[b[0].tolist() for b in reference] for _ in range(4)]
+    interrupted = make()
+    epoch, taken = stop
+    for _ in range(epoch):
+        list(interrupted)
+    batches = iter(interrupted)
+    taken_batches = [next(batches)[0].tolist() for _ in range(taken)]  # the loop stops here, mid-epoch
+    assert taken_batches == expected[epoch][:taken]
+    assert interrupted.position == stop
+    state = json.loads(json.dumps(interrupted.state_dict()))
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert resumed.next_start == stop
+    rest = [b[0].tolist() for b in resumed]
+    assert rest == expected[epoch][taken:]
+    assert [[b[0].tolist() for b in resumed] for _ in range(epoch + 1, 4)] == expected[epoch + 1 :]
+
+
+def test_next_epoch_after_a_resume_returns_the_rest_of_the_epoch():
+    loader = DataLoader(ArrayDataset(np.arange(23)), batch_size=5, shuffle=True, seed=1)
+    loader.load_state_dict({**loader.state_dict(), "epoch": 2, "batches_taken": 3})
+    assert loader.next_start == (2, 3)
+    assert loader.next_epoch().tolist() == loader.indices(2)[15:].tolist()
+    assert loader.position == loader.next_start == (3, 0)
+    assert loader.next_epoch().tolist() == loader.indices(3).tolist()
+
+
+def test_each_iter_starts_a_new_epoch_unless_a_state_was_loaded():
+    loader = DataLoader(ArrayDataset(np.arange(10)), batch_size=2, shuffle=True)
+    first = next(iter(loader))[0]
+    assert first.tolist() == loader.indices(0)[:2].tolist() and loader.position == (0, 1)
+    assert loader.next_start == (1, 0)
+    assert [b[0].tolist() for b in loader][0] == loader.indices(1)[:2].tolist()
+    assert loader.position == (2, 0)
+    loader.load_state_dict(loader.state_dict(position=(0, 1)))
+    assert [b[0].tolist() for b in loader] == loader.indices(0)[2:].reshape(-1, 2).tolist()
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(seed=1), r"^state\['seed'\]=1; expected 0, this loader's seed"),
+        (dict(batch_size=4), r"^state\['batch_size'\]=4; expected 5"),
+        (dict(shuffle=False), r"^state\['shuffle'\]=False; expected True"),
+        (dict(drop_last=True), r"^state\['drop_last'\]=True"),
+        (dict(length=22), r"^state\['length'\]=22; expected 23"),
+        (dict(batches_taken=6), r"^batches_taken=6; expected an int from 0 to 5"),
+        (dict(epoch=-1), r"^epoch=-1; expected a non-negative int"),
+    ],
+)
+def test_loading_a_state_from_another_loader_names_the_setting(change, message):
+    loader = DataLoader(ArrayDataset(np.arange(23)), batch_size=5, shuffle=True)
+    with pytest.raises(ValueError, match=message):
+        loader.load_state_dict({**loader.state_dict(), **change})
+    state = loader.state_dict()
+    del state["seed"]
+    with pytest.raises(ValueError, match=r"^state\['seed'\]=None"):
+        loader.load_state_dict(state)
+
+
+def _train_data(n=90, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 6, 6, 1), np.float32), rng.integers(0, 3, n).astype(np.int32)
+
+
+@pytest.mark.parametrize("kind", ["subset", "weighted"])
+def test_subsets_and_weighted_sampling_train_the_same_on_the_device_and_per_step(kind):
+    images, labels = _train_data()
+    if kind == "subset":
+        train, _ = random_split(ArrayDataset(images, labels), [0.8, 0.2], seed=1)
+        make = lambda: DataLoader(train, batch_size=16, shuffle=True, seed=2)
+    else:
+        weights = 1.0 / np.bincount(labels)[labels]
+        make = lambda: DataLoader(ArrayDataset(images, labels), 16, sampler=WeightedRandomSampler(weights, 70), seed=2)
+    assert make().arrays() is not None
+    model, tx = MLP(hidden=(8,)), adam(1e-2)
+    per_step, _ = fit(create_train_state(model, tx, images[:1]), make(), 2, log=None)
+    loader = make()
+    on_device, _ = fit(create_train_state(model, tx, images[:1]), loader, 2, log=None, data_on_device=True, steps_per_call=len(loader))
+    assert int(on_device.step) == int(per_step.step) == 2 * len(loader)
+    for a, b in zip(jax.tree.leaves(on_device.params), jax.tree.leaves(per_step.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("n,batch_size,drop_last", [(10, 3, False), (10, 3, True), (9, 3, False), (2, 5, False)])
@@ -122,3 +367,21 @@ def test_prefetch_reraises_the_producers_error():
 
     with pytest.raises(OSError, match="disk gone"):
         list(prefetch_to_device(broken()))
+
+
+@pytest.mark.parametrize("feed", [dict(), dict(data_on_device=True, steps_per_call=3)])
+def test_fit_continues_a_loaded_loader_where_the_interrupted_run_stopped(feed):
+    images, labels = _train_data(70)  # 5 batches of 16 and one of 6
+    make = lambda: DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True, seed=4)
+    model, tx = MLP(hidden=(8,)), adam(1e-2)
+    reference, _ = fit(create_train_state(model, tx, images[:1]), make(), 2, log=None)
+    interrupted, loader = create_train_state(model, tx, images[:1]), make()
+    for _, batch in zip(range(2), loader):  # two steps of epoch 0, then the run stops
+        interrupted, _ = train_step(interrupted, batch)
+    resumed = make()
+    resumed.load_state_dict(json.loads(json.dumps(loader.state_dict())))
+    state, _ = fit(interrupted, resumed, 1, log=None, **feed)  # the rest of epoch 0
+    state, _ = fit(state, resumed, 1, log=None, **feed)  # epoch 1
+    assert int(state.step) == int(reference.step) == 10
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reference.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
