@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jax
 
-from jaxtrain import compare, experiment, optim
+from jaxtrain import compare, experiment, optim, runs
 from jaxtrain.datasets import DatasetUnavailableError
 
 
@@ -79,16 +79,41 @@ def _add_train(commands) -> None:
                    help="optimizer steps per compiled call: K, 'epoch', or 'auto' (the measured default for the model)")
     p.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=defaults.data_on_device,
                    help="keep the training set on the device (default: when it takes under a quarter of its memory)")
+    p.add_argument("--val-fraction", type=float, default=defaults.val_fraction, metavar="F",
+                   help="hold this fraction of the training data out for validation, reported each epoch; "
+                   "the best checkpoint is then chosen by validation accuracy")
     p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here")
+    _add_run_folder(p)
     p.set_defaults(handler=_train)
+
+
+def _add_run_folder(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
+                   help="keep the run in DIR: config.json, metrics.jsonl, checkpoints/ and report.json")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    p.add_argument("--checkpoint-seconds", type=float, default=60.0, metavar="S",
+                   help="checkpoint at an epoch's end at most once every S seconds (and always at the run's end)")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="also checkpoint every N steps of an epoch (default: at epochs' ends only)")
+    p.add_argument("--keep", type=int, default=3, metavar="K", help="the latest checkpoints kept, besides the best")
+    p.add_argument("--log-every", type=int, default=None, metavar="N",
+                   help="also log the mean loss of every N steps to metrics.jsonl (default: per epoch only)")
 
 
 def _train(args: argparse.Namespace) -> None:
     config = _from_flags(experiment.Config, args)
     _check_writable(args.report)
-    report = experiment.run(config)
+    run_flags = {"--resume": args.resume, "--checkpoint-every": args.checkpoint_every, "--log-every": args.log_every}
+    if args.run_dir is None and any(run_flags.values()):
+        flag = next(name for name, value in run_flags.items() if value)
+        raise ValueError(f"{flag} without --run-dir: expected --run-dir DIR, where the run is kept")
+    folder = args.run_dir and runs.Run(
+        args.run_dir, resume=args.resume, keep=args.keep, checkpoint_seconds=args.checkpoint_seconds,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+    )
+    report = experiment.run(config, folder=folder)
     if args.report:
-        experiment.write_json(args.report, report)
+        runs.write_json(args.report, report)
 
 
 def _steps_per_call(text: str) -> int | str:
@@ -157,7 +182,7 @@ def _parity(args: argparse.Namespace) -> None:
         jax.config.update("jax_enable_x64", True)
     report = compare.parity(config)
     if args.report:
-        experiment.write_json(args.report, report)
+        runs.write_json(args.report, report)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -171,7 +196,7 @@ def _bench(args: argparse.Namespace) -> None:
     result = compare.bench(config, models=args.models, programs=programs, batch_sizes=args.batch_sizes, log=None)
     print(compare.format_bench(result))
     if args.report:
-        experiment.write_json(args.report, result)
+        runs.write_json(args.report, result)
     if args.plot:
         compare.plot_bench(result, args.plot)
 
@@ -183,9 +208,9 @@ def _from_flags(config_type: type, args: argparse.Namespace):
 
 
 def _check_writable(path: Path | None, flag: str = "--report") -> None:
-    """Fails before any work when a report could not be written afterwards."""
-    if path is not None and not path.parent.resolve().is_dir():
-        raise FileNotFoundError(f"{flag} {path}: folder {path.parent} does not exist")
+    """Fails before any work when an output could not be written afterwards."""
+    if path is not None:
+        runs.check_writable(path, flag)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -209,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except (ValueError, OSError, ImportError, DatasetUnavailableError) as error:
+    except (ValueError, OSError, ImportError, ArithmeticError, DatasetUnavailableError) as error:
         if args.debug or os.environ.get("JAXTRAIN_DEBUG"):
             traceback.print_exc()
         print(f"jaxtrain {_command(args)}: error: {_message(error)}", file=sys.stderr)

@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -23,8 +21,9 @@ import numpy as np
 import optax
 
 from jaxtrain import datasets, models, optim
-from jaxtrain.data import ArrayDataset, DataLoader, fits_on_device
-from jaxtrain.train import compile_fit, create_train_state, evaluate, fit
+from jaxtrain.data import ArrayDataset, DataLoader, fits_on_device, random_split
+from jaxtrain.runs import Run, write_json
+from jaxtrain.train import TrainState, compile_fit, create_train_state, evaluate, fit
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -143,6 +142,7 @@ class Config:
     grad_accum: int = 1
     clip_norm: float | None = None
     seed: int = 0
+    val_fraction: float = 0.0
     eval_batch_size: int = 1000
     steps_per_call: int | str = "auto"  # an int, "epoch" or "auto" (the model's ModelSpec.steps_per_call)
     data_on_device: bool | None = None  # None: when the training set fits (data.fits_on_device)
@@ -156,6 +156,8 @@ class Config:
             raise ConfigError("steps_per_call", self.steps_per_call, "a positive integer, 'epoch' or 'auto'")
         if self.momentum and self.optimizer != "sgd":
             raise ConfigError("momentum", self.momentum, f"0 with optimizer={self.optimizer!r} (momentum is sgd's)")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError("val_fraction", self.val_fraction, "a fraction in [0, 1) of the training data")
         if self.schedule == "multistep" and not self.milestones:
             raise ConfigError("milestones", self.milestones, "at least one epoch with schedule='multistep'")
         self.optimizer_args()  # the optimizer's own checks, before any work
@@ -255,43 +257,80 @@ def device_name() -> str:
     return f"{device.platform}: {device.device_kind}"
 
 
-def run(config: Config, log: Callable[[str], None] | None = print) -> dict[str, Any]:
+# Settings that a resumed run may change: they do not change what is computed.
+RESUMABLE_CHANGES = ("epochs", "data_dir", "eval_batch_size", "steps_per_call", "data_on_device")
+
+
+def loaders(config: Config) -> dict[str, DataLoader]:
+    """The run's data: "train" (shuffled by ``config.seed``), "test", and "val" when ``val_fraction`` holds
+    part of the training data out, through ``random_split`` seeded by ``config.seed``."""
+    train = ArrayDataset(*datasets.load(config.dataset, "train", config.data_dir))
+    test = ArrayDataset(*datasets.load(config.dataset, "test", config.data_dir))
+    splits = {"train": train, "test": test}
+    if config.val_fraction:
+        splits["train"], splits["val"] = random_split(train, [1 - config.val_fraction, config.val_fraction], seed=config.seed)
+    return {
+        name: DataLoader(data, config.batch_size, shuffle=True, seed=config.seed)
+        if name == "train" else DataLoader(data, config.eval_batch_size)
+        for name, data in splits.items()
+    }
+
+
+def initial_state(config: Config, sample: np.ndarray, batches_per_epoch: int) -> TrainState:
+    """The run's model and optimizer at step 0, seeded by ``config.seed``, for inputs like ``sample``."""
+    optimizer = build_optimizer(config, batches_per_epoch)
+    return create_train_state(build_model(config), optimizer, sample, seed=config.seed)
+
+
+def run(config: Config, log: Callable[[str], None] | None = print, folder: Run | None = None) -> dict[str, Any]:
     """Trains and evaluates as ``config`` says; returns the report.
+
+    Args:
+      config: the run.
+      log: where the primer's lines go (None: nowhere).
+      folder: a ``runs.Run``: the run's folder, where ``config.json``, ``metrics.jsonl``, the checkpoints and
+        ``report.json`` go; with ``resume``, the run continues from its latest checkpoint.
 
     Returns:
       ``dataset``, ``model``, ``batch_size``, ``device``, ``config``, ``model_options`` (the model's
       resolved ``dropout``, ``batch_norm`` and ``dtype``), ``history`` (per epoch: ``epoch``, ``lr``,
-      ``train_loss``, ``test_loss``, ``test_accuracy``, ``seconds``, ``samples_per_second``), and the
-      final ``test_accuracy`` (a fraction), ``compile_seconds`` (the first train step's compilation)
-      and ``samples_per_second`` (``steady_speed``).
+      ``train_loss``, ``test_loss``, ``test_accuracy``, with a validation split ``val_loss`` and
+      ``val_accuracy``, ``seconds``, ``samples_per_second``), and the final ``test_accuracy`` (a
+      fraction), ``compile_seconds`` (the calls' compilation) and ``samples_per_second`` (``steady_speed``).
     """
-    train_images, train_labels = datasets.load(config.dataset, "train", config.data_dir)
-    test_images, test_labels = datasets.load(config.dataset, "test", config.data_dir)
-    train_loader = DataLoader(ArrayDataset(train_images, train_labels), config.batch_size, shuffle=True, seed=config.seed)
-    test_loader = DataLoader(ArrayDataset(test_images, test_labels), config.eval_batch_size)
-
-    model, batches_per_epoch = build_model(config), len(train_loader)
-    state = create_train_state(model, build_optimizer(config, batches_per_epoch), train_images[:1], seed=config.seed)
+    data = loaders(config)
+    train_loader, test_loader = data["train"], data["test"]
+    sample = train_loader.gather(np.arange(1))[0]
+    state = initial_state(config, sample, len(train_loader))
     mode = feeding(config, train_loader)
-    compile_seconds = compile_fit(state, train_loader, **mode)
-    state, history = fit(state, train_loader, config.epochs, test_loader, log=log, **mode)
+    every = folder.periods if folder else ()
+    if folder:  # the input's shape too, so that the model can be rebuilt without the data
+        settings = {**dataclasses.asdict(config), "input_shape": list(sample.shape[1:]), "input_dtype": str(sample.dtype)}
+        folder.start(settings, fixed_except=RESUMABLE_CHANGES)
+    try:
+        compile_seconds = compile_fit(state, train_loader, **mode, every=every)
+        evals = {name: data[name] for name in ("val", "test") if name in data}
+        state, history = fit(state, train_loader, config.epochs, evals, log=log, run=folder, **mode)
+    finally:
+        if folder:
+            folder.close()
     # The schedule is a pure function of the step, so each epoch's lr comes from it, not from the state.
-    lrs = epoch_learning_rates(config, batches_per_epoch)
+    lrs = epoch_learning_rates(config, len(train_loader))
     history = [{"epoch": record["epoch"], "lr": lr, **record} for record, lr in zip(history, lrs)]
     start = time.perf_counter()
     final = evaluate(state, test_loader)
     eval_seconds = time.perf_counter() - start
     if log:
         log(f"Accuracy on the {final['count']} test images: {100 * final['accuracy']:.2f}%")
-    return {
+    report = {
         "dataset": config.dataset,
         "model": config.model,
         "batch_size": config.batch_size,
         "device": device_name(),
         "config": dataclasses.asdict(config),
-        "model_options": {"dropout": model.dropout, "batch_norm": model.batch_norm, "dtype": config.dtype},
+        "model_options": {"dropout": state.model.dropout, "batch_norm": state.model.batch_norm, "dtype": config.dtype},
         **mode,
-        "train_examples": len(train_labels),
+        "train_examples": len(train_loader.dataset),
         "test_examples": final["count"],
         "history": history,
         "test_accuracy": final["accuracy"],
@@ -300,12 +339,34 @@ def run(config: Config, log: Callable[[str], None] | None = print) -> dict[str, 
         "eval_seconds": eval_seconds,
         "samples_per_second": steady_speed(history),
     }
+    if folder:
+        write_json(folder.folder / "report.json", report)
+    return report
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Writes JSON atomically: a crash mid-write leaves any earlier file at ``path`` whole."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
-        json.dump(data, out, indent=2)
-        out.write("\n")
-    os.replace(out.name, path)
+def load_run(folder: str | Path, checkpoint: int | str = "latest") -> tuple[TrainState, Config]:
+    """The trained model of a run folder: ``torch.load`` and ``model.load_state_dict`` in one call.
+
+    Args:
+      folder: a run folder written by ``run`` (``python -m jaxtrain train --run-dir``).
+      checkpoint: "latest", "best" (by validation accuracy, else test accuracy) or a checkpoint's step.
+
+    Returns:
+      The ``TrainState`` of that checkpoint and the run's ``Config``.
+
+    Example:
+      >>> state, config = load_run("runs/mlp", "best")
+      >>> evaluate(state, loaders(config)["test"])
+    """
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"run folder {folder}: no config.json; expected a folder written by --run-dir")
+    settings = json.loads(path.read_text())
+    sample = np.zeros((1, *settings.pop("input_shape")), settings.pop("input_dtype"))
+    config = Config(**{k: tuple(v) if k == "milestones" else v for k, v in settings.items()})
+    saved = Run(folder)
+    try:  # the schedule's length changes values, not shapes: 1 batch per epoch builds the same pytree
+        state, _ = saved.restore(initial_state(config, sample, 1), checkpoint)
+    finally:
+        saved.close()
+    return state, config

@@ -12,8 +12,8 @@ import functools
 import inspect
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
@@ -24,6 +24,9 @@ from flax import struct
 
 from jaxtrain.data import DataLoader, prefetch_to_device
 from jaxtrain.losses import cross_entropy
+
+if TYPE_CHECKING:
+    from jaxtrain.runs import Run
 
 Batch = tuple[Any, Any]  # (inputs, labels)
 
@@ -238,34 +241,43 @@ def evaluate(state: TrainState, loader: DataLoader) -> dict[str, float]:
     return {"loss": float(totals["loss_sum"]) / count, "accuracy": float(totals["correct"]) / count, "count": count}
 
 
-def plan_calls(examples: int, batch_size: int, steps_per_call: int) -> list[tuple[int, int]]:
-    """The compiled calls of one epoch: ``(steps, batch size)`` per call, in the order ``fit`` makes them.
+def plan_calls(
+    examples: int, batch_size: int, steps_per_call: int, *, start: int = 0, every: Sequence[int] = ()
+) -> list[tuple[int, int]]:
+    """The compiled calls of an epoch: ``(steps, batch size)`` per call, in the order ``fit`` makes them.
 
-    Full batches go ``steps_per_call`` to a call, the last call of them taking what is left; a short last
-    batch is a call of its own. ``fit`` cuts each epoch's order by this plan and ``compile_fit`` compiles
-    each distinct call of it, so the two cannot disagree.
+    Full batches go ``steps_per_call`` to a call, and a call also ends at every multiple of each period in
+    ``every`` (where a run logs or saves); a short last batch is a call of its own. ``fit`` cuts each
+    epoch's order by this plan and ``compile_fit`` compiles each distinct call of it, so the two cannot
+    disagree.
 
     Args:
       examples: the examples of an epoch (``len(loader.indices(epoch))``).
       batch_size: examples per step.
       steps_per_call: optimizer steps per call.
+      start: batches of the epoch already taken (a resumed epoch); the plan covers the rest.
+      every: periods, in batches of the epoch, at which a call must end.
 
     Example:
       >>> plan_calls(100, 32, 2)
       [(2, 32), (1, 32), (1, 4)]
     """
     full, tail = divmod(examples, batch_size)
-    calls = [(min(steps_per_call, full - start), batch_size) for start in range(0, full, steps_per_call)]
-    return calls + ([(1, tail)] if tail else [])
+    ends = sorted({full, *(end for period in (steps_per_call, *every) for end in range(period, full, period))})
+    edges = [start] + [end for end in ends if end > start]
+    calls = [(b - a, batch_size) for a, b in zip(edges, edges[1:])]
+    return calls + ([(1, tail)] if tail and start <= full else [])
 
 
-def compile_fit(state: TrainState, loader: DataLoader, steps_per_call: int = 1, data_on_device: bool = False) -> float:
+def compile_fit(
+    state: TrainState, loader: DataLoader, steps_per_call: int = 1, data_on_device: bool = False, every: Sequence[int] = ()
+) -> float:
     """Compiles ahead of time every call that ``fit`` will make (``plan_calls``); returns the seconds it took."""
     examples = loader.indices(0)
     arrays, sample = loader.arrays(), loader.gather(examples[:1])
     spec = lambda a, lead: jax.ShapeDtypeStruct(lead + np.shape(a)[1:], np.asarray(a).dtype)  # noqa: E731
     start = time.perf_counter()
-    for k, b in set(plan_calls(len(examples), loader.batch_size, steps_per_call)):
+    for k, b in set(plan_calls(len(examples), loader.batch_size, steps_per_call, every=every)):
         if data_on_device:
             data = jax.tree.map(lambda a: spec(a, (len(a),)), arrays)
             gather_steps.lower(state, data, jax.ShapeDtypeStruct((k, b), examples.dtype)).compile()
@@ -284,43 +296,47 @@ def _progress(calls: Iterable[tuple], total: int, desc: str) -> Iterator[tuple]:
     with tqdm(total=total, desc=desc, leave=False, mininterval=0.5, unit="ex", unit_scale=True) as bar:
         for call in calls:
             yield call
-            bar.update(call[-1])
+            bar.update(call[-1].size)
 
 
 def _epoch_calls(
-    loader: DataLoader, steps_per_call: int, arrays: tuple[jax.Array, ...] | None, prefetch: int
+    loader: DataLoader, steps_per_call: int, arrays: tuple[jax.Array, ...] | None, prefetch: int, every: Sequence[int]
 ) -> Iterator[tuple[Callable, tuple, int]]:
-    """One epoch as ``(call, args, examples)``, where ``call(state, *args)`` is one compiled call of the plan.
+    """The loader's next epoch (or the rest of a resumed one) as ``(call, args, index)``, where
+    ``call(state, *args)`` is one compiled call of ``plan_calls`` and ``index`` its ``(steps, batch)`` examples.
 
     Device-resident ``arrays`` are gathered on the device, so only the indices leave the host; otherwise
     each call's batches are gathered on the host at once and shaped ``(steps, batch, ...)``.
     """
+    epoch, start = loader.next_start
+    examples = len(loader.indices(epoch))
     order = loader.next_epoch()
-    plan = plan_calls(len(order), loader.batch_size, steps_per_call)
+    plan = plan_calls(examples, loader.batch_size, steps_per_call, start=start, every=every)
     ends = np.cumsum([k * b for k, b in plan])
     indices = [chunk.reshape(shape) for chunk, shape in zip(np.split(order, ends[:-1]), plan)]
     if arrays is not None:
         for index in indices:
-            yield gather_steps, (arrays, index), index.size
+            yield gather_steps, (arrays, index), index
         return
     shaped = lambda index: jax.tree.map(lambda a: a.reshape(index.shape + a.shape[1:]), loader.gather(index.ravel()))  # noqa: E731
     batches = map(shaped, indices)
     if prefetch:
         batches = prefetch_to_device(batches, prefetch)
     for batch, index in zip(batches, indices):
-        yield train_steps, (batch,), index.size
+        yield train_steps, (batch,), index
 
 
 def fit(
     state: TrainState,
     train_loader: DataLoader,
     epochs: int,
-    eval_loader: DataLoader | None = None,
+    eval_loader: DataLoader | dict[str, DataLoader] | None = None,
     *,
     log: Callable[[str], None] | None = print,
     prefetch: int | None = None,
     steps_per_call: int = 1,
     data_on_device: bool = False,
+    run: Run | None = None,
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """The primer's loop: ``epochs`` passes over ``train_loader``, printing ``Epoch N, Loss: …`` after each.
 
@@ -341,13 +357,21 @@ def fit(
       state: the initial state; it is donated.
       train_loader: the training batches, ``(inputs, labels)``.
       epochs: the number of passes.
-      eval_loader: if given, evaluated after each epoch.
+      eval_loader: if given, evaluated after each epoch (into ``test_loss`` and ``test_accuracy``); or
+        loaders by name, each evaluated into ``<name>_loss`` and ``<name>_accuracy``.
       log: where the epoch lines go (None: nowhere).
       prefetch: batches (or stacks of them) copied to the device ahead of the step by a background
         thread; 0 for no thread. None: 2 on an accelerator, 0 on the CPU, where the copy is a host memcpy
         and the thread only competes for the interpreter (measured: about 20% slower with it).
       steps_per_call: optimizer steps per compiled call.
-      data_on_device: keep ``train_loader``'s arrays on the device (needs an ``ArrayDataset``).
+      data_on_device: keep ``train_loader``'s arrays on the device (needs an array-backed dataset).
+      run: a ``jaxtrain.runs.Run``: log each epoch to its folder, checkpoint by its policy, and with
+        ``Run(..., resume=True)`` continue from its latest checkpoint, to the same bits as a run that
+        was never stopped (the epochs already done are not repeated).
+
+    Raises:
+      FloatingPointError: an epoch's loss is not finite (the run diverged); a ``run`` keeps its last good
+        checkpoint.
 
     Returns:
       The final state and a history: per epoch ``epoch``, ``train_loss`` (the mean of the batch losses,
@@ -365,28 +389,40 @@ def fit(
     arrays = None
     if data_on_device:
         if train_loader.arrays() is None:
-            raise ValueError("data_on_device=True needs a DataLoader over an ArrayDataset, without collate_fn")
+            raise ValueError("data_on_device=True; expected a DataLoader over an array-backed dataset, without collate_fn")
         arrays = jax.device_put(train_loader.arrays())
     if prefetch is None:
         prefetch = 0 if jax.default_backend() == "cpu" else 2
-    total = min(len(train_loader) * train_loader.batch_size, len(train_loader.dataset))
-    history = []
-    for epoch in range(1, epochs + 1):
+    evals = eval_loader if isinstance(eval_loader, dict) else {} if eval_loader is None else {"test": eval_loader}
+    total = len(train_loader.indices(0))
+    state, history, losses = run.restore_fit(state, train_loader) if run else (state, [], [])
+    every = run.periods if run else ()
+    for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
-        calls = _epoch_calls(train_loader, steps_per_call, arrays, prefetch)
-        losses, samples = [], 0
-        for step, args, size in _progress(calls, total, f"epoch {epoch}"):
-            state, metrics = step(state, *args)
+        taken, samples = train_loader.next_start[1], 0
+        calls = _epoch_calls(train_loader, steps_per_call, arrays, prefetch, every)
+        for call, args, index in _progress(calls, total, f"epoch {epoch}"):
+            state, metrics = call(state, *args)
             losses.append(metrics["loss"])
-            samples += size
+            taken, samples = taken + len(index), samples + index.size
+            if run and taken < len(train_loader) and any(taken % period == 0 for period in every):
+                run.step_end(state, train_loader, epoch, taken, losses, history)
         # host sync: the epoch's one read of the loss
-        train_loss = float(np.mean(np.concatenate([np.ravel(x) for x in jax.device_get(losses)])))
+        batch_losses = np.concatenate([np.ravel(x) for x in jax.device_get(losses)])
+        train_loss, losses = float(np.mean(batch_losses)), []
+        if not np.isfinite(train_loss):
+            raise FloatingPointError(
+                f"epoch {epoch}: the training loss is {train_loss}; expected a finite number "
+                f"(the run diverged: try a lower learning rate, or clipping the gradient norm)"
+            )
         seconds = time.perf_counter() - start
         record = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_second": samples / seconds}
         if log:
             log(f"Epoch {epoch}, Loss: {train_loss}")
-        if eval_loader is not None:
-            metrics = evaluate(state, eval_loader)
-            record.update(test_loss=metrics["loss"], test_accuracy=metrics["accuracy"])
+        for name, loader in evals.items():
+            metrics = evaluate(state, loader)
+            record.update({f"{name}_loss": metrics["loss"], f"{name}_accuracy": metrics["accuracy"]})
         history.append(record)
+        if run:
+            run.epoch_end(state, train_loader, history, last=epoch == epochs)
     return state, history

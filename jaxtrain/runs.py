@@ -1,0 +1,293 @@
+"""Runs that outlive their process: a run folder, Orbax checkpoints, exact resume and metrics as they come.
+
+A run folder holds everything of one run:
+
+  config.json      the configuration (``resume`` refuses another one)
+  metrics.jsonl    one strict JSON line per epoch (and per ``log_every`` steps), flushed as the run goes
+  checkpoints/     Orbax checkpoints: the whole ``TrainState``, the loader's position and the history
+  report.json      the final report
+
+``fit(..., run=Run(folder))`` saves into it; ``Run(folder, resume=True)`` continues the run from its
+latest checkpoint, bit for bit, since the batch order is a pure function of (seed, epoch) and each step's
+dropout key a function of the step. ``load_state(folder)`` gives the trained model back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxtrain.data import DataLoader
+from jaxtrain.train import TrainState
+
+CHECKPOINTS = "checkpoints"
+
+
+def strict(data: Any) -> Any:
+    """``data`` with every non-finite float (and numpy scalar) made JSON's ``null``: strict JSON, which
+    parsers accept, where Python's ``json`` would write ``NaN`` and ``Infinity``."""
+    if isinstance(data, dict):
+        return {key: strict(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict(value) for value in data]
+    if isinstance(data, np.generic):
+        data = data.item()
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
+def to_json(data: Any, **kwargs: Any) -> str:
+    """Strict JSON text of ``data`` (``strict``)."""
+    return json.dumps(strict(data), allow_nan=False, **kwargs)
+
+
+def check_writable(path: str | Path, what: str = "report") -> None:
+    """Fails before any work when ``path`` could not be written afterwards: its folder must exist and take a
+    file (one is created and removed), and ``path`` must not be a folder.
+
+    Raises:
+      OSError: one line naming ``path`` and what was expected.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path}: a folder; expected a file name")
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} {path}: folder {folder} does not exist")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise PermissionError(f"{what} {path}: folder {folder} cannot be written ({error.strerror})") from None
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Writes strict JSON atomically: a crash mid-write leaves any earlier file at ``path`` whole.
+
+    A symbolic link is followed (its target is updated), and the file gets the permissions that the umask
+    gives a new file.
+    """
+    path = Path(path).resolve()
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
+        out.write(to_json(data, indent=2) + "\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(out.name, 0o666 & ~umask)
+    os.replace(out.name, path)
+
+
+class Run:
+    """A run folder and its checkpoint policy: the small object that ``fit(..., run=...)`` saves into.
+
+    Checkpoints are taken at an epoch's end, but at most once every ``checkpoint_seconds``, and always at
+    the end of the run; with ``checkpoint_every``, also every that many steps of an epoch. Orbax writes
+    each one to a temporary folder and renames it when complete, so a crash mid-save leaves the previous
+    checkpoint whole. The last ``keep`` are kept, and the best by accuracy (validation, else test).
+
+    Args:
+      folder: the run folder, created if needed.
+      resume: continue from the folder's latest checkpoint, if it has one.
+      keep: checkpoints kept besides the best.
+      checkpoint_seconds: the least time between two checkpoints at epochs' ends.
+      checkpoint_every: also save every this many steps of an epoch (None: at epochs' ends only).
+      log_every: also write the mean loss of every this many steps to ``metrics.jsonl`` (a host sync each).
+
+    Example:
+      >>> state, history = fit(state, loader, 10, test_loader, run=Run("runs/mlp", resume=True))
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        resume: bool = False,
+        keep: int = 3,
+        checkpoint_seconds: float = 60.0,
+        checkpoint_every: int | None = None,
+        log_every: int | None = None,
+    ):
+        for name, value in (("keep", keep), ("checkpoint_every", checkpoint_every), ("log_every", log_every)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}={value!r}; expected a positive integer")
+        if not checkpoint_seconds >= 0:
+            raise ValueError(f"checkpoint_seconds={checkpoint_seconds!r}; expected a number >= 0")
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise NotADirectoryError(f"run folder {self.folder}: a file; expected a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.resume, self.keep = resume, keep
+        self.checkpoint_seconds, self.checkpoint_every, self.log_every = checkpoint_seconds, checkpoint_every, log_every
+        self._manager: ocp.CheckpointManager | None = None
+        self._last_save = time.monotonic()
+        self._saved_step: int | None = None
+
+    @property
+    def manager(self) -> ocp.CheckpointManager:
+        """The Orbax manager of ``checkpoints/``, created on first use."""
+        if self._manager is None:
+            policies = ocp.checkpoint_managers
+            keep = policies.AnyPreservationPolicy([
+                policies.LatestN(self.keep),
+                policies.BestN(get_metric_fn=lambda m: m["accuracy"], n=1, keep_checkpoints_without_metrics=False),
+            ])
+            options = ocp.CheckpointManagerOptions(preservation_policy=keep, cleanup_tmp_directories=True)
+            directory = (self.folder / CHECKPOINTS).absolute()  # Orbax asks for an absolute path
+            self._manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+        return self._manager
+
+    def start(self, config: dict[str, Any], fixed_except: tuple[str, ...] = ("epochs",)) -> None:
+        """Writes ``config.json``; on resume, first refuses a configuration that computes something else.
+
+        Args:
+          config: the run's configuration, JSON-able.
+          fixed_except: the settings that a resumed run may change.
+
+        Raises:
+          ValueError: one line naming the first setting that differs from the saved run's.
+        """
+        path = self.folder / "config.json"
+        if self.resume and path.is_file() and self.latest_step() is not None:
+            saved = json.loads(path.read_text())
+            for key in sorted(set(saved) | set(config)):
+                if key not in fixed_except and strict(saved.get(key)) != strict(config.get(key)):
+                    raise ValueError(
+                        f"{key}={config.get(key)!r} differs from the run in {self.folder} ({key}={saved.get(key)!r}); "
+                        f"expected the same to resume it, or another run folder"
+                    )
+        write_json(path, config)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Appends ``record`` to ``metrics.jsonl`` as one strict JSON line, flushed at once."""
+        with open(self.folder / "metrics.jsonl", "a") as out:
+            out.write(to_json(record) + "\n")
+
+    def due(self) -> bool:
+        """Whether an epoch's end should be saved: ``checkpoint_seconds`` have passed since the last save."""
+        return time.monotonic() - self._last_save >= self.checkpoint_seconds
+
+    def save(self, state: TrainState, meta: dict[str, Any], accuracy: float | None = None) -> None:
+        """Checkpoints ``state`` with ``meta`` (JSON: the loader's position, the history), asynchronously.
+
+        Raises:
+          FloatingPointError: the parameters are not finite; nothing is written.
+        """
+        step = int(state.step)  # host sync: the save needs the state anyway
+        if step == self._saved_step:
+            return
+        if not all(bool(np.isfinite(leaf).all()) for leaf in jax.tree.leaves(jax.device_get(state.params))):
+            raise FloatingPointError(f"step {step}: the parameters are not finite; the last good checkpoint is kept")
+        metrics = None if accuracy is None or not math.isfinite(accuracy) else {"accuracy": accuracy}
+        meta = strict({**meta, "accuracy": accuracy})
+        items = ocp.args.Composite(state=ocp.args.StandardSave(_tree(state)), meta=ocp.args.JsonSave(meta))
+        self.manager.save(step, args=items, metrics=metrics, force=True)
+        self._last_save, self._saved_step = time.monotonic(), step
+
+    @property
+    def periods(self) -> tuple[int, ...]:
+        """The periods, in steps of an epoch, at which ``fit`` hands over to ``step_end``."""
+        return tuple(p for p in (self.checkpoint_every, self.log_every) if p)
+
+    def restore_fit(self, state: TrainState, loader: DataLoader) -> tuple[TrainState, list[dict], list[np.ndarray]]:
+        """Where ``fit`` starts: with ``resume`` and a checkpoint, its state, the loader at its position, the
+        history so far and the losses of the epoch's steps already taken; else ``state`` and nothing."""
+        if not self.resume or self.latest_step() is None:
+            return state, [], []
+        state, meta = self.restore(state)
+        loader.load_state_dict(meta["loader"])
+        return state, meta["history"], [np.asarray(meta["losses"], np.float32)]
+
+    def step_end(self, state: TrainState, loader: DataLoader, epoch: int, taken: int, losses: list, history: list) -> None:
+        """After ``taken`` steps of ``epoch`` (a multiple of a period): logs and saves as the policy says.
+
+        Raises:
+          FloatingPointError: a loss so far is not finite; nothing is saved.
+        """
+        values = np.concatenate([np.ravel(x) for x in jax.device_get(losses)])  # host sync: asked for
+        if not np.isfinite(values).all():
+            raise FloatingPointError(
+                f"epoch {epoch}, step {taken}: the training loss is {values[~np.isfinite(values)][0]}; expected a "
+                f"finite number (the run diverged: try a lower learning rate, or clipping the gradient norm)"
+            )
+        if self.log_every and taken % self.log_every == 0:
+            self.log({"epoch": epoch, "step": int(state.step), "train_loss": float(np.mean(values[-self.log_every:]))})
+        if self.checkpoint_every and taken % self.checkpoint_every == 0:
+            position = (loader.next_start[0] - 1, taken)
+            self.save(state, {"loader": loader.state_dict(position), "history": history, "losses": values.tolist()})
+
+    def epoch_end(self, state: TrainState, loader: DataLoader, history: list[dict], last: bool) -> None:
+        """After an epoch: its line in ``metrics.jsonl``, and a checkpoint when one is due or the run ends."""
+        record = history[-1]
+        self.log(record)
+        if self.due() or last:
+            accuracy = record.get("val_accuracy", record.get("test_accuracy"))
+            self.save(state, {"loader": loader.state_dict(), "history": history, "losses": []}, accuracy)
+
+    def latest_step(self) -> int | None:
+        """The step of the latest checkpoint, or None."""
+        if not (self.folder / CHECKPOINTS).is_dir():
+            return None
+        return self.manager.latest_step()
+
+    def steps(self) -> list[int]:
+        """The steps of the checkpoints kept, oldest first."""
+        return list(self.manager.all_steps()) if (self.folder / CHECKPOINTS).is_dir() else []
+
+    def best_step(self) -> int | None:
+        """The step of the kept checkpoint with the highest accuracy, or None."""
+        scored = [(meta["accuracy"], step) for step in self.steps() if (meta := self.meta(step)).get("accuracy") is not None]
+        return max(scored)[1] if scored else None
+
+    def meta(self, step: int) -> dict[str, Any]:
+        """The JSON saved beside checkpoint ``step``."""
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore(self, state: TrainState, step: int | str = "latest") -> tuple[TrainState, dict[str, Any]]:
+        """``state`` filled in from a checkpoint, and the JSON saved with it.
+
+        Args:
+          state: a state of the run's model and optimizer (``create_train_state``), whose arrays give the
+            shapes and dtypes to restore; its values are not used.
+          step: "latest", "best", or a checkpoint's step.
+
+        Raises:
+          FileNotFoundError: no such checkpoint; the message lists those there are.
+        """
+        steps = self.steps()
+        wanted = {"latest": steps[-1] if steps else None, "best": self.best_step()}.get(step, step)
+        if wanted not in steps:
+            kept = ", ".join(map(str, steps)) or "none"
+            raise FileNotFoundError(f"checkpoint {step!r} in {self.folder / CHECKPOINTS}: not found; expected latest, best or one of: {kept}")
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _tree(state))
+        items = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+        restored = self.manager.restore(wanted, args=items)
+        tree = restored["state"]
+        state = state.replace(**{**tree, "key": jax.random.wrap_key_data(tree["key"])})
+        self._saved_step = wanted
+        return state, restored["meta"]
+
+    def close(self) -> None:
+        """Waits for the last save to be complete."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+            self._manager.close()
+            self._manager = None
+
+
+def _tree(state: TrainState) -> dict[str, Any]:
+    """The arrays of a ``TrainState``, its typed key as raw key data, which Orbax stores."""
+    return {
+        "step": state.step,
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "batch_stats": state.batch_stats,
+        "key": jax.random.key_data(state.key),
+    }
