@@ -1,6 +1,10 @@
 """``python -m jaxtrain``: flags onto the library, nothing else.
 
-  python -m jaxtrain train --dataset digits --epochs 10 --report out.json
+  python -m jaxtrain train --dataset digits --epochs 10 --run-dir runs/mlp
+  python -m jaxtrain evaluate --run-dir runs/mlp --checkpoint best
+  python -m jaxtrain predict --run-dir runs/mlp digit.png
+  python -m jaxtrain export --run-dir runs/mlp --torch model.pt
+  python -m jaxtrain plot runs/mlp -o curves.png
   python -m jaxtrain compare parity --model cnn --optimizer adam --dtype float64 --steps 600
   python -m jaxtrain compare bench --preset feeding --dataset mnist --data-dir DIR --report bench.json
 """
@@ -9,15 +13,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import traceback
 from pathlib import Path
 
 import jax
+import numpy as np
 
-from jaxtrain import compare, experiment, optim, runs
-from jaxtrain.datasets import DatasetUnavailableError
+from jaxtrain import compare, curves, experiment, interop, optim, runs
+from jaxtrain.datasets import DatasetUnavailableError, read_images
+from jaxtrain.train import evaluate, predict
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,6 +132,93 @@ def _steps_per_call(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r}; expected a positive integer, 'epoch' or 'auto'") from None
 
 
+def _add_use(commands) -> None:
+    """The commands that put a trained run to use: evaluate, predict, export, plot."""
+    checkpoint = dict(default="latest", metavar="WHICH", type=_checkpoint,
+                      help="latest, best (by validation accuracy, else test accuracy) or a checkpoint's step")
+    p = commands.add_parser("evaluate", help="the saved model's test loss and accuracy", formatter_class=_Help)
+    p.add_argument("--run-dir", type=Path, required=True, metavar="DIR", help="a run folder (train --run-dir)")
+    p.add_argument("--checkpoint", **checkpoint)
+    p.add_argument("--dataset", choices=experiment.DATASETS, default=None, help="evaluate on this dataset (default: the run's)")
+    p.add_argument("--data-dir", default=None, help="its IDX folder (default: the run's)")
+    p.add_argument("--report", type=Path, default=None, help="write the result as JSON here")
+    p.set_defaults(handler=_evaluate)
+
+    p = commands.add_parser("predict", help="classify image files (PNG, JPEG, .npy) with a saved model", formatter_class=_Help)
+    p.add_argument("--run-dir", type=Path, required=True, metavar="DIR", help="a run folder (train --run-dir)")
+    p.add_argument("--checkpoint", **checkpoint)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a line per image")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE", help="images, resized and converted as the training data was")
+    p.set_defaults(handler=_predict)
+
+    p = commands.add_parser("export", help="write the saved model as a PyTorch state_dict", formatter_class=_Help)
+    p.add_argument("--run-dir", type=Path, required=True, metavar="DIR", help="a run folder (train --run-dir)")
+    p.add_argument("--checkpoint", **checkpoint)
+    p.add_argument("--torch", type=Path, required=True, metavar="FILE",
+                   help="the .pt file: torch.load it into the primer's MyModel or jaxtrain's torch CNN")
+    p.set_defaults(handler=_export)
+
+    p = commands.add_parser("plot", help="draw the loss and accuracy curves of run folders", formatter_class=_Help)
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="DIR", help="run folders (train --run-dir)")
+    p.add_argument("-o", "--output", type=Path, default=Path("curves.png"), help="the PNG to write")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events into DIR/tensorboard (tensorboardX)")
+    p.set_defaults(handler=_plot)
+
+
+def _checkpoint(text: str) -> int | str:
+    if text in ("latest", "best") or text.isdigit():
+        return int(text) if text.isdigit() else text
+    raise argparse.ArgumentTypeError(f"{text!r}; expected latest, best or a checkpoint's step")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    _check_writable(args.report)
+    state, config = experiment.load_run(args.run_dir, args.checkpoint)
+    if args.dataset or args.data_dir:
+        data = {"dataset": args.dataset or config.dataset, "data_dir": args.data_dir}
+        config = dataclasses.replace(config, **data)
+    result = evaluate(state, experiment.loaders(config)["test"])
+    print(f"{config.dataset} test set, {result['count']} images: loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}%")
+    if args.report:
+        runs.write_json(args.report, {"run_dir": str(args.run_dir), "checkpoint": args.checkpoint, "dataset": config.dataset,
+                                      "step": int(state.step), **result})
+
+
+def _predict(args: argparse.Namespace) -> None:
+    state, _ = experiment.load_run(args.run_dir, args.checkpoint)
+    shape = json.loads((args.run_dir / "config.json").read_text())["input_shape"]
+    probabilities = np.asarray(predict(state, read_images(args.files, tuple(shape))))
+    files = [str(f) for f in args.files for _ in range(1 if f.suffix.lower() != ".npy" else len(np.load(f).reshape(-1, *shape)))]
+    rows = [{"file": f, "class": int(p.argmax()), "probability": float(p.max())} for f, p in zip(files, probabilities)]
+    if args.json:
+        print(runs.to_json(rows, indent=2))
+    for row in rows if not args.json else []:
+        print(f"{row['file']}: {row['class']} ({row['probability']:.3f})")
+
+
+def _export(args: argparse.Namespace) -> None:
+    import torch
+
+    _check_writable(args.torch, "--torch")
+    state, config = experiment.load_run(args.run_dir, args.checkpoint)
+    size = json.loads((args.run_dir / "config.json").read_text())["input_shape"][0]
+    module = interop.to_torch(jax.device_get(state.variables), compare.torch_model(config.model, size, dropout=state.model.dropout))
+    torch.save(module.state_dict(), args.torch)
+    print(f"{args.torch}: the {config.model} of {args.run_dir} at step {int(state.step)}, as a torch state_dict")
+
+
+def _plot(args: argparse.Namespace) -> None:
+    if args.output.suffix.lower() != ".png":
+        raise ValueError(f"-o {args.output}: expected a .png file")
+    _check_writable(args.output, "-o")
+    for folder in args.run_dirs:
+        curves.read_metrics(folder)  # every folder readable before any drawing
+    curves.plot_runs(args.run_dirs, args.output)
+    if args.tensorboard:
+        for folder in args.run_dirs:
+            print(f"{curves.write_tensorboard(folder)}: TensorBoard events")
+
+
 def _add_compare(commands) -> None:
     parser = commands.add_parser("compare", help="the PyTorch program beside jaxtrain's: parity and benchmarks")
     studies = parser.add_subparsers(dest="study", required=True, parser_class=_Parser)
@@ -230,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set JAXTRAIN_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(commands)
+    _add_use(commands)
     _add_compare(commands)
     args = parser.parse_args(argv)
     try:

@@ -157,3 +157,56 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
     if name == "digits":
         return load_digits(split)
     raise ValueError(f"dataset={name!r}; expected 'mnist' or 'digits'")
+
+
+def read_images(paths: list[str | Path], shape: tuple[int, int, int]) -> np.ndarray:
+    """Image files as a batch the way the training data comes: ``(N, H, W, C) float32`` in [0, 1].
+
+    PNG, JPEG and the other formats Pillow reads are converted to grayscale (C = 1) or RGB (C = 3) and
+    resized to H × W; ``.npy`` files hold one image ``(H, W[, C])`` or a batch ``(N, H, W[, C])``, uint8 in
+    0..255 (scaled by 1/255) or floats in [0, 1]. MNIST's digits are white on black: invert a scan of dark
+    ink on white paper first.
+
+    Args:
+      paths: the files, in order.
+      shape: ``(H, W, C)`` of the model's input.
+
+    Returns:
+      The images, file by file (a ``.npy`` batch adds all of its images).
+
+    Example:
+      >>> read_images(["seven.png"], (28, 28, 1)).shape
+      (1, 28, 28, 1)
+    """
+    height, width, channels = shape
+    images = []
+    for path in map(Path, paths):
+        if path.suffix.lower() == ".npy":
+            array = np.load(path)
+            if channels == 1 and array.shape[-2:] == (height, width):
+                array = array[..., None]  # (H, W) grayscale
+            if array.shape[1:] != tuple(shape):
+                array = array[None]
+            if array.shape[1:] != tuple(shape):
+                raise ValueError(f"{path}: an array of shape {np.load(path).shape}; expected an image {tuple(shape)} or a batch of them")
+            images.extend(_unit_range(array, path))
+            continue
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
+                images.append(np.asarray(image, np.float32).reshape(height, width, channels) / np.float32(255))
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"{path}: not an image that Pillow can read ({error}); expected a PNG, JPEG or .npy file") from None
+    return np.stack(images) if images else np.zeros((0, *shape), np.float32)
+
+
+def _unit_range(array: np.ndarray, path: Path) -> np.ndarray:
+    """uint8 images scaled into [0, 1], float images checked to be there already."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255)
+    array = array.astype(np.float32)
+    if array.size and not (0 <= array.min() and array.max() <= 1):
+        raise ValueError(f"{path}: values in [{array.min()}, {array.max()}]; expected uint8 0..255 or floats in [0, 1]")
+    return array

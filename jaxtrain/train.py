@@ -208,6 +208,18 @@ def eval_step(state: TrainState, batch: Batch, mask: jax.Array | None = None) ->
     return {"loss_sum": jnp.sum(jnp.where(mask, per_example, 0)), "correct": jnp.sum(correct), "count": jnp.sum(mask)}
 
 
+@jax.jit
+def predict(state: TrainState, inputs: jax.Array) -> jax.Array:
+    """Class probabilities in evaluation mode: ``model.eval()``, then ``model(x).softmax(-1)`` under
+    ``torch.no_grad()``. Returns ``(N, C)`` float32 probabilities.
+
+    Example:
+      >>> predict(state, images[:8]).argmax(-1)
+    """
+    logits, _ = forward(state, state.params, inputs, train=False)
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+
 def _pad(batch: Batch, size: int) -> tuple[Batch, np.ndarray]:
     """Pads a short batch to ``size`` examples by repeating its first, and masks the padding out."""
     n = len(batch[1])

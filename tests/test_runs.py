@@ -1,0 +1,244 @@
+"""Run folders: checkpoints, exact resume, the divergence guard, strict JSON (jaxtrain.runs), and the
+trained run put to use: evaluate, predict, export, plot (jaxtrain.cli, jaxtrain.curves)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxtrain import MLP, ArrayDataset, DataLoader, adam, cli, create_train_state, curves, experiment, fit, runs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data(n=150, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 8, 8, 1), np.float32), rng.integers(0, 10, n).astype(np.int32)
+
+
+def test_json_is_strict_and_written_in_place_of_a_symlinks_target(tmp_path):
+    assert runs.to_json({"a": float("nan"), "b": [np.float32("inf"), 1.5]}) == '{"a": null, "b": [null, 1.5]}'
+    target = tmp_path / "real.json"
+    target.write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    old = os.umask(0o022)
+    try:
+        runs.write_json(link, {"loss": float("-inf")})
+    finally:
+        os.umask(old)
+    assert link.is_symlink() and json.loads(target.read_text()) == {"loss": None}
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_outputs_are_checked_for_writing_before_any_work(tmp_path):
+    with pytest.raises(IsADirectoryError, match="a folder; expected a file name"):
+        runs.check_writable(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        runs.check_writable(tmp_path / "missing" / "out.json")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):
+        pytest.skip("running as a user who can write anywhere")
+    with pytest.raises(PermissionError, match="cannot be written"):
+        runs.check_writable(locked / "out.json")
+
+
+FEEDING_MODES = {
+    "per step": dict(steps_per_call=1),
+    "fused K=3": dict(steps_per_call=3),
+    "device-resident, whole epoch": dict(steps_per_call=10, data_on_device=True),
+}
+
+
+class _Crash(Exception):
+    pass
+
+
+def _fit(folder, epochs, mode, crash_at=None, resume=False):
+    """3 epochs of an MLP with dropout and BatchNorm, checkpointing every 4 steps; ``crash_at=(epoch, step)``
+    stops the process's work right after that checkpoint, as a kill would."""
+    images, labels = _data()
+    loader = DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True, seed=5)
+    state = create_train_state(MLP(hidden=(12,), dropout=0.3, batch_norm=True), adam(1e-2), images[:1], seed=3)
+    run = runs.Run(folder, resume=resume, checkpoint_every=4, checkpoint_seconds=0)
+    if crash_at:
+        step_end = run.step_end
+
+        def crashing(state, loader, epoch, taken, *args):
+            step_end(state, loader, epoch, taken, *args)
+            if (epoch, taken) == crash_at:
+                raise _Crash
+
+        run.step_end = crashing
+    try:
+        state, history = fit(state, loader, epochs, DataLoader(ArrayDataset(images, labels), 64), log=None, run=run, **mode)
+    finally:
+        run.close()
+    return jax.device_get(state), history
+
+
+@pytest.mark.parametrize("mode", list(FEEDING_MODES))
+def test_resume_mid_epoch_and_after_an_epoch_is_bitwise(mode, tmp_path):
+    mode = FEEDING_MODES[mode]
+    reference, ref_history = _fit(tmp_path / "whole", 3, mode)
+    with pytest.raises(_Crash):
+        _fit(tmp_path / "cut", 3, mode, crash_at=(2, 4))  # mid-epoch 2
+    assert runs.Run(tmp_path / "cut").latest_step() == 10 + 4
+    _fit(tmp_path / "cut", 2, mode, resume=True)  # to the end of epoch 2, then stop
+    state, history = _fit(tmp_path / "cut", 3, mode, resume=True)  # after an epoch's end: one more
+    jax.tree.map(np.testing.assert_array_equal, (state.params, state.batch_stats, state.opt_state),
+                 (reference.params, reference.batch_stats, reference.opt_state))
+    assert int(state.step) == int(reference.step) == 30
+    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in h]  # noqa: E731
+    assert strip(history) == strip(ref_history)
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_resuming_another_configuration_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "run"
+    experiment.run(experiment.Config(epochs=1), log=None, folder=runs.Run(folder, checkpoint_seconds=0))
+    with pytest.raises(ValueError, match=r"^batch_size=64 differs from the run in .*\(batch_size=32\); expected the same"):
+        experiment.run(experiment.Config(epochs=2, batch_size=64), log=None, folder=runs.Run(folder, resume=True))
+    report = experiment.run(experiment.Config(epochs=2), log=None, folder=runs.Run(folder, resume=True))  # longer: allowed
+    assert [h["epoch"] for h in report["history"]] == [1, 2]
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path, capsys):
+    folder = tmp_path / "run"
+    argv = ["train", "--optimizer", "sgd", "--lr", "0.1", "--schedule", "step", "--gamma", "1e30", "--epochs", "3",
+            "--run-dir", str(folder), "--checkpoint-seconds", "0"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("jaxtrain train: error: epoch 2: the training loss is ") and err.count("\n") == 1
+    assert "try a lower learning rate" in err
+    saved = runs.Run(folder)
+    assert saved.steps() == [43]  # the end of epoch 1, the last good state
+    state, _ = experiment.load_run(folder)
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
+    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small CNN trained on digits for two epochs, with a validation split, in a run folder."""
+    folder = tmp_path_factory.mktemp("runs") / "cnn"
+    argv = ["train", "--model", "cnn", "--epochs", "2", "--val-fraction", "0.1", "--run-dir", str(folder),
+            "--checkpoint-seconds", "0"]
+    assert cli.main(argv) == 0
+    return folder
+
+
+def test_evaluate_reads_the_saved_model(trained, tmp_path, capsys):
+    report = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--run-dir", str(trained), "--checkpoint", "best", "--report", str(report)]) == 0
+    result = json.loads(report.read_text())
+    saved = json.loads((trained / "report.json").read_text())
+    best = max(saved["history"], key=lambda r: r["val_accuracy"])
+    assert result["count"] == 449 and result["accuracy"] == best["test_accuracy"]
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_predict_classifies_png_files_as_training_data_was_prepared(trained, tmp_path, capsys):
+    from PIL import Image
+
+    images, labels = experiment.datasets.load_digits("test")
+    files = []
+    for i in range(4):  # saved larger than 8×8: predict resizes as the data was
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray((images[i, ..., 0] * 255).astype(np.uint8)).resize((8, 8)).save(path)
+        files.append(str(path))
+    assert cli.main(["predict", "--run-dir", str(trained), "--json", *files]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    state, _ = experiment.load_run(trained)
+    expected = np.asarray(state.model.apply(state.variables, images[:4])).argmax(-1)
+    assert [row["file"] for row in rows] == files
+    assert [row["class"] for row in rows] == expected.tolist()
+    assert all(0 < row["probability"] <= 1 for row in rows)
+    assert cli.main(["predict", "--run-dir", str(trained), files[0]]) == 0
+    assert capsys.readouterr().out.startswith(f"{files[0]}: {expected[0]} (")
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_export_loads_strictly_into_the_torch_model_and_predicts_the_same(model, tmp_path, torch):
+    from jaxtrain import compare
+
+    folder = tmp_path / model
+    cli.main(["train", "--model", model, "--epochs", "1", "--run-dir", str(folder), "--checkpoint-seconds", "0"])
+    assert cli.main(["export", "--run-dir", str(folder), "--torch", str(tmp_path / "model.pt")]) == 0
+    net = compare.torch_model(model, 8)
+    net.load_state_dict(torch.load(tmp_path / "model.pt"), strict=True)
+    if model == "mlp":
+        assert sorted(net.state_dict()) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]  # the primer's MyModel
+    images, labels = experiment.datasets.load_digits("test")
+    net.eval()
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).argmax(1).numpy()
+    state, _ = experiment.load_run(folder)
+    ours = np.asarray(state.model.apply(state.variables, images)).argmax(-1)
+    assert (theirs == ours).mean() == 1.0
+    accuracy = experiment.evaluate(state, experiment.loaders(experiment.Config())["test"])["accuracy"]
+    assert (theirs == labels).mean() == pytest.approx(accuracy)
+
+
+def test_plot_draws_the_curves_and_writes_tensorboard_events(trained, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "curves.png"
+    assert cli.main(["plot", str(trained), "-o", str(out), "--tensorboard"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any((trained / "tensorboard").iterdir())
+
+
+def _train_command(folder):
+    return [sys.executable, "-m", "jaxtrain", "train", "--epochs", "4", "--dropout", "0.2", "--batch-norm",
+            "--steps-per-call", "3", "--run-dir", str(folder), "--checkpoint-every", "5", "--checkpoint-seconds", "0"]
+
+
+@pytest.mark.slow
+def test_sigkill_during_steps_and_saves_then_resume_is_bitwise(tmp_path):
+    reference = tmp_path / "whole"
+    subprocess.run(_train_command(reference), cwd=ROOT, check=True, capture_output=True, timeout=300)
+    folder, rng, kills = tmp_path / "killed", random.Random(0), 0
+    for attempt in range(12):
+        process = subprocess.Popen([*_train_command(folder), *(["--resume"] if attempt else [])], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if kills % 2:  # during a save: as soon as Orbax's temporary folder appears
+                deadline = time.monotonic() + 60
+                while process.poll() is None and time.monotonic() < deadline:
+                    if any((folder / "checkpoints").glob("*.orbax-checkpoint-tmp*")):
+                        break
+                    time.sleep(0.002)
+            else:  # during the steps, at a random moment after start-up
+                time.sleep(rng.uniform(3.0, 8.0))
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+            process.wait(timeout=300)
+        finally:
+            process.kill()
+        for line in (folder / "metrics.jsonl").read_text().splitlines() if (folder / "metrics.jsonl").exists() else []:
+            json.loads(line)  # every line of a killed run parses
+        if (folder / "report.json").exists():
+            break
+    assert kills >= 3 and (folder / "report.json").exists()
+    ours, theirs = (json.loads((f / "report.json").read_text()) for f in (folder, reference))
+    assert [h["train_loss"] for h in ours["history"]] == [h["train_loss"] for h in theirs["history"]]
+    assert ours["test_accuracy"] == theirs["test_accuracy"]
+    a, b = (experiment.load_run(f)[0] for f in (folder, reference))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.params), jax.device_get(b.params))
+
+
+def test_read_metrics_skips_a_line_cut_short(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 0.5}\n{"epoch": 2, "tra')
+    assert curves.read_metrics(tmp_path) == [{"epoch": 1, "train_loss": 0.5}]
