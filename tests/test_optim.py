@@ -100,3 +100,46 @@ def test_float32_steps_stay_within_float32_rounding_of_torch(name, torch):
         params = optax.apply_updates(params, updates)
     moved = np.max(np.abs(tensor.detach().numpy() - start))
     assert np.max(np.abs(np.asarray(params) - tensor.detach().numpy())) <= 1e-6 * moved
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: optim.sgd(lr=-1), "lr=-1; expected a finite number >= 0 or an optax schedule"),
+        (lambda: optim.sgd(lr=float("inf")), "lr=inf; expected a finite number >= 0 or an optax schedule"),
+        (lambda: optim.adam(lr=float("nan")), "lr=nan; expected a finite number >= 0 or an optax schedule"),
+        (lambda: optim.adam(lr="0.1"), "lr='0.1'; expected a finite number >= 0 or an optax schedule"),
+        (lambda: optim.sgd(None), "lr=None; expected a finite number >= 0 or an optax schedule"),
+        (lambda: optim.sgd(0.1, momentum=float("nan")), "momentum=nan; expected a finite number >= 0"),
+        (lambda: optim.sgd(0.1, dampening=-0.5), "dampening=-0.5; expected a finite number >= 0"),
+        (lambda: optim.sgd(0.1, weight_decay=-1), "weight_decay=-1; expected a finite number >= 0"),
+        (lambda: optim.sgd(0.1, momentum=0.9, nesterov="yes"), "nesterov='yes'; expected True or False"),
+        (lambda: optim.sgd(0.1, momentum=0.9, dampening=0.1, nesterov=True),
+         "dampening=0.1; expected 0 with nesterov=True (Nesterov needs dampening 0)"),
+        (lambda: optim.adam(betas=(1.0, 0.999)), "betas[0]=1.0; expected a number in [0, 1)"),
+        (lambda: optim.adamw(betas=(0.9, -0.1)), "betas[1]=-0.1; expected a number in [0, 1)"),
+        (lambda: optim.adam(betas=0.9), "betas=0.9; expected a pair (beta1, beta2) of numbers in [0, 1)"),
+        (lambda: optim.adam(eps=-1e-8), "eps=-1e-08; expected a finite number >= 0"),
+        (lambda: optim.adam(weight_decay=-1), "weight_decay=-1; expected a finite number >= 0"),
+        (lambda: optim.adamw(1e-3, weight_decay=float("inf")), "weight_decay=inf; expected a finite number >= 0"),
+        (lambda: optim.clip_grad_norm(optim.sgd(0.1), float("nan")), "max_norm=nan; expected a finite number > 0"),
+        (lambda: optim.clip_grad_norm("sgd", 1.0), "tx='sgd'; expected an optax.GradientTransformation, e.g. adam(1e-3)"),
+        (lambda: optim.accumulate_gradients(optim.sgd(0.1), True), "every_k=True; expected a positive integer"),
+    ],
+)
+def test_each_bad_argument_gets_one_line_naming_it_and_its_value(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_what_torch_accepts_is_accepted(torch):
+    # lr=0, eps=0, momentum and dampening above 1, a schedule as lr, numpy scalars: torch takes them all.
+    param = [torch.zeros(2, requires_grad=True)]
+    torch.optim.SGD(param, lr=0.0, momentum=1.5, dampening=2.0)
+    torch.optim.Adam(param, lr=0.0, eps=0.0)
+    optim.sgd(0.0, momentum=1.5, dampening=2.0)
+    optim.adam(0.0, eps=0.0)
+    optim.adamw(np.float32(1e-3), betas=np.array([0.9, 0.999]))
+    optim.sgd(optim.schedule("cosine", 0.1, total_steps=10))
+    optim.accumulate_gradients(optim.sgd(0.1), np.int64(2))

@@ -164,3 +164,23 @@ def test_schedule_multistep_matches_torch_multisteplr():
     expected = _torch_lrs(lambda s, o: s.MultiStepLR(o, milestones=[3, 10, 10, 17], gamma=0.5), 0.2, 25)
     ours = _ours(schedule("multistep", 0.2, milestones=[3, 10, 10, 17], gamma=0.5), 25)
     np.testing.assert_allclose(ours, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "constant", "lr": float("nan")}, "lr=nan; expected a finite number > 0"),
+        ({"name": "constant", "lr": float("inf")}, "lr=inf; expected a finite number > 0"),
+        ({"name": "step", "step_size": 2, "gamma": float("nan")}, "gamma=nan; expected a finite number > 0"),
+        ({"name": "step", "step_size": True}, "step_size=True; expected a positive integer (optimizer steps)"),
+        ({"name": "multistep", "milestones": [3, -1]}, "milestones[1]=-1; expected an integer >= 0 (an optimizer step)"),
+        ({"name": "cosine", "total_steps": 10, "eta_min": float("nan")}, "eta_min=nan; expected a number in [0, lr=0.1]"),
+        ({"name": "cosine", "total_steps": 5, "warmup_steps": 8},
+         "warmup_steps=8; expected fewer than total_steps=5 (cosine annealing needs optimizer steps after the warmup)"),
+    ],
+)
+def test_schedule_names_one_bad_argument_per_message(kwargs, message):
+    kwargs = {"lr": 0.1, **kwargs}
+    with pytest.raises(ValueError) as info:
+        schedule(**kwargs)
+    assert str(info.value) == message
