@@ -26,7 +26,8 @@ ScalarOrSchedule = float | optax.Schedule
 # Argument checks. torch.optim refuses a negative lr, momentum, weight_decay or eps and a beta outside
 # [0, 1) ("Invalid learning rate", "Invalid weight_decay value", ...); these refuse the same, and NaN and
 # infinity too, which torch lets through although every step with them diverges. Each message names one
-# argument: ``lr=-1.0; expected a finite number >= 0``.
+# argument: ``lr=-1.0; expected a finite number >= 0``. A traced value (``optax.inject_hyperparams`` builds
+# the optimizer inside jit) has no number to check yet and passes.
 
 
 def _is_number(value: Any) -> bool:
@@ -42,6 +43,8 @@ def _is_number(value: Any) -> bool:
 
 def _check_number(name: str, value: Any, *, positive: bool = False, below_one: bool = False) -> None:
     """Raises ``ValueError("name=value; expected ...")`` unless ``value`` is a finite number in the range."""
+    if isinstance(value, jax.core.Tracer):
+        return
     ok = _is_number(value) and math.isfinite(float(value))
     if below_one:
         ok = ok and 0 <= float(value) < 1
@@ -65,7 +68,7 @@ def _check_integer(name: str, value: Any, low: int, what: str = "") -> None:
 
 def _check_lr(lr: Any) -> None:
     """A learning rate: a finite number >= 0 (torch: "Invalid learning rate") or an optax schedule."""
-    if not callable(lr):
+    if not callable(lr) and not isinstance(lr, jax.core.Tracer):
         if not _is_number(lr) or not (math.isfinite(float(lr)) and float(lr) >= 0):
             raise ValueError(f"lr={lr!r}; expected a finite number >= 0 or an optax schedule")
 

@@ -167,6 +167,8 @@ def _check_sample(sample: Any) -> None:
 def _check_variables(variables: Any, expected: Any) -> None:
     """Raises a one-line ValueError at the first entry of ``variables`` missing or shaped unlike the model's."""
     for path, want in jax.tree_util.tree_leaves_with_path(expected):
+        if not all(isinstance(entry, jax.tree_util.DictKey) for entry in path):
+            continue  # boxed metadata (nn.Partitioned, say): not a plain nested dict to walk
         where = "variables" + jax.tree_util.keystr(path)
         node = variables
         try:

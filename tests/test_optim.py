@@ -143,3 +143,11 @@ def test_what_torch_accepts_is_accepted(torch):
     optim.adamw(np.float32(1e-3), betas=np.array([0.9, 0.999]))
     optim.sgd(optim.schedule("cosine", 0.1, total_steps=10))
     optim.accumulate_gradients(optim.sgd(0.1), np.int64(2))
+
+
+def test_traced_hyperparameters_pass_the_checks():
+    # optax.inject_hyperparams builds the optimizer inside jit, with traced values nothing can check yet.
+    tx = optax.inject_hyperparams(optim.adam, static_args=("weight_decay",))(lr=0.1, eps=1e-8)
+    params = {"w": jax.numpy.ones(3)}
+    updates, _ = jax.jit(tx.update)(params, jax.jit(tx.init)(params), params)
+    np.testing.assert_allclose(updates["w"], -0.1, rtol=1e-5)
