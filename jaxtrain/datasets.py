@@ -2,11 +2,18 @@
 
 Every loader returns ``(images, labels)``: ``images: (N, H, W, 1) float32`` in [0, 1] and
 ``labels: (N,) int32``. Wrap them in ``jaxtrain.ArrayDataset`` to batch them.
+
+Every loader checks what it read before returning it (``validate``): a wrong label, an image out of range
+or a damaged file stops the program with a one-line ``ValueError`` naming the file, instead of a run that
+trains to a NaN loss or a traceback from deep inside JAX.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
+import numbers
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +31,16 @@ class DatasetUnavailableError(RuntimeError):
 def read_idx(path: str | Path) -> np.ndarray:
     """Reads one IDX file, gzipped or not, into an array of the shape and type its header gives.
 
+    Args:
+      path: the file, e.g. ``train-labels-idx1-ubyte`` or ``train-labels-idx1-ubyte.gz``.
+
+    Returns:
+      The array, in native byte order.
+
+    Raises:
+      ValueError: the file is a damaged gzip file, not an IDX file, or shorter or longer than its header
+        says; the one-line message names the file.
+
     Example:
       >>> read_idx("mnist/t10k-labels-idx1-ubyte.gz").shape
       (10000,)
@@ -31,17 +48,30 @@ def read_idx(path: str | Path) -> np.ndarray:
     path = Path(path)
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        raw = _gunzip(raw, path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (header {raw[:4].hex()}; expected 0000 <type> <ndim>)")
+        raise ValueError(f"IDX file ({path}): header {raw[:4].hex() or 'empty'}, not an IDX file; expected 0000 <type> <ndim>")
     ndim = raw[3]
+    offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise ValueError(f"IDX file ({path}): {len(raw)} bytes, cut inside its header; expected {offset} header bytes for {ndim} dimensions")
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    offset = 4 + 4 * ndim
-    expected = offset + int(np.prod(shape)) * dtype.itemsize
+    expected = offset + math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
-        raise ValueError(f"{path}: {len(raw)} bytes; the header {shape} asks for {expected}")
+        raise ValueError(f"IDX file ({path}): {len(raw)} bytes, but the header's shape {shape} asks for {expected}; expected a complete file")
     return np.frombuffer(raw, dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _gunzip(raw: bytes, path: Path) -> bytes:
+    """``gzip.decompress``, with a damaged file reported in one line that names it."""
+    try:
+        return gzip.decompress(raw)
+    except EOFError:
+        problem = "truncated gzip data"
+    except (zlib.error, OSError) as error:  # gzip.BadGzipFile is an OSError: a CRC or length check failed
+        problem = f"corrupt gzip data ({error})"
+    raise ValueError(f"IDX file ({path}): {problem}; expected a complete .gz file (download it again)") from None
 
 
 def _check_split(split: str) -> None:
@@ -49,10 +79,120 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split={split!r}; expected one of {SPLITS}")
 
 
-def _as_images(images: np.ndarray, labels: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """uint8-range images (N, H, W[, 1]) and labels → float32 (N, H, W, 1) in [0, 1] and int32."""
-    images = np.asarray(images, np.float32).reshape(len(images), *images.shape[1:3], 1) / np.float32(scale)
-    return images, np.asarray(labels, np.int32)
+def _as_images(images: np.ndarray, scale: float) -> np.ndarray:
+    """uint8-range images (N, H, W[, 1]) → float32 (N, H, W, 1), divided by ``scale``."""
+    return np.asarray(images, np.float32).reshape(len(images), *images.shape[1:3], 1) / np.float32(scale)
+
+
+def validate(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int = 10,
+    source: str = "arrays",
+    *,
+    image_shape: tuple[int, ...] | None = None,
+) -> None:
+    """Checks a classification dataset before any training: the loaders call it, and so can your own data.
+
+    One vectorized pass over each array (its minimum and maximum); the rest looks at shapes and types only.
+
+    Args:
+      images: ``(N, ...)`` floats in [0, 1], e.g. ``(N, 28, 28, 1) float32``. Integer images (uint8 pixels in
+        0..255, say) are refused: scale them first (``images / 255``).
+      labels: ``(N,)`` integer class indices in ``0..num_classes - 1``.
+      num_classes: the number of classes C.
+      source: what the arrays came from (a file, a split), named in the messages.
+      image_shape: the shape of one image, if it is known, e.g. ``(28, 28, 1)``.
+
+    Raises:
+      ValueError: one line, ``images (<source>): <problem>; expected <what>`` or the same for labels, e.g.
+        ``labels (train-labels-idx1-ubyte): 2 of 60000 outside 0..9 (values 10, 255); expected class
+        indices in 0..9``.
+
+    Example:
+      >>> validate(images, labels, num_classes=10, source="my_data.npz")
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"num_classes={num_classes!r}; expected a positive integer")
+    _check_images(images, source, image_shape)
+    _check_labels(labels, num_classes, source)
+    if len(labels) != len(images):
+        raise ValueError(f"labels ({source}): {len(labels)} labels for {len(images)} images; expected one label per image")
+
+
+def check_splits(
+    train_images: np.ndarray, test_images: np.ndarray, train_source: str = "train", test_source: str = "test"
+) -> None:
+    """Checks that the test images have the shape and type of the training images.
+
+    A model's parameters are shaped by the training images; test images of another size would fail only
+    when the first evaluation runs, after a whole epoch of training.
+
+    Args:
+      train_images: ``(N, ...)`` the training split's images.
+      test_images: ``(M, ...)`` the test split's images.
+      train_source: what the training images came from, named in the message.
+      test_source: what the test images came from, named in the message.
+
+    Raises:
+      ValueError: ``test images (<source>): shape (M, 8, 8, 1); expected (M, 28, 28, 1), the image shape of
+        train images (<source>)`` and likewise for the dtype.
+
+    Example:
+      >>> check_splits(train_images, test_images)
+    """
+    train, test = np.shape(train_images)[1:], np.shape(test_images)[1:]
+    if train != test:
+        raise ValueError(
+            f"test images ({test_source}): shape {np.shape(test_images)}; "
+            f"expected {(len(test_images), *train)}, the image shape of the training images ({train_source})"
+        )
+    train_dtype, test_dtype = np.asarray(train_images).dtype, np.asarray(test_images).dtype
+    if train_dtype != test_dtype:
+        raise ValueError(
+            f"test images ({test_source}): dtype {test_dtype}; expected {train_dtype}, "
+            f"the dtype of the training images ({train_source})"
+        )
+
+
+def _check_images(images: np.ndarray, source: str, image_shape: tuple[int, ...] | None = None) -> None:
+    """Raises a one-line ValueError unless ``images`` is a non-empty ``(N, ...)`` float array in [0, 1]."""
+    images = np.asarray(images)
+    where = f"images ({source})"
+    if images.ndim < 2:
+        raise ValueError(f"{where}: shape {images.shape}; expected (N, ...), one image per row")
+    if image_shape is not None and images.shape[1:] != tuple(image_shape):
+        raise ValueError(f"{where}: shape {images.shape}; expected {(len(images), *image_shape)}")
+    if len(images) == 0:
+        raise ValueError(f"{where}: shape {images.shape}, no examples; expected at least one")
+    if not np.issubdtype(images.dtype, np.floating):
+        hint = " (uint8 pixels: images / 255)" if np.issubdtype(images.dtype, np.integer) else ""
+        raise ValueError(f"{where}: dtype {images.dtype}; expected floats in [0, 1]{hint}")
+    low, high = images.min(), images.max()
+    if not (0 <= low and high <= 1):  # also false for NaN, which min and max propagate
+        bad = int(np.count_nonzero(~((images >= 0) & (images <= 1))))  # the error path only: a second pass
+        raise ValueError(
+            f"{where}: {bad} of {images.size} values outside [0, 1] (min {low}, max {high}); "
+            f"expected floats in [0, 1]{' (uint8 pixels: images / 255)' if high > 1 else ''}"
+        )
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, source: str) -> None:
+    """Raises a one-line ValueError unless ``labels`` is ``(N,)`` integers in ``0..num_classes - 1``."""
+    labels = np.asarray(labels)
+    where = f"labels ({source})"
+    if labels.ndim != 1:
+        raise ValueError(f"{where}: shape {labels.shape}; expected (N,), one class index per example")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{where}: dtype {labels.dtype}; expected integer class indices in 0..{num_classes - 1}")
+    if len(labels) and not (0 <= labels.min() and labels.max() < num_classes):
+        outside = (labels < 0) | (labels >= num_classes)
+        values = np.unique(labels[outside])
+        shown = ", ".join(str(v) for v in values[:5]) + (f", … ({len(values)} distinct)" if len(values) > 5 else "")
+        raise ValueError(
+            f"{where}: {np.count_nonzero(outside)} of {len(labels)} outside 0..{num_classes - 1} (values {shown}); "
+            f"expected class indices in 0..{num_classes - 1}"
+        )
 
 
 def _find_idx(data_dir: Path, stem: str) -> Path:
@@ -89,11 +229,22 @@ def load_mnist(split: str = "train", data_dir: str | Path | None = None) -> tupl
         if not data_dir.is_dir():
             raise FileNotFoundError(f"data_dir={str(data_dir)!r} is not a folder; expected one holding MNIST's IDX files")
         prefix = _IDX_PREFIX[split]
-        images = read_idx(_find_idx(data_dir, f"{prefix}-images-idx3-ubyte"))
-        labels = read_idx(_find_idx(data_dir, f"{prefix}-labels-idx1-ubyte"))
-        if images.ndim != 3 or labels.shape != images.shape[:1]:
-            raise ValueError(f"{data_dir}: images {images.shape} and labels {labels.shape} do not pair up")
-        return _as_images(images, labels, 255)
+        images_path = _find_idx(data_dir, f"{prefix}-images-idx3-ubyte")
+        labels_path = _find_idx(data_dir, f"{prefix}-labels-idx1-ubyte")
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        # Checked before the conversions: float labels would be truncated, and any shape but (N, 28, 28)
+        # would be reshaped into something else.
+        if images.shape[1:] != (28, 28):
+            raise ValueError(f"images ({images_path}): shape {images.shape}; expected (N, 28, 28), MNIST's images")
+        _check_labels(labels, 10, labels_path)
+        if len(labels) != len(images):
+            raise ValueError(
+                f"labels ({labels_path}): {len(labels)} labels for the {len(images)} images of {images_path.name}; "
+                f"expected one label per image"
+            )
+        images = _as_images(images, 255)
+        _check_images(images, images_path)
+        return images, labels.astype(np.int32)
     return _load_tfds("mnist", split)
 
 
@@ -111,9 +262,17 @@ def _load_tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
             f"Run once with network access, or pass data_dir= a folder with the IDX files "
             f"(CLI: --data-dir DIR)."
         ) from error
+    if not examples:
+        raise ValueError(f"images (tensorflow-datasets {name}/{split}): no examples; expected at least one")
     images = np.stack([example["image"] for example in examples])
     labels = np.array([example["label"] for example in examples])
-    return _as_images(images, labels, 255)
+    source = f"tensorflow-datasets {name}/{split}"
+    if images.shape[1:] not in ((28, 28), (28, 28, 1)):
+        raise ValueError(f"images ({source}): shape {images.shape}; expected (N, 28, 28, 1), MNIST's images")
+    _check_labels(labels, 10, source)
+    images = _as_images(images, 255)
+    _check_images(images, source)
+    return images, labels.astype(np.int32)
 
 
 def load_digits(split: str = "train", seed: int = 0, test_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +294,8 @@ def load_digits(split: str = "train", seed: int = 0, test_fraction: float = 0.25
       (449, 8, 8, 1)
     """
     _check_split(split)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed={seed!r}; expected an integer >= 0")
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction={test_fraction!r}; expected a number between 0 and 1")
     try:
@@ -147,7 +308,11 @@ def load_digits(split: str = "train", seed: int = 0, test_fraction: float = 0.25
     order = np.random.default_rng(seed).permutation(len(digits.target))
     n_test = round(len(order) * test_fraction)
     chosen = order[n_test:] if split == "train" else order[:n_test]
-    return _as_images(digits.images[chosen], digits.target[chosen], 16)
+    images, labels = _as_images(digits.images[chosen], 16), digits.target[chosen]
+    if len(chosen) == 0:
+        raise ValueError(f"test_fraction={test_fraction!r}; expected a fraction that leaves both splits non-empty")
+    validate(images, labels, 10, f"scikit-learn digits/{split}", image_shape=(8, 8, 1))
+    return images, labels.astype(np.int32)
 
 
 def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:

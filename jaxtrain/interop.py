@@ -20,6 +20,7 @@ torch is imported only when a function here is called: ``pip install 'jaxtrain[c
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -46,10 +47,16 @@ def from_torch(module: Any, flatten_shape: tuple[int, int, int] | None = None) -
       ``params[BatchNorm_i] = {scale, bias}`` and ``batch_stats[BatchNorm_i] = {mean, var}``; no
       ``batch_stats`` key if the module has no BatchNorm.
 
+    Raises:
+      ValueError: ``module`` is not a module (a ``state_dict``, say: a state_dict alone cannot tell a
+        ``Linear`` from an ``Embedding`` or a ``Conv2d`` from a ``ConvTranspose2d``), holds weights in other
+        layers, or ``flatten_shape`` does not fit.
+
     Example:
       >>> variables = from_torch(torch_cnn)
       >>> logits = jaxtrain.CNN().apply(variables, images_nhwc, train=False)
     """
+    _check_module(module, "from_torch(model)")
     params: dict[str, dict[str, np.ndarray]] = {}
     stats: dict[str, dict[str, np.ndarray]] = {}
     for name, layer, flat in _layers(module, flatten_shape):
@@ -86,14 +93,16 @@ def to_torch(variables: Any, module: Any, flatten_shape: tuple[int, int, int] | 
       ``module``, for chaining.
 
     Raises:
-      ValueError: an entry is missing from ``variables`` or shaped unlike the module's (nothing is written).
+      ValueError: an entry is missing from ``variables`` or shaped unlike the module's (nothing is written);
+        the one-line message names the Flax entry, the torch layer and both shapes.
 
     Example:
       >>> to_torch(state.variables, torch_cnn)
     """
     import torch
 
-    _check_shapes(variables, from_torch(module, flatten_shape))
+    _check_module(module, "to_torch(variables, model)")
+    _check_shapes(variables, from_torch(module, flatten_shape), _torch_names(module, flatten_shape))
     params, stats = variables["params"], variables.get("batch_stats", {})
     with torch.no_grad():
         for name, layer, flat in _layers(module, flatten_shape):
@@ -124,13 +133,14 @@ def _layers(module: Any, flatten_shape: tuple[int, int, int] | None):
     """
     counts: dict[str, int] = {}
     channels = None  # the channels of the last conv's output, while no Linear has come after it
-    for layer in module.modules():
+    for path, layer in module.named_modules():
         kind = type(layer).__name__
         if kind not in _FLAX_NAMES:
             own = [n for n, _ in layer.named_parameters(recurse=False)] + [n for n, _ in layer.named_buffers(recurse=False)]
             if own:
                 raise ValueError(
-                    f"{kind} holds {own}; expected weights only in {', '.join(sorted(_FLAX_NAMES))} layers"
+                    f"torch layer {path or '(the module itself)'!r} ({kind}): holds {own}; "
+                    f"expected weights only in {', '.join(sorted(_FLAX_NAMES))} layers"
                 )
             continue
         prefix = _FLAX_NAMES[kind]
@@ -147,6 +157,26 @@ def _layers(module: Any, flatten_shape: tuple[int, int, int] | None):
         yield name, layer, flat
 
 
+def _check_module(module: Any, call: str) -> None:
+    """Refuses what is not a ``torch.nn.Module``, a ``state_dict`` above all, in one line."""
+    if isinstance(module, Mapping):
+        raise ValueError(
+            f"module (a mapping of {len(module)} entries, a state_dict?): not a torch.nn.Module, and a state_dict "
+            f"cannot say which kind each layer is; expected the module: model.load_state_dict(state_dict), then {call}"
+        )
+    if not callable(getattr(module, "named_modules", None)):
+        raise ValueError(f"module ({type(module).__name__}): not a torch.nn.Module; expected the model: {call}")
+
+
+def _torch_names(module: Any, flatten_shape: tuple[int, int, int] | None) -> dict[str, str]:
+    """Flax layer name → the torch layer it comes from, e.g. ``{"Dense_0": "layer 1 (Linear)"}``."""
+    paths = {id(layer): path for path, layer in module.named_modules()}
+    return {
+        name: f"torch layer {paths[id(layer)] or '(the module itself)'!r} ({type(layer).__name__})"
+        for name, layer, _ in _layers(module, flatten_shape)
+    }
+
+
 def _square(features: int, channels: int) -> tuple[int, int, int]:
     side = math.isqrt(features // channels)
     if channels * side * side != features:
@@ -161,18 +191,22 @@ def _numpy(tensor: Any) -> np.ndarray:
     return tensor.detach().cpu().numpy().copy()
 
 
-def _check_shapes(variables: Any, expected: Variables) -> None:
-    """Raises a ValueError naming the first entry of ``variables`` that is missing or shaped unlike ``expected``."""
+def _check_shapes(variables: Any, expected: Variables, torch_names: dict[str, str]) -> None:
+    """Raises a ValueError naming the first entry of ``variables`` that is missing or shaped unlike ``expected``.
+
+    The message names the Flax entry, the torch layer (``torch_names``) and both shapes.
+    """
     for collection, layers in expected.items():
         for name, arrays in layers.items():
             for key, want in arrays.items():
                 where = f"variables[{collection!r}][{name!r}][{key!r}]"
+                layer = torch_names.get(name, "this torch module")
                 try:
                     got = np.shape(variables[collection][name][key])
-                except (KeyError, TypeError):
-                    raise ValueError(f"{where} is missing; expected shape {want.shape} for this torch module") from None
+                except (KeyError, TypeError, IndexError):
+                    raise ValueError(f"{where} is missing; expected shape {want.shape} for {layer}") from None
                 if tuple(got) != want.shape:
-                    raise ValueError(f"{where}: shape {tuple(got)}; expected {want.shape} for this torch module")
+                    raise ValueError(f"{where}: shape {tuple(got)}; expected {want.shape} for {layer}")
 
 
 def _copy(tensor: Any, value: Any) -> None:

@@ -11,6 +11,8 @@ optimizer with ``torch.nn.utils.clip_grad_norm_``, and ``accumulate_gradients`` 
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -19,6 +21,61 @@ import jax.numpy as jnp
 import optax
 
 ScalarOrSchedule = float | optax.Schedule
+
+
+# Argument checks. torch.optim refuses a negative lr, momentum, weight_decay or eps and a beta outside
+# [0, 1) ("Invalid learning rate", "Invalid weight_decay value", ...); these refuse the same, and NaN and
+# infinity too, which torch lets through although every step with them diverges. Each message names one
+# argument: ``lr=-1.0; expected a finite number >= 0``. A traced value (``optax.inject_hyperparams`` builds
+# the optimizer inside jit) has no number to check yet and passes.
+
+
+def _is_number(value: Any) -> bool:
+    """A real scalar: a Python or numpy number, or a 0-d array (not a bool or a string, which float() would take)."""
+    if isinstance(value, bool | str | bytes) or callable(value):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _check_number(name: str, value: Any, *, positive: bool = False, below_one: bool = False) -> None:
+    """Raises ``ValueError("name=value; expected ...")`` unless ``value`` is a finite number in the range."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    ok = _is_number(value) and math.isfinite(float(value))
+    if below_one:
+        ok = ok and 0 <= float(value) < 1
+        expected = "a number in [0, 1)"
+    elif positive:
+        ok = ok and float(value) > 0
+        expected = "a finite number > 0"
+    else:
+        ok = ok and float(value) >= 0
+        expected = "a finite number >= 0"
+    if not ok:
+        raise ValueError(f"{name}={value!r}; expected {expected}")
+
+
+def _check_integer(name: str, value: Any, low: int, what: str = "") -> None:
+    """Raises ``ValueError("name=value; expected an integer >= low")`` unless ``value`` is such an integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name}={value!r}; expected {kind}{what}")
+
+
+def _check_lr(lr: Any) -> None:
+    """A learning rate: a finite number >= 0 (torch: "Invalid learning rate") or an optax schedule."""
+    if not callable(lr) and not isinstance(lr, jax.core.Tracer):
+        if not _is_number(lr) or not (math.isfinite(float(lr)) and float(lr) >= 0):
+            raise ValueError(f"lr={lr!r}; expected a finite number >= 0 or an optax schedule")
+
+
+def _check_tx(tx: Any) -> None:
+    if not isinstance(tx, optax.GradientTransformation):
+        raise ValueError(f"tx={tx!r}; expected an optax.GradientTransformation, e.g. adam(1e-3)")
 
 
 class _MomentumState(NamedTuple):
@@ -103,10 +160,17 @@ def sgd(
     Example:
       >>> tx = sgd(0.1, momentum=0.9, nesterov=True)
     """
-    if momentum < 0 or dampening < 0 or weight_decay < 0:
-        raise ValueError(f"sgd(momentum={momentum}, dampening={dampening}, weight_decay={weight_decay}); expected values >= 0")
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError(f"sgd(nesterov=True, momentum={momentum}, dampening={dampening}); Nesterov needs momentum > 0 and dampening 0")
+    _check_lr(lr)
+    _check_number("momentum", momentum)  # torch: "Invalid momentum value"
+    _check_number("dampening", dampening)
+    _check_number("weight_decay", weight_decay)  # torch: "Invalid weight_decay value"
+    if not isinstance(nesterov, bool):
+        raise ValueError(f"nesterov={nesterov!r}; expected True or False")
+    # torch: "Nesterov momentum requires a momentum and zero dampening"
+    if nesterov and momentum == 0:
+        raise ValueError(f"momentum={momentum!r}; expected a number > 0 with nesterov=True (Nesterov needs momentum > 0)")
+    if nesterov and dampening != 0:
+        raise ValueError(f"dampening={dampening!r}; expected 0 with nesterov=True (Nesterov needs dampening 0)")
     return optax.chain(
         optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
         _torch_momentum(momentum, dampening, nesterov) if momentum else optax.identity(),
@@ -165,11 +229,19 @@ def adamw(
     )
 
 
-def _check_adam(lr, betas, eps, weight_decay) -> None:
-    if not all(0 <= b < 1 for b in betas):
-        raise ValueError(f"betas={betas!r}; expected two values in [0, 1)")
-    if eps < 0 or weight_decay < 0 or (not callable(lr) and lr < 0):
-        raise ValueError(f"lr={lr!r}, eps={eps!r}, weight_decay={weight_decay!r}; expected values >= 0")
+def _check_adam(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> None:
+    """torch.optim.Adam's checks, one argument per message: lr, betas (each in [0, 1)), eps, weight_decay."""
+    _check_lr(lr)  # torch: "Invalid learning rate"
+    try:
+        pair = () if isinstance(betas, str | bytes) else tuple(betas)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2:
+        raise ValueError(f"betas={betas!r}; expected a pair (beta1, beta2) of numbers in [0, 1)")
+    for i, beta in enumerate(pair):
+        _check_number(f"betas[{i}]", beta, below_one=True)  # torch: "Invalid beta parameter at index i"
+    _check_number("eps", eps)  # torch: "Invalid epsilon value"
+    _check_number("weight_decay", weight_decay)  # torch: "Invalid weight_decay value"
 
 
 # The optimizers by name: each takes torch.optim's keyword arguments.
@@ -230,32 +302,32 @@ def schedule(
     """
     if name not in SCHEDULES:
         raise ValueError(f"schedule={name!r}; expected one of {', '.join(SCHEDULES)}")
-    if not lr > 0:
-        raise ValueError(f"lr={lr!r}; expected a positive number")
-    if not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps={warmup_steps!r}; expected an integer >= 0")
-    if not 0 < warmup_start_factor <= 1:
+    _check_number("lr", lr, positive=True)
+    _check_integer("warmup_steps", warmup_steps, 0)
+    if not (_is_number(warmup_start_factor) and 0 < float(warmup_start_factor) <= 1):
         raise ValueError(f"warmup_start_factor={warmup_start_factor!r}; expected a number in (0, 1] as torch's LinearLR")
-    if name in ("step", "multistep") and not gamma > 0:
-        raise ValueError(f"gamma={gamma!r}; expected a positive number")
+    if name in ("step", "multistep"):
+        _check_number("gamma", gamma, positive=True)
     if name == "constant":
         main = optax.constant_schedule(lr)
     elif name == "step":
-        if not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"step_size={step_size!r}; expected a positive integer (optimizer steps)")
+        _check_integer("step_size", step_size, 1, " (optimizer steps)")
         main = optax.exponential_decay(lr, transition_steps=step_size, decay_rate=gamma, staircase=True)
     elif name == "multistep":
-        if milestones is None or any(b < 0 for b in milestones):
-            raise ValueError(f"milestones={milestones!r}; expected a sequence of steps >= 0")
+        if milestones is None or isinstance(milestones, str | bytes) or not isinstance(milestones, Sequence):
+            raise ValueError(f"milestones={milestones!r}; expected a sequence of optimizer steps >= 0")
+        for i, milestone in enumerate(milestones):
+            _check_integer(f"milestones[{i}]", milestone, 0, " (an optimizer step)")
         main = _multistep(lr, jnp.asarray(sorted(milestones), jnp.int32), gamma)
     else:
-        if total_steps is None or total_steps <= warmup_steps:
+        _check_integer("total_steps", total_steps, 1, " (cosine annealing needs the run's optimizer steps)")
+        if total_steps <= warmup_steps:
             raise ValueError(
-                f"total_steps={total_steps!r}, warmup_steps={warmup_steps}; "
-                f"cosine annealing needs more optimizer steps than the warmup takes"
+                f"warmup_steps={warmup_steps!r}; expected fewer than total_steps={total_steps} "
+                f"(cosine annealing needs optimizer steps after the warmup)"
             )
-        if not 0 <= eta_min <= lr:
-            raise ValueError(f"eta_min={eta_min!r}; expected a number in [0, lr]")
+        if not (_is_number(eta_min) and 0 <= float(eta_min) <= lr):
+            raise ValueError(f"eta_min={eta_min!r}; expected a number in [0, lr={lr}]")
         main = optax.cosine_decay_schedule(lr, decay_steps=total_steps - warmup_steps, alpha=eta_min / lr)
     if not warmup_steps:
         return main
@@ -290,8 +362,8 @@ def clip_grad_norm(tx: optax.GradientTransformation, max_norm: float) -> optax.G
     Example:
       >>> tx = clip_grad_norm(sgd(0.1), max_norm=1.0)
     """
-    if not max_norm > 0:
-        raise ValueError(f"max_norm={max_norm!r}; expected a positive number")
+    _check_tx(tx)
+    _check_number("max_norm", max_norm, positive=True)
     return optax.chain(optax.clip_by_global_norm(max_norm), tx)
 
 
@@ -315,8 +387,8 @@ def accumulate_gradients(tx: optax.GradientTransformation, every_k: int) -> opta
     Example:
       >>> tx = accumulate_gradients(adam(1e-3), every_k=4)   # batch 32 × 4 acts as batch 128
     """
-    if not isinstance(every_k, int) or every_k < 1:
-        raise ValueError(f"every_k={every_k!r}; expected a positive integer")
+    _check_tx(tx)
+    _check_integer("every_k", every_k, 1)
     if every_k == 1:
         return tx
     return optax.MultiSteps(tx, every_k_schedule=every_k).gradient_transformation()

@@ -72,23 +72,49 @@ def create_train_state(
     """Initializes the model (or takes ``variables``) and the optimizer: torch's ``model = MyModel()`` and
     ``optimizer = torch.optim.Adam(model.parameters())``.
 
+    Before any work it checks the arguments: ``sample`` must be a float batch that the model can take
+    (checked with ``jax.eval_shape`` of the initialization, which computes nothing), ``seed`` an integer in
+    [0, 2**32), and ``variables``, if given, shaped as the model's own.
+
     Args:
       model: a Flax module; if its ``__call__`` takes ``train``, it is passed the mode.
       tx: an optax optimizer, e.g. ``jaxtrain.optim.adam(1e-3)``.
-      sample: an input batch (e.g. ``images[:1]``) that fixes the parameter shapes.
-      seed: seeds the initialization and the dropout key.
+      sample: an input batch (e.g. ``images[:1]``, ``(1, H, W, C) float32`` in [0, 1]) that fixes the
+        parameter shapes.
+      seed: seeds the initialization and the dropout key; an integer in [0, 2**32).
       variables: start from these Flax variables (``{"params": ..., "batch_stats": ...}``) instead.
       loss_fn: ``loss_fn(logits, labels, mask=None)``, the mean loss of a batch.
 
     Returns:
       A ``TrainState`` at step 0.
 
+    Raises:
+      ValueError: one line, e.g. ``seed=4294967296; expected an integer in [0, 2**32)`` or
+        ``sample (shape (1, 28, 28, 1), dtype uint8): integer-typed; expected floats ...``.
+
     Example:
       >>> state = create_train_state(MLP(), adam(1e-3), images[:1])
     """
+    # jax.random.key takes the seed modulo 2**32 (2**32 gives seed 0's weights) and overflows past 2**64.
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed!r}; expected an integer in [0, 2**32)")
+    if not isinstance(tx, optax.GradientTransformation):
+        raise ValueError(f"tx={tx!r}; expected an optax.GradientTransformation, e.g. jaxtrain.adam(1e-3)")
+    _check_sample(sample)
     init_key, key = jax.random.split(jax.random.key(seed))
+    init = functools.partial(model.init, **_mode(model, False))
+    try:
+        expected = jax.eval_shape(init, init_key, sample)
+    except Exception as error:  # whatever the model raises on this input: a shape or a type it cannot take
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ValueError(
+            f"sample ({_describe(sample)}): the model cannot take it ({type(error).__name__}: {first_line}); "
+            f"expected a batch shaped like the training inputs, e.g. images[:1]"
+        ) from error
     if variables is None:
-        variables = model.init(init_key, sample, **_mode(model, False))
+        variables = init(init_key, sample)
+    else:
+        _check_variables(variables, expected)
     variables = dict(variables)
     params = variables.pop("params")
     batch_stats = variables.pop("batch_stats", {})
@@ -104,6 +130,57 @@ def create_train_state(
         tx=tx,
         loss_fn=loss_fn,
     )
+
+
+def _describe(sample: Any) -> str:
+    """``shape (1, 28, 28, 1), dtype float32`` for an array; the same for each leaf of a pytree."""
+    describe = lambda leaf: f"shape {np.shape(leaf)}, dtype {_dtype(leaf) or type(leaf).__name__}"
+    leaves = jax.tree_util.tree_leaves_with_path(sample)
+    if len(leaves) == 1 and not leaves[0][0]:
+        return describe(sample)
+    return "; ".join(f"{jax.tree_util.keystr(path)}: {describe(leaf)}" for path, leaf in leaves)
+
+
+def _dtype(value: Any) -> Any:
+    """The dtype JAX would give ``value``, or None for what JAX cannot take (a string, say)."""
+    try:
+        return jnp.result_type(value)
+    except TypeError:
+        return None
+
+
+def _check_sample(sample: Any) -> None:
+    """Refuses a sample that is not a non-empty batch of floats (uint8 images in 0..255, say)."""
+    leaves = jax.tree.leaves(sample)
+    if not leaves:
+        raise ValueError(f"sample={sample!r}; expected a batch of inputs, e.g. images[:1]")
+    for leaf in leaves:
+        dtype = _dtype(leaf)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            if dtype is not None and (jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_):
+                raise ValueError(
+                    f"sample ({_describe(sample)}): integer-typed; expected floats in [0, 1] "
+                    f"(scale the images first: uint8 pixels / 255)"
+                )
+            raise ValueError(f"sample ({_describe(sample)}): not floats; expected a float batch such as images[:1]")
+        if np.ndim(leaf) == 0 or np.shape(leaf)[0] == 0:
+            raise ValueError(f"sample ({_describe(sample)}): no examples; expected a batch (B, ...) with B >= 1, e.g. images[:1]")
+
+
+def _check_variables(variables: Any, expected: Any) -> None:
+    """Raises a one-line ValueError at the first entry of ``variables`` missing or shaped unlike the model's."""
+    for path, want in jax.tree_util.tree_leaves_with_path(expected):
+        if not all(isinstance(entry, jax.tree_util.DictKey) for entry in path):
+            continue  # boxed metadata (nn.Partitioned, say): not a plain nested dict to walk
+        where = "variables" + jax.tree_util.keystr(path)
+        node = variables
+        try:
+            for entry in path:
+                node = node[entry.key]
+        except (KeyError, TypeError, AttributeError):
+            raise ValueError(f"{where} is missing; expected shape {want.shape} for this model and sample") from None
+        if tuple(np.shape(node)) != tuple(want.shape):
+            raise ValueError(f"{where}: shape {tuple(np.shape(node))}; expected {tuple(want.shape)} for this model and sample")
 
 
 @functools.cache

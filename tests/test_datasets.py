@@ -109,3 +109,162 @@ def test_real_mnist_folder(mnist_dir):
     images, labels = load_mnist("test", mnist_dir)
     assert images.shape == (10000, 28, 28, 1)
     assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+# Bad input: each case stops at load time with one line that names the file.
+
+_IDX_TYPES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
+
+
+def _write_idx(path, array, gz=False):
+    header = bytes([0, 0, _IDX_TYPES[array.dtype], array.ndim]) + np.array(array.shape, ">u4").tobytes()
+    raw = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+def _one_line_error(call, *args):
+    with pytest.raises(ValueError) as info:
+        call(*args)
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "labels, described",
+    [
+        (np.array([3, 10, 0, 255, 10], np.uint8), "3 of 5 outside 0..9 (values 10, 255)"),
+        (np.array([3, -1, 0, 9, 1], np.int8), "1 of 5 outside 0..9 (values -1)"),  # not class 9
+    ],
+)
+def test_labels_outside_the_classes_are_refused_naming_the_file(tmp_path, labels, described):
+    _write_mnist(tmp_path)
+    path = _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels, gz=True)
+    message = _one_line_error(load_mnist, "train", tmp_path)
+    assert message == f"labels ({path}): {described}; expected class indices in 0..9"
+
+
+def test_float_labels_are_refused(tmp_path):
+    _write_mnist(tmp_path)
+    path = _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([1.5, 2, 3], np.float32), gz=True)
+    assert _one_line_error(load_mnist, "test", tmp_path) == (
+        f"labels ({path}): dtype float32; expected integer class indices in 0..9"
+    )
+
+
+def test_a_truncated_gzip_file_is_named(tmp_path):
+    _write_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-30])
+    assert _one_line_error(load_mnist, "train", tmp_path) == (
+        f"IDX file ({path}): truncated gzip data; expected a complete .gz file (download it again)"
+    )
+
+
+def test_a_gzip_file_with_a_wrong_crc_is_named(tmp_path):
+    _write_mnist(tmp_path)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    raw[-8] ^= 0xFF  # the CRC-32 of the gzip trailer
+    path.write_bytes(bytes(raw))
+    assert _one_line_error(load_mnist, "test", tmp_path) == (
+        f"IDX file ({path}): corrupt gzip data (CRC check failed); expected a complete .gz file (download it again)"
+    )
+
+
+def test_an_idx_header_cut_short_is_named(tmp_path):
+    path = tmp_path / "short"
+    path.write_bytes(bytes([0, 0, 0x08, 3, 0, 0, 0, 5]))
+    assert _one_line_error(read_idx, path) == (
+        f"IDX file ({path}): 8 bytes, cut inside its header; expected 16 header bytes for 3 dimensions"
+    )
+
+
+def test_images_of_another_size_are_refused_at_load_time(tmp_path):
+    _write_mnist(tmp_path)
+    path = _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((3, 20, 20), np.uint8), gz=True)
+    assert _one_line_error(load_mnist, "test", tmp_path) == (
+        f"images ({path}): shape (3, 20, 20); expected (N, 28, 28), MNIST's images"
+    )
+
+
+def test_images_out_of_range_and_empty_splits_are_refused(tmp_path):
+    _write_mnist(tmp_path)
+    path = _write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.full((5, 28, 28), 300, np.float32), gz=True)
+    message = _one_line_error(load_mnist, "train", tmp_path)
+    assert message.startswith(f"images ({path}): 3920 of 3920 values outside [0, 1] (min 1.17")
+    assert message.endswith("; expected floats in [0, 1] (uint8 pixels: images / 255)")
+    images = _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8), gz=True)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8), gz=True)
+    assert _one_line_error(load_mnist, "test", tmp_path) == (
+        f"images ({images}): shape (0, 28, 28, 1), no examples; expected at least one"
+    )
+
+
+def test_labels_and_images_must_pair_up(tmp_path):
+    _write_mnist(tmp_path, gz=False)
+    path = _write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(4, np.uint8))
+    assert _one_line_error(load_mnist, "train", tmp_path) == (
+        f"labels ({path}): 4 labels for the 5 images of train-images-idx3-ubyte; expected one label per image"
+    )
+
+
+def test_tensorflow_datasets_labels_are_checked_too(monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    examples = [{"image": np.zeros((28, 28, 1), np.uint8), "label": label} for label in (0, 12, 3)]
+    monkeypatch.setattr(tfds, "data_source", lambda *args, **kwargs: examples)
+    assert _one_line_error(load_mnist, "test") == (
+        "labels (tensorflow-datasets mnist/test): 1 of 3 outside 0..9 (values 12); expected class indices in 0..9"
+    )
+
+
+def test_digits_refuses_a_split_left_empty_and_a_negative_seed():
+    assert _one_line_error(load_digits, "test", 0, 1e-4) == (
+        "test_fraction=0.0001; expected a fraction that leaves both splits non-empty"
+    )
+    assert _one_line_error(load_digits, "train", -1) == "seed=-1; expected an integer >= 0"
+
+
+def test_validate_accepts_good_arrays_and_names_each_problem():
+    from jaxtrain.datasets import validate
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((6, 8, 8, 1), np.float32), np.arange(6) % 3
+    validate(images, labels, 3, "mine")  # no error
+    assert _one_line_error(validate, (images * 255).astype(np.uint8), labels, 3, "mine") == (
+        "images (mine): dtype uint8; expected floats in [0, 1] (uint8 pixels: images / 255)"
+    )
+    nan = images.copy()
+    nan[0, 0, 0, 0] = np.nan
+    assert _one_line_error(validate, nan, labels, 3, "mine") == (
+        "images (mine): 1 of 384 values outside [0, 1] (min nan, max nan); expected floats in [0, 1]"
+    )
+    assert _one_line_error(validate, images, labels, 2, "mine") == (
+        "labels (mine): 2 of 6 outside 0..1 (values 2); expected class indices in 0..1"
+    )
+    assert _one_line_error(validate, images, labels[:, None], 3, "mine") == (
+        "labels (mine): shape (6, 1); expected (N,), one class index per example"
+    )
+    assert _one_line_error(validate, images, labels[:5], 3, "mine") == (
+        "labels (mine): 5 labels for 6 images; expected one label per image"
+    )
+    assert _one_line_error(validate, images[:0], labels[:0], 3, "mine") == (
+        "images (mine): shape (0, 8, 8, 1), no examples; expected at least one"
+    )
+    assert _one_line_error(validate, images, labels, 0, "mine") == "num_classes=0; expected a positive integer"
+    many = np.arange(6) + 10
+    assert "(values 10, 11, 12, 13, 14, … (6 distinct))" in _one_line_error(validate, images, many, 3, "mine")
+
+
+def test_check_splits_refuses_test_images_of_another_shape():
+    from jaxtrain.datasets import check_splits
+
+    train, test = np.zeros((4, 28, 28, 1), np.float32), np.zeros((3, 8, 8, 1), np.float32)
+    check_splits(train, train[:2])  # no error
+    assert _one_line_error(check_splits, train, test, "a", "b") == (
+        "test images (b): shape (3, 8, 8, 1); expected (3, 28, 28, 1), the image shape of the training images (a)"
+    )
+    assert _one_line_error(check_splits, train, train.astype(np.float64), "a", "b") == (
+        "test images (b): dtype float64; expected float32, the dtype of the training images (a)"
+    )

@@ -150,3 +150,31 @@ def test_to_torch_takes_a_train_states_jax_arrays():
         warnings.simplefilter("error")  # e.g. torch's warning about read-only numpy arrays
         to_torch(state.variables, other)
     _assert_same_state(net, other)
+
+
+def test_a_state_dict_gets_one_line_saying_to_pass_the_module():
+    net = _mlp(in_features=64)
+    with pytest.raises(ValueError) as info:
+        from_torch(net.state_dict())
+    assert str(info.value) == (
+        "module (a mapping of 4 entries, a state_dict?): not a torch.nn.Module, and a state_dict cannot say which "
+        "kind each layer is; expected the module: model.load_state_dict(state_dict), then from_torch(model)"
+    )
+    with pytest.raises(ValueError, match=r"then to_torch\(variables, model\)$"):
+        to_torch(from_torch(net), net.state_dict())
+    with pytest.raises(ValueError) as info:
+        from_torch(np.zeros(3))
+    assert str(info.value) == "module (ndarray): not a torch.nn.Module; expected the model: from_torch(model)"
+
+
+def test_a_mismatch_names_the_flax_entry_the_torch_layer_and_both_shapes():
+    with pytest.raises(ValueError) as info:
+        to_torch(from_torch(_mlp(in_features=64)), _mlp(in_features=784))
+    assert str(info.value) == (
+        "variables['params']['Dense_0']['kernel']: shape (64, 256); expected (784, 256) for torch layer '1' (Linear)"
+    )
+    with pytest.raises(ValueError) as info:
+        from_torch(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)))
+    assert str(info.value) == (
+        "torch layer '0' (Embedding): holds ['weight']; expected weights only in BatchNorm1d, BatchNorm2d, Conv2d, Linear layers"
+    )

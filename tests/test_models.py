@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrain import CNN, MLP, BatchNorm, create_train_state, eval_step, sgd
+from jaxtrain import CNN, MLP, BatchNorm, create_train_state, eval_step, sgd, train_step
 
 
 def _data(n=64, size=8, seed=0):  # 8×8 keeps the CNN's compilations quick

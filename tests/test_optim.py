@@ -248,3 +248,74 @@ def test_schedule_multistep_matches_torch_multisteplr():
     expected = _torch_lrs(lambda s, o: s.MultiStepLR(o, milestones=[3, 10, 10, 17], gamma=0.5), 0.2, 25)
     ours = _ours(schedule("multistep", 0.2, milestones=[3, 10, 10, 17], gamma=0.5), 25)
     np.testing.assert_allclose(ours, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: optim.sgd(lr=-1), "lr=-1; expected a finite number >= 0 or an optax schedule"),
+        (lambda: optim.sgd(lr=float("inf")), "lr=inf; expected a finite number >= 0 or an optax schedule"),
+        (lambda: optim.adam(lr=float("nan")), "lr=nan; expected a finite number >= 0 or an optax schedule"),
+        (lambda: optim.adam(lr="0.1"), "lr='0.1'; expected a finite number >= 0 or an optax schedule"),
+        (lambda: optim.sgd(None), "lr=None; expected a finite number >= 0 or an optax schedule"),
+        (lambda: optim.sgd(0.1, momentum=float("nan")), "momentum=nan; expected a finite number >= 0"),
+        (lambda: optim.sgd(0.1, dampening=-0.5), "dampening=-0.5; expected a finite number >= 0"),
+        (lambda: optim.sgd(0.1, weight_decay=-1), "weight_decay=-1; expected a finite number >= 0"),
+        (lambda: optim.sgd(0.1, momentum=0.9, nesterov="yes"), "nesterov='yes'; expected True or False"),
+        (lambda: optim.sgd(0.1, momentum=0.9, dampening=0.1, nesterov=True),
+         "dampening=0.1; expected 0 with nesterov=True (Nesterov needs dampening 0)"),
+        (lambda: optim.adam(betas=(1.0, 0.999)), "betas[0]=1.0; expected a number in [0, 1)"),
+        (lambda: optim.adamw(betas=(0.9, -0.1)), "betas[1]=-0.1; expected a number in [0, 1)"),
+        (lambda: optim.adam(betas=0.9), "betas=0.9; expected a pair (beta1, beta2) of numbers in [0, 1)"),
+        (lambda: optim.adam(eps=-1e-8), "eps=-1e-08; expected a finite number >= 0"),
+        (lambda: optim.adam(weight_decay=-1), "weight_decay=-1; expected a finite number >= 0"),
+        (lambda: optim.adamw(1e-3, weight_decay=float("inf")), "weight_decay=inf; expected a finite number >= 0"),
+        (lambda: optim.clip_grad_norm(optim.sgd(0.1), float("nan")), "max_norm=nan; expected a finite number > 0"),
+        (lambda: optim.clip_grad_norm("sgd", 1.0), "tx='sgd'; expected an optax.GradientTransformation, e.g. adam(1e-3)"),
+        (lambda: optim.accumulate_gradients(optim.sgd(0.1), True), "every_k=True; expected a positive integer"),
+    ],
+)
+def test_each_bad_argument_gets_one_line_naming_it_and_its_value(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_what_torch_accepts_is_accepted(torch):
+    # lr=0, eps=0, momentum and dampening above 1, a schedule as lr, numpy scalars: torch takes them all.
+    param = [torch.zeros(2, requires_grad=True)]
+    torch.optim.SGD(param, lr=0.0, momentum=1.5, dampening=2.0)
+    torch.optim.Adam(param, lr=0.0, eps=0.0)
+    optim.sgd(0.0, momentum=1.5, dampening=2.0)
+    optim.adam(0.0, eps=0.0)
+    optim.adamw(np.float32(1e-3), betas=np.array([0.9, 0.999]))
+    optim.sgd(optim.schedule("cosine", 0.1, total_steps=10))
+    optim.accumulate_gradients(optim.sgd(0.1), np.int64(2))
+
+
+def test_traced_hyperparameters_pass_the_checks():
+    # optax.inject_hyperparams builds the optimizer inside jit, with traced values nothing can check yet.
+    tx = optax.inject_hyperparams(optim.adam, static_args=("weight_decay",))(lr=0.1, eps=1e-8)
+    params = {"w": jax.numpy.ones(3)}
+    updates, _ = jax.jit(tx.update)(params, jax.jit(tx.init)(params), params)
+    np.testing.assert_allclose(updates["w"], -0.1, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "constant", "lr": float("nan")}, "lr=nan; expected a finite number > 0"),
+        ({"name": "constant", "lr": float("inf")}, "lr=inf; expected a finite number > 0"),
+        ({"name": "step", "step_size": 2, "gamma": float("nan")}, "gamma=nan; expected a finite number > 0"),
+        ({"name": "step", "step_size": True}, "step_size=True; expected a positive integer (optimizer steps)"),
+        ({"name": "multistep", "milestones": [3, -1]}, "milestones[1]=-1; expected an integer >= 0 (an optimizer step)"),
+        ({"name": "cosine", "total_steps": 10, "eta_min": float("nan")}, "eta_min=nan; expected a number in [0, lr=0.1]"),
+        ({"name": "cosine", "total_steps": 5, "warmup_steps": 8},
+         "warmup_steps=8; expected fewer than total_steps=5 (cosine annealing needs optimizer steps after the warmup)"),
+    ],
+)
+def test_schedule_names_one_bad_argument_per_message(kwargs, message):
+    kwargs = {"lr": 0.1, **kwargs}
+    with pytest.raises(ValueError) as info:
+        schedule(**kwargs)
+    assert str(info.value) == message

@@ -206,3 +206,46 @@ def test_each_accumulated_batch_draws_its_own_dropout_mask():
     state, first = train_step(state, (images, labels))
     state, second = train_step(state, (images, labels))  # same batch, same parameters, next step's key
     assert int(state.step) == 2 and float(first["loss"]) != float(second["loss"])
+
+
+@pytest.mark.parametrize("seed", [2**32, -1, 2**70, 1.0, True])
+def test_a_seed_outside_32_bits_is_refused_not_wrapped(seed):
+    images, _ = _data(4)
+    with pytest.raises(ValueError) as info:
+        create_train_state(MLP(hidden=(4,)), sgd(0.1), images[:1], seed=seed)
+    assert str(info.value) == f"seed={seed!r}; expected an integer in [0, 2**32)"
+    create_train_state(MLP(hidden=(4,)), sgd(0.1), images[:1], seed=2**32 - 1)  # the largest one is fine
+
+
+def test_a_uint8_sample_is_refused_with_a_hint_to_scale_it():
+    sample = np.zeros((1, 8, 8, 1), np.uint8)
+    with pytest.raises(ValueError) as info:
+        create_train_state(MLP(), sgd(0.1), sample)
+    assert str(info.value) == (
+        "sample (shape (1, 8, 8, 1), dtype uint8): integer-typed; expected floats in [0, 1] "
+        "(scale the images first: uint8 pixels / 255)"
+    )
+
+
+def test_a_sample_the_model_cannot_take_is_named_with_its_shape_and_dtype():
+    from jaxtrain import CNN
+
+    with pytest.raises(ValueError) as info:
+        create_train_state(CNN(), sgd(0.1), np.zeros((1, 28), np.float32))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("sample (shape (1, 28), dtype float32): the model cannot take it (ValueError: ")
+    assert message.endswith("; expected a batch shaped like the training inputs, e.g. images[:1]")
+    with pytest.raises(ValueError) as info:
+        create_train_state(MLP(), sgd(0.1), np.zeros((0, 8, 8, 1), np.float32))
+    assert str(info.value) == (
+        "sample (shape (0, 8, 8, 1), dtype float32): no examples; expected a batch (B, ...) with B >= 1, e.g. images[:1]"
+    )
+
+
+def test_variables_shaped_unlike_the_model_are_refused():
+    images, _ = _data(4)
+    variables = create_train_state(MLP(hidden=(4,)), sgd(0.1), images[:1]).variables
+    with pytest.raises(ValueError) as info:
+        create_train_state(MLP(hidden=(5,)), sgd(0.1), images[:1], variables=variables)
+    assert str(info.value) == "variables['params']['Dense_0']['bias']: shape (4,); expected (5,) for this model and sample"
