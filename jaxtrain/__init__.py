@@ -12,12 +12,14 @@ from jaxtrain.data import (
     prefetch_to_device,
     random_split,
 )
-from jaxtrain.datasets import DatasetUnavailableError, load_digits, load_mnist, read_idx
+from jaxtrain.datasets import DatasetUnavailableError, load_digits, load_mnist, read_idx, read_images
 from jaxtrain.interop import from_torch, to_torch
 from jaxtrain.losses import cross_entropy
 from jaxtrain.models import CNN, MLP, BatchNorm
 from jaxtrain.optim import accumulate_gradients, adam, adamw, clip_grad_norm, schedule, sgd
-from jaxtrain.train import TrainState, create_train_state, eval_step, evaluate, fit, train_step
+from jaxtrain.train import TrainState, create_train_state, eval_step, evaluate, fit, predict, train_step
+from jaxtrain.runs import Run
+from jaxtrain.experiment import load_run
 
 __version__ = "0.1.0"
 
@@ -30,6 +32,7 @@ __all__ = [
     "Dataset",
     "DatasetUnavailableError",
     "MLP",
+    "Run",
     "Subset",
     "TrainState",
     "WeightedRandomSampler",
@@ -46,9 +49,12 @@ __all__ = [
     "from_torch",
     "load_digits",
     "load_mnist",
+    "load_run",
+    "predict",
     "prefetch_to_device",
     "random_split",
     "read_idx",
+    "read_images",
     "schedule",
     "sgd",
     "to_torch",

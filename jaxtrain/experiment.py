@@ -73,7 +73,7 @@ _POSITIVE_INTEGERS = ("epochs", "batch_size", "eval_batch_size", "step_size", "g
 _POSITIVE_NUMBERS = ("lr", "gamma", "clip_norm")
 
 
-def validate(config: Any, **choices: Sequence[str]) -> None:
+def check_config(config: Any, **choices: Sequence[str]) -> None:
     """Checks every field of a configuration dataclass that has a rule here, by its name.
 
     The one validation path of ``Config`` and of ``jaxtrain.compare.ParityConfig``: a field means the same
@@ -151,7 +151,7 @@ class Config:
         if self.schedule == "auto" and self.model in MODELS:
             object.__setattr__(self, "schedule", MODELS[self.model].schedule)
         object.__setattr__(self, "milestones", tuple(self.milestones))
-        validate(self, dtype=tuple(COMPUTE_DTYPES))
+        check_config(self, dtype=tuple(COMPUTE_DTYPES))
         if self.steps_per_call not in ("auto", "epoch") and not (isinstance(self.steps_per_call, int) and self.steps_per_call >= 1):
             raise ConfigError("steps_per_call", self.steps_per_call, "a positive integer, 'epoch' or 'auto'")
         if self.momentum and self.optimizer != "sgd":
@@ -266,6 +266,7 @@ def loaders(config: Config) -> dict[str, DataLoader]:
     part of the training data out, through ``random_split`` seeded by ``config.seed``."""
     train = ArrayDataset(*datasets.load(config.dataset, "train", config.data_dir))
     test = ArrayDataset(*datasets.load(config.dataset, "test", config.data_dir))
+    datasets.check_splits(train.arrays[0], test.arrays[0])
     splits = {"train": train, "test": test}
     if config.val_fraction:
         splits["train"], splits["val"] = random_split(train, [1 - config.val_fraction, config.val_fraction], seed=config.seed)

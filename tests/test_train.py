@@ -140,7 +140,7 @@ def test_fit_rejects_bad_feeding_settings():
     loader = DataLoader(ArrayDataset(images, labels), batch_size=4)
     with pytest.raises(ValueError, match="steps_per_call=0"):
         fit(state, loader, 1, steps_per_call=0)
-    with pytest.raises(ValueError, match="ArrayDataset"):
+    with pytest.raises(ValueError, match="array-backed dataset"):
         fit(state, DataLoader(ArrayDataset(images, labels), 4, collate_fn=list), 1, data_on_device=True)
 
 

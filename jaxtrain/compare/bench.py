@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from jaxtrain import experiment
-from jaxtrain.compare.measure import flops_per_example, machine, measure_in_child
+from jaxtrain.compare.measure import checkpoint_seconds, flops_per_example, machine, measure_in_child
 from jaxtrain.compare.torch_side import TORCH_VARIANTS, torch_run
 from jaxtrain.experiment import Config
+from jaxtrain.runs import Run
 
 PRIMER = "pytorch-dataloader"  # the primer's program as written: every ratio is to it
 PROGRAMS = (
@@ -29,13 +31,18 @@ PROGRAMS = (
     "jaxtrain",  # the defaults of `python -m jaxtrain train`
     *(f"jaxtrain-{mode}" for mode in experiment.FEEDING_MODES),
     "lax.scan",  # a hand-written epoch without jaxtrain (models without BatchNorm)
+    "jaxtrain-checkpoints",  # jaxtrain's defaults in a run folder, checkpointing by the default policy
+    "jaxtrain-checkpoint-each-epoch",  # the same, checkpointing at every epoch's end
 )
 PRESETS = {
     # The PyTorch program in its variants beside jaxtrain's defaults.
     "frameworks": (PRIMER, "pytorch-tensors", "jaxtrain"),
     # jaxtrain's feeding modes beside the primer and a hand-written lax.scan epoch.
     "feeding": (PRIMER, *(f"jaxtrain-{mode}" for mode in experiment.FEEDING_MODES), "lax.scan"),
+    # What checkpoints cost: jaxtrain's defaults without a run folder, with the default policy, every epoch.
+    "checkpoints": ("jaxtrain", "jaxtrain-checkpoints", "jaxtrain-checkpoint-each-epoch"),
 }
+CHECKPOINT_SECONDS = {"jaxtrain-checkpoints": 60.0, "jaxtrain-checkpoint-each-epoch": 0.0}
 
 
 def scan_reference(config: Config) -> dict[str, Any]:
@@ -79,12 +86,20 @@ def scan_reference(config: Config) -> dict[str, Any]:
     return {"history": history, "compile_seconds": None, "eval_seconds": None, "test_accuracy": None}
 
 
+def run_in_folder(config: Config, checkpoint_seconds: float) -> dict[str, Any]:
+    """``experiment.run`` in a temporary run folder, checkpointing at most once every ``checkpoint_seconds``."""
+    with tempfile.TemporaryDirectory() as folder:
+        return experiment.run(config, log=None, folder=Run(folder, checkpoint_seconds=checkpoint_seconds))
+
+
 def _program(name: str, config: Config) -> tuple[Callable[..., Any], tuple, dict]:
     """The function, arguments and keywords that run program ``name`` on ``config``."""
     if name.startswith("pytorch-"):
         return torch_run, (config, name.removeprefix("pytorch-")), {"log": None}
     if name == "lax.scan":
         return scan_reference, (config,), {}
+    if name in CHECKPOINT_SECONDS:
+        return run_in_folder, (config, CHECKPOINT_SECONDS[name]), {}
     mode = experiment.FEEDING_MODES.get(name.removeprefix("jaxtrain-"), {})
     return experiment.run, (dataclasses.replace(config, **mode),), {"log": None}
 
@@ -120,8 +135,9 @@ def bench(
       log: where each row goes as it is measured (None: nowhere).
 
     Returns:
-      ``config``, ``machine`` (``measure.machine``: facts and rates), ``rows`` and ``runs`` (the programs'
-      full reports, in the rows' order). A row: ``model``, ``batch_size``, ``program``,
+      ``config``, ``machine`` (``measure.machine``: facts and rates), ``rows``, ``runs`` (the programs'
+      full reports, in the rows' order) and ``checkpoints`` (with a checkpointing program: per model,
+      ``measure.checkpoint_seconds``). A row: ``model``, ``batch_size``, ``program``,
       ``samples_per_second`` (``experiment.steady_speed``), ``vs_primer`` (that divided by the primer's, for the same
       model and batch size; None without the primer), ``of_bound`` (that divided by what the machine's
       matrix-product rate allows for the step's FLOPs), ``compile_seconds``, ``epoch_seconds`` (median),
@@ -132,11 +148,13 @@ def bench(
     """
     check(config, models, programs)
     facts, _ = measure_in_child(machine)
-    rows, runs = [], []
+    rows, runs, saves = [], [], {}
     for model in models:
         for batch_size in batch_sizes or (config.batch_size,):
             run_config = dataclasses.replace(config, model=model, batch_size=batch_size, schedule="auto")
             flops, _ = measure_in_child(flops_per_example, run_config)
+            if set(programs) & set(CHECKPOINT_SECONDS):
+                saves[model], _ = measure_in_child(checkpoint_seconds, run_config)
             primer = None
             for name in programs:
                 if name == "lax.scan" and experiment.build_model(run_config).batch_norm:
@@ -161,7 +179,7 @@ def bench(
                 runs.append({"model": model, "batch_size": batch_size, "program": name, **report})
                 if log:
                     log(format_row(rows[-1]))
-    return {"config": dataclasses.asdict(config), "machine": facts, "rows": rows, "runs": runs}
+    return {"config": dataclasses.asdict(config), "machine": facts, "rows": rows, "runs": runs, "checkpoints": saves}
 
 
 def format_row(row: dict[str, Any]) -> str:
@@ -188,4 +206,6 @@ def format_bench(result: dict[str, Any]) -> str:
         "| peak MiB | test acc. % |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    return "\n".join(lines + [format_row(row) for row in result["rows"]])
+    saves = [f"{model}: checkpoint save {s['save_seconds']:.3f} s, restore {s['restore_seconds']:.3f} s ({s['megabytes']:.1f} MB)"
+             for model, s in result.get("checkpoints", {}).items()]
+    return "\n".join(lines + [format_row(row) for row in result["rows"]] + ([""] + saves if saves else []))

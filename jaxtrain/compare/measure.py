@@ -92,3 +92,32 @@ def flops_per_example(config: experiment.Config) -> float:
     cost = train_step.lower(state, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost["flops"]) / config.batch_size
+
+
+def checkpoint_seconds(config: experiment.Config, repeats: int = 5) -> dict[str, float]:
+    """The median seconds of one checkpoint save (until it is complete on disk) and one restore of
+    ``config``'s initial ``TrainState``, and its size in MB."""
+    import tempfile
+
+    import jax
+    import numpy as np
+
+    from jaxtrain.runs import Run
+
+    images, _ = experiment.datasets.load(config.dataset, "test", config.data_dir)
+    state = experiment.initial_state(config, images[:1], 1)
+    saves, restores = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        run = Run(folder, keep=repeats)
+        for step in range(1, repeats + 1):
+            start = time.perf_counter()
+            run.save(state.replace(step=state.step + step), {})
+            run.manager.wait_until_finished()
+            saves.append(time.perf_counter() - start)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(run.restore(state)[0])
+            restores.append(time.perf_counter() - start)
+        run.close()
+    megabytes = sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves((state.params, state.opt_state, state.batch_stats))) / 1e6
+    return {"save_seconds": statistics.median(saves), "restore_seconds": statistics.median(restores), "megabytes": megabytes}

@@ -51,7 +51,7 @@ class ParityConfig:
     float64_reference: bool = False
 
     def __post_init__(self):
-        experiment.validate(self, dtype=PARITY_DTYPES)
+        experiment.check_config(self, dtype=PARITY_DTYPES)
         if self.optimizer != "sgd" and (self.momentum or self.dampening or self.nesterov):
             raise ValueError(f"momentum, dampening and nesterov apply to sgd; expected none of them with optimizer={self.optimizer!r}")
         if self.optimizer == "sgd" and (tuple(self.betas) != (0.9, 0.999) or self.eps != 1e-8):
