@@ -203,7 +203,22 @@ class Run:
             return state, [], []
         state, meta = self.restore(state)
         loader.load_state_dict(meta["loader"])
+        self._forget_after(int(state.step), len(meta["history"]))
         return state, meta["history"], [np.asarray(meta["losses"], np.float32)]
+
+    def _forget_after(self, step: int, epochs: int) -> None:
+        """Drops the lines of ``metrics.jsonl`` logged after the checkpoint resumed from (and a line cut short),
+        which the resumed run logs again."""
+        path = self.folder / "metrics.jsonl"
+        kept = []
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if record.get("step", -1) <= step and record["epoch"] <= epochs + ("step" in record):
+                kept.append(line + "\n")
+        path.write_text("".join(kept))
 
     def step_end(self, state: TrainState, loader: DataLoader, epoch: int, taken: int, losses: list, history: list) -> None:
         """After ``taken`` steps of ``epoch`` (a multiple of a period): logs and saves as the policy says.
