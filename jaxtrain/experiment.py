@@ -71,6 +71,7 @@ class ConfigError(ValueError):
 _CHOICES = {"dataset": DATASETS, "model": tuple(MODELS), "optimizer": tuple(optim.OPTIMIZERS), "schedule": optim.SCHEDULES}
 _POSITIVE_INTEGERS = ("epochs", "batch_size", "eval_batch_size", "step_size", "grad_accum", "steps")
 _POSITIVE_NUMBERS = ("lr", "gamma", "clip_norm")
+_NON_NEGATIVE_NUMBERS = ("momentum", "weight_decay", "dampening")
 
 
 def check_config(config: Any, **choices: Sequence[str]) -> None:
@@ -94,6 +95,10 @@ def check_config(config: Any, **choices: Sequence[str]) -> None:
         value = values.get(name)
         if value is not None and not (isinstance(value, int | float) and 0 < value < math.inf):
             raise ConfigError(name, value, "a positive finite number")
+    for name in _NON_NEGATIVE_NUMBERS:
+        value = values.get(name)
+        if value is not None and not (isinstance(value, int | float) and 0 <= value < math.inf):
+            raise ConfigError(name, value, "a finite number >= 0")
     if not 0 <= values.get("warmup_steps", 0):
         raise ConfigError("warmup_steps", values["warmup_steps"], "an integer >= 0")
     if values.get("dropout") is not None and not 0 <= values["dropout"] < 1:

@@ -327,7 +327,12 @@ def evaluate(state: TrainState, loader: DataLoader) -> dict[str, float]:
     sums = jax.device_get(sums)  # host sync: the one read of the evaluation
     totals = {key: sum(s[key] for s in sums) for key in sums[0]}
     count = int(totals["count"])
-    return {"loss": float(totals["loss_sum"]) / count, "accuracy": float(totals["correct"]) / count, "count": count}
+    loss = float(totals["loss_sum"]) / count
+    if not np.isfinite(loss):
+        raise FloatingPointError(
+            f"evaluate: the loss is {loss}; expected a finite number (labels outside 0..C-1, or a diverged model)"
+        )
+    return {"loss": loss, "accuracy": float(totals["correct"]) / count, "count": count}
 
 
 def plan_calls(

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jaxtrain import cli, experiment
@@ -107,6 +108,9 @@ def test_train_defaults_leave_the_model_and_the_primers_loop_alone(configs):
         (["--momentum", "0.9"], "momentum 0.9 (--momentum): expected 0 with optimizer='adam' (momentum is sgd's)"),
         (["--data-dir", "x"], "data dir 'x' (--data-dir): expected none with dataset='digits', which is bundled"),
         (["--schedule", "multistep"], "milestones () (--milestones): expected at least one epoch with schedule='multistep'"),
+        (["--weight-decay", "-1"], "weight decay -1.0 (--weight-decay): expected a finite number >= 0"),
+        (["--lr", "inf"], "lr inf (--lr): expected a positive finite number"),
+        (["--val-fraction", "1"], "val fraction 1.0 (--val-fraction): expected a fraction in [0, 1) of the training data"),
     ],
 )
 def test_bad_values_name_the_flag_in_one_line_with_exit_code_2(configs, capsys, flags, message):
@@ -142,3 +146,33 @@ def test_help_gives_true_defaults(command, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text and "(default: False)" not in text and "(default: True)" not in text
     assert "--data-dir DATA_DIR mnist: a folder with its IDX files (default: read through tensorflow-datasets)" in text
+
+
+def _write_idx(folder, labels, images=None):
+    """A small MNIST folder: IDX files of 28×28 images and the given labels, for both splits."""
+    import struct
+
+    labels = np.asarray(labels, np.uint8)
+    images = np.zeros((len(labels), 28, 28), np.uint8) if images is None else images
+    for prefix in ("train", "t10k"):
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">BBBBI", 0, 0, 8, 1, len(labels)) + labels.tobytes())
+        header = struct.pack(">BBBBIII", 0, 0, 8, 3, len(images), 28, 28)
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
+
+
+def test_bad_data_is_one_line_naming_the_file_and_exit_code_1(tmp_path, capsys):
+    _write_idx(tmp_path, [1, 2, 10, 255])
+    assert cli.main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train-labels-idx1-ubyte" in err and "outside 0..9" in err
+    (tmp_path / "train-labels-idx1-ubyte").unlink()
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 6)  # a gzip cut short
+    assert cli.main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train-labels-idx1-ubyte.gz" in err
+
+
+def test_an_unwritable_report_fails_before_training(tmp_path, configs, capsys):
+    assert cli.main(["train", "--report", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"jaxtrain train: error: --report {tmp_path}: a folder; expected a file name\n"
+    assert not configs and list(tmp_path.iterdir()) == []
