@@ -347,24 +347,29 @@ def _multistep(lr: float, milestones: jax.Array, gamma: float) -> optax.Schedule
 def clip_grad_norm(tx: optax.GradientTransformation, max_norm: float) -> optax.GradientTransformation:
     """``tx`` after ``torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)``.
 
-    The gradients, all leaves together, are rescaled to a global L2 norm of at most ``max_norm`` before
-    ``tx`` sees them, so clipping happens before weight decay and momentum, as in a torch script that clips
-    between ``loss.backward()`` and ``optimizer.step()``. (torch divides by ``norm + 1e-6``, optax by
-    ``norm``: a relative difference of 1e-6 / norm.)
+    The gradients, all leaves together, are multiplied by ``min(1, max_norm / (norm + 1e-6))``, torch's
+    rule, before ``tx`` sees them: clipping happens before weight decay and momentum, as in a torch script
+    that clips between ``loss.backward()`` and ``optimizer.step()``. (optax's ``clip_by_global_norm``
+    divides by ``norm`` alone, a relative difference of 1e-6 / norm.)
 
     Args:
       tx: the optimizer.
       max_norm: the largest global norm let through.
 
     Returns:
-      ``optax.chain(optax.clip_by_global_norm(max_norm), tx)``.
+      The clipping chained before ``tx``.
 
     Example:
       >>> tx = clip_grad_norm(sgd(0.1), max_norm=1.0)
     """
     _check_tx(tx)
     _check_number("max_norm", max_norm, positive=True)
-    return optax.chain(optax.clip_by_global_norm(max_norm), tx)
+
+    def clip(updates, state, params=None):
+        scale = jnp.minimum(1.0, max_norm / (optax.tree.norm(updates) + 1e-6))
+        return jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates), state
+
+    return optax.chain(optax.GradientTransformation(lambda params: optax.EmptyState(), clip), tx)
 
 
 def accumulate_gradients(tx: optax.GradientTransformation, every_k: int) -> optax.GradientTransformation:
@@ -391,4 +396,12 @@ def accumulate_gradients(tx: optax.GradientTransformation, every_k: int) -> opta
     _check_integer("every_k", every_k, 1)
     if every_k == 1:
         return tx
-    return optax.MultiSteps(tx, every_k_schedule=every_k).gradient_transformation()
+    # The running mean in the parameters' dtype: optax's default accumulator is float32, which would round
+    # a float64 run's gradients to float32.
+    steps = lambda tree: optax.MultiSteps(  # noqa: E731
+        tx, every_k_schedule=every_k, accumulator_dtype=jnp.result_type(*jax.tree.leaves(tree))
+    )
+    return optax.GradientTransformationExtraArgs(
+        lambda params: steps(params).init(params),
+        lambda updates, state, params=None, **extra: steps(updates).update(updates, state, params, **extra),
+    )

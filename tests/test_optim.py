@@ -164,6 +164,18 @@ def test_schedule_warmup_then_constant_matches_torch_linearlr():
     np.testing.assert_allclose(ours, expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "linear"}, "schedule='linear'"),
+        ({"name": "cosine"}, "total_steps=None"),
+        ({"name": "cosine", "total_steps": 10, "warmup_steps": 10}, "warmup_steps=10"),
+        ({"name": "step"}, "step_size=None"),
+        ({"name": "multistep"}, "milestones=None"),
+        ({"name": "constant", "warmup_steps": -1}, "warmup_steps=-1"),
+        ({"name": "constant", "warmup_start_factor": 0.0}, "warmup_start_factor=0.0"),
+    ],
+)
 def test_schedule_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         schedule(lr=0.1, **kwargs)
@@ -319,3 +331,51 @@ def test_schedule_names_one_bad_argument_per_message(kwargs, message):
     with pytest.raises(ValueError) as info:
         schedule(**kwargs)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("kind, kwargs", [("adam", dict(lr=1e-2, weight_decay=0.1)), ("sgd", dict(lr=0.1, momentum=0.9, weight_decay=0.1))])
+def test_clipping_comes_before_weight_decay_and_momentum_as_in_torch(kind, kwargs, torch, x64):
+    # The gradient norm is far above max_norm: clipping after the optimizer, or after the decay term, differs.
+    rng = np.random.default_rng(1)
+    start = {"w": 3 * rng.standard_normal((5, 3)), "b": 3 * rng.standard_normal(3)}
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
+    torch_opt = getattr(torch.optim, TORCH_NAMES[kind])(list(tensors.values()), **kwargs)
+    tx = clip_grad_norm(getattr(optim, kind)(**kwargs), max_norm=0.5)
+    params = jax.tree.map(jnp.asarray, start)
+    state = tx.init(params)
+    for step in range(10):
+        grads = {k: 10 * g for k, g in _grad(jax.device_get(params), step).items()}
+        for k, t in tensors.items():
+            t.grad = torch.from_numpy(grads[k].copy())
+        torch.nn.utils.clip_grad_norm_(list(tensors.values()), 0.5)  # between backward() and step()
+        torch_opt.step()
+        updates, state = tx.update(jax.tree.map(jnp.asarray, grads), state, params)
+        params = optax.apply_updates(params, updates)
+        for k, t in tensors.items():
+            np.testing.assert_allclose(params[k], t.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=f"{k} at step {step + 1}")
+
+
+def test_accumulation_with_adam_equals_torchs_skipped_zero_grad(torch, x64):
+    # float64, to 1e-12: optax's own accumulator would be float32 and miss by 1e-7 from the first update.
+    k, b, updates = 3, 8, 4
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10)).double()
+    from jaxtrain import from_torch
+
+    start = from_torch(net)
+    state = create_train_state(MLP(hidden=(16,)), accumulate_gradients(adam(1e-2, weight_decay=1e-2), k),
+                               np.zeros((1, 8, 8, 1)), variables=jax.tree.map(jnp.asarray, start))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-2)
+    criterion = torch.nn.CrossEntropyLoss()
+    images, labels = _batches(k * updates, b)
+    images = images.astype(np.float64)
+    for i in range(k * updates):
+        x, y = images[i * b : (i + 1) * b], labels[i * b : (i + 1) * b]
+        (criterion(net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), torch.from_numpy(y.astype(np.int64))) / k).backward()
+        if (i + 1) % k == 0:  # the primer's loop with zero_grad() only every k batches
+            opt.step()
+            opt.zero_grad()
+        state, _ = train_step(state, (x, y))
+    theirs = from_torch(net)["params"]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14), jax.device_get(state.params), theirs)
+    assert not np.allclose(theirs["Dense_0"]["kernel"], start["params"]["Dense_0"]["kernel"])  # it trained
