@@ -178,3 +178,18 @@ def test_a_mismatch_names_the_flax_entry_the_torch_layer_and_both_shapes():
     assert str(info.value) == (
         "torch layer '0' (Embedding): holds ['weight']; expected weights only in BatchNorm1d, BatchNorm2d, Conv2d, Linear layers"
     )
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_the_default_cnn_computes_what_its_torch_mirror_computes(train):
+    from jaxtrain import compare
+
+    torch.manual_seed(0)
+    net = _train_a_little(compare.torch_model("cnn", 28, dropout=0.0), _nchw(_images(16, seed=1)))
+    net.train(train)
+    variables = from_torch(net)
+    images = _images(16)
+    with torch.no_grad():
+        expected = net(_nchw(images)).numpy()
+    logits = CNN(dropout=0.0).apply(variables, images, train=train, mutable=["batch_stats"])[0]
+    np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-4, atol=1e-5)

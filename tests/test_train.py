@@ -91,7 +91,7 @@ def test_fit_matches_separate_train_steps():
         for start in range(0, 64, 16):
             index = order[start : start + 16]
             manual, _ = train_step(manual, (images[index], labels[index]))
-    np.testing.assert_allclose(jax.tree.leaves(state.params)[0], jax.tree.leaves(manual.params)[0], rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), state.params, manual.params)
 
 
 FEEDING_MODES = {
@@ -249,3 +249,21 @@ def test_variables_shaped_unlike_the_model_are_refused():
     with pytest.raises(ValueError) as info:
         create_train_state(MLP(hidden=(5,)), sgd(0.1), images[:1], variables=variables)
     assert str(info.value) == "variables['params']['Dense_0']['bias']: shape (4,); expected (5,) for this model and sample"
+
+
+@pytest.mark.parametrize("feed", ["per step", "fused K=3", "device-resident, K=2", "device-resident, whole epoch"])
+def test_the_same_seed_gives_bitwise_identical_runs_in_every_feeding_mode(feed):
+    images, labels = _data(150)
+
+    def run(seed):
+        loader = DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True, seed=seed)
+        model = MLP(hidden=(12,), dropout=0.3, batch_norm=True)
+        state = create_train_state(model, adam(1e-2), images[:1], seed=seed)
+        state, history = fit(state, loader, 2, log=None, **FEEDING_MODES[feed])
+        return jax.device_get((state.params, state.batch_stats, state.opt_state)), [h["train_loss"] for h in history]
+
+    (first, losses), (second, losses2) = run(4), run(4)
+    jax.tree.map(np.testing.assert_array_equal, first, second)
+    assert losses == losses2
+    (third, _), _ = run(5)
+    assert not np.array_equal(first[0]["Dense_0"]["kernel"], third[0]["Dense_0"]["kernel"])
