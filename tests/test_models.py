@@ -1,11 +1,16 @@
 """Models: train/eval mode, BatchNorm's torch semantics, dropout keys, mixed precision (jaxtrain.models)."""
 
+import re
+
+import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrain import CNN, MLP, BatchNorm, create_train_state, eval_step, sgd, train_step
+from jaxtrain import CNN, MLP, BatchNorm, adam, create_train_state, eval_step, sgd, train_step
+from jaxtrain.models import conv2d, max_pool
+from jaxtrain.train import train_steps
 
 
 def _data(n=64, size=8, seed=0):  # 8×8 keeps the CNN's compilations quick
@@ -76,3 +81,92 @@ def test_batch_norm_rejects_a_single_value_per_feature_in_training():
     variables = BatchNorm().init(jax.random.key(0), jnp.zeros((1, 3)), train=True)
     with pytest.raises(ValueError, match="1 value per feature"):
         BatchNorm().apply(variables, jnp.zeros((1, 3)), train=True, mutable=["batch_stats"])
+
+
+def _nchw(x):
+    return np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2))
+
+
+def _nhwc(t):
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("shape,window", [((4, 8, 8, 3), 2), ((3, 7, 7, 5), 2), ((2, 5, 6, 2), 2), ((2, 7, 8, 3), 3), ((2, 2, 2, 4), 2)])
+def test_max_pool_gives_the_gradient_to_the_first_maximum_as_torch_does(shape, window, torch, x64):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, shape).astype(np.float64)  # values in 0..2: most windows hold ties
+    x.flat[rng.integers(0, x.size, 3)] = np.nan  # torch gives a NaN the maximum and its gradient
+    dy = rng.normal(size=(shape[0], shape[1] // window, shape[2] // window, shape[3]))
+    y, vjp = jax.vjp(lambda x: max_pool(x, window), jnp.asarray(x))
+    tx = torch.tensor(_nchw(x), requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(tx, window)  # ceil_mode=False: odd rows and columns are dropped
+    ty.backward(torch.tensor(_nchw(dy)))
+    assert y.dtype == jnp.float64
+    np.testing.assert_array_equal(y, _nhwc(ty))
+    np.testing.assert_array_equal(vjp(jnp.asarray(dy))[0], _nhwc(tx.grad))  # exactly, ties and dropped edges included
+    np.testing.assert_array_equal(y, fnn.max_pool(jnp.asarray(x), (window, window), strides=(window, window)))
+
+
+def test_max_pool_rejects_what_it_cannot_pool():
+    with pytest.raises(ValueError, match=r"window=3; expected an integer from 1 to the image side 2"):
+        max_pool(jnp.zeros((1, 2, 5, 1)), 3)
+    with pytest.raises(ValueError, match=r"x.shape=\(2, 2\); expected \(N, H, W, C\)"):
+        max_pool(jnp.zeros((2, 2)))
+
+
+def _conv_reference(x, kernel, padding):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), [(padding, padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-5), ("float64", 1e-12)])
+@pytest.mark.parametrize("x_shape,k_shape,padding", [((4, 9, 9, 3), (3, 3, 3, 5), 1), ((2, 8, 7, 1), (3, 3, 1, 4), 0), ((3, 6, 6, 2), (5, 5, 2, 3), 2)])
+def test_conv2d_and_its_gradients_equal_xlas_convolution(x_shape, k_shape, padding, dtype, tolerance, x64):
+    rng = np.random.default_rng(0)
+    x, kernel = rng.normal(size=x_shape).astype(dtype), rng.normal(size=k_shape).astype(dtype)
+    y, vjp = jax.vjp(lambda x, k: conv2d(x, k, padding), x, kernel)
+    expected, expected_vjp = jax.vjp(lambda x, k: _conv_reference(x, k, padding), x, kernel)
+    dy = rng.normal(size=y.shape).astype(dtype)
+    for ours, theirs in zip((y, *vjp(dy)), (expected, *expected_vjp(dy))):
+        assert ours.dtype == theirs.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=tolerance * np.max(np.abs(theirs)))
+
+
+def test_conv2d_rejects_a_padding_wider_than_the_kernel():
+    with pytest.raises(ValueError, match=r"padding=3; expected an integer from 0 to 2"):
+        conv2d(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 2)), padding=3)
+
+
+def test_batch_norm_gradients_follow_torch_in_float64(torch, x64):
+    rng = np.random.default_rng(0)
+    x, dy = rng.normal(size=(6, 5, 5, 3)) * 3 + 1, rng.normal(size=(6, 5, 5, 3))
+    variables = BatchNorm().init(jax.random.key(0), jnp.zeros((1, 5, 5, 3)), train=False)
+    params = {"scale": jnp.asarray(rng.normal(size=3)), "bias": jnp.asarray(rng.normal(size=3))}
+
+    def apply(x, params):
+        return BatchNorm().apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])[0]
+
+    y, vjp = jax.vjp(apply, jnp.asarray(x), params)
+    dx, dparams = vjp(jnp.asarray(dy))
+    theirs = torch.nn.BatchNorm2d(3).double().train()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(np.asarray(params["scale"])))
+        theirs.bias.copy_(torch.tensor(np.asarray(params["bias"])))
+    tx = torch.tensor(_nchw(x), requires_grad=True)
+    ty = theirs(tx)
+    ty.backward(torch.tensor(_nchw(dy)))
+    np.testing.assert_allclose(y, _nhwc(ty), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(dx, _nhwc(tx.grad), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(dparams["scale"], theirs.weight.grad.numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(dparams["bias"], theirs.bias.grad.numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a property of XLA:CPU's lowering")
+def test_every_convolution_of_a_scanned_cnn_step_is_in_xla_cpus_fast_form():
+    # Inside a loop XLA:CPU runs a convolution in any other form as a naive loop nest, about 10 times slower.
+    images, labels = _data(16)
+    state = create_train_state(CNN(channels=(4, 8), dropout=0.5), adam(1e-2), images[:1])
+    stacked = (np.stack([images] * 2), np.stack([labels] * 2))
+    hlo = train_steps.lower(state, stacked).compile().as_text()
+    forms = re.findall(r" convolution\(.*?dim_labels=([^,\s]+)", hlo)
+    assert len(forms) >= 5  # forward, input and kernel gradients (none for the images' gradient)
+    assert set(forms) == {"b01f_01io->b01f"}
