@@ -166,8 +166,8 @@ def _nnx_variables(variables: Any) -> Any:
 
     if not isinstance(variables, nnx.Module):
         return variables
-    stats = nnx.state(variables, nnx.BatchStat).to_pure_dict()
-    return {"params": nnx.state(variables, nnx.Param).to_pure_dict(), **({"batch_stats": stats} if stats else {})}
+    stats = nnx.to_pure_dict(nnx.state(variables, nnx.BatchStat))
+    return {"params": nnx.to_pure_dict(nnx.state(variables, nnx.Param)), **({"batch_stats": stats} if stats else {})}
 
 
 def _check_module(module: Any, call: str) -> None:

@@ -182,7 +182,7 @@ class NNXBatchNorm(nnx.Module):
         features = x.shape[-1]
         stats_dtype = jnp.promote_types(x.dtype, jnp.float32)
         if self.use_running_average:
-            mean, var = self.mean.value, self.var.value
+            mean, var = self.mean[...], self.var[...]
         else:
             xs = x.astype(stats_dtype)
             axes = tuple(range(x.ndim - 1))
@@ -192,9 +192,9 @@ class NNXBatchNorm(nnx.Module):
             if n < 2:  # torch raises too: the unbiased variance of a single value is undefined
                 raise ValueError(f"BatchNorm in training mode got {n} value per feature; expected more than 1")
             m = self.momentum
-            self.mean.value = (1 - m) * self.mean.value + m * mean
-            self.var.value = (1 - m) * self.var.value + m * var * (n / (n - 1))
-        y = (x.astype(stats_dtype) - mean) * jax.lax.rsqrt(var + self.epsilon) * self.scale.value + self.bias.value
+            self.mean[...] = (1 - m) * self.mean[...] + m * mean
+            self.var[...] = (1 - m) * self.var[...] + m * var * (n / (n - 1))
+        y = (x.astype(stats_dtype) - mean) * jax.lax.rsqrt(var + self.epsilon) * self.scale[...] + self.bias[...]
         return y.astype(self.dtype or x.dtype)
 
 

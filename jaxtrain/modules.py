@@ -60,8 +60,8 @@ class NNXModel:
           module: an initialized ``nnx.Module``; it is not changed.
 
         Returns:
-          The ``NNXModel`` and the module's variables as plain nested dicts (``State.to_pure_dict()``), laid
-          out by attribute path: ``params["Dense_0"]["kernel"]``. No ``batch_stats`` key without ``nnx.BatchStat``.
+          The ``NNXModel`` and a copy of the module's variables as plain nested dicts (``nnx.to_pure_dict``),
+          laid out by attribute path: ``params["Dense_0"]["kernel"]``. No ``batch_stats`` key without ``nnx.BatchStat``.
 
         Raises:
           ValueError: the module holds variables other than parameters, batch statistics and RNG streams.
@@ -78,10 +78,11 @@ class NNXModel:
             (tuple(path), isinstance(variable, nnx.RngKey), tuple(jnp.shape(variable.get_value())))
             for path, variable in nnx.to_flat_state(rngs)
         )
-        variables = {"params": params.to_pure_dict()}
+        variables = {"params": nnx.to_pure_dict(params)}
         if len(stats):
-            variables["batch_stats"] = stats.to_pure_dict()
-        return cls(graphdef, layout, type(module).__name__), variables
+            variables["batch_stats"] = nnx.to_pure_dict(stats)
+        # Copies: the training step donates the state's buffers, and the module keeps its own.
+        return cls(graphdef, layout, type(module).__name__), jax.tree.map(jnp.copy, variables)
 
     def module(self, variables: Mapping[str, Any], key: jax.Array | None = None) -> nnx.Module:
         """A fresh NNX module of this graph holding ``variables``, its RNG streams seeded from ``key``.
@@ -123,7 +124,7 @@ class NNXModel:
         out = model(inputs)
         if not mutable:
             return out
-        return out, {"batch_stats": nnx.state(model, nnx.BatchStat).to_pure_dict()}
+        return out, {"batch_stats": nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))}
 
     def _rngs(self, key: jax.Array) -> dict[Any, Any]:
         """The RNG variables as a nested dict: stream ``i`` keyed ``fold_in(key, i)``, every counter at 0."""

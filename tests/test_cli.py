@@ -73,7 +73,7 @@ def test_importing_the_library_and_the_study_loads_neither_torch_nor_tensorflow_
 def configs(monkeypatch):
     """Captures the Config that the train command would run, without running it."""
     seen = []
-    monkeypatch.setattr(experiment, "run", lambda config, log=print: seen.append(config) or {})
+    monkeypatch.setattr(experiment, "run", lambda config, log=print, folder=None: seen.append(config) or {})
     return seen
 
 
