@@ -91,7 +91,9 @@ class NNXModel:
           >>> trained = state.model.module(state.variables)   # an nnx.Module again: trained(x)
         """
         key = jax.random.key(0) if key is None else key
-        return nnx.merge(self.graphdef, variables["params"], variables.get("batch_stats", {}), self._rngs(key), {})
+        # As JAX arrays: NNX writes a variable's new value into a numpy array in place, the caller's.
+        params, stats = jax.tree.map(jnp.asarray, (variables["params"], variables.get("batch_stats", {})))
+        return nnx.merge(self.graphdef, params, stats, self._rngs(key), {})
 
     def apply(
         self,
