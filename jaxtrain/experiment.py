@@ -221,7 +221,7 @@ def build_model(
 def model_options(config: Config) -> dict[str, Any]:
     """The model's ``dropout``, ``batch_norm`` and ``dtype`` as ``config`` resolves them: its own defaults
     where the configuration leaves them None."""
-    defaults = inspect.signature(MODELS[config.model].module).parameters
+    defaults = inspect.signature(MODELS[config.model].module.__init__).parameters
     return {
         "dropout": defaults["dropout"].default if config.dropout is None else config.dropout,
         "batch_norm": defaults["batch_norm"].default if config.batch_norm is None else config.batch_norm,

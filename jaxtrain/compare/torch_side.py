@@ -133,7 +133,7 @@ def flatten_shape(name: str, image_shape: Sequence[int]) -> tuple[int, int, int]
       >>> flatten_shape("cnn", (32, 32, 3))
       (128, 4, 4)
     """
-    parameters = inspect.signature(experiment.MODELS[name].module).parameters
+    parameters = inspect.signature(experiment.MODELS[name].module.__init__).parameters
     if "channels" not in parameters:
         return None
     blocks = tuple(parameters["channels"].default)
