@@ -402,7 +402,7 @@ def unknown_name(name: str) -> str | None:
         return NAMES_EXPECTED
     kind, _, path = name.partition(":")
     if kind in ("folder", "npz"):
-        return None if path else f"{kind}:{'PATH, an image folder' if kind == 'folder' else 'FILE, an .npz file'} after {kind}:"
+        return None if path else f"{kind}:{'PATH' if kind == 'folder' else 'FILE'}, a path after {kind}:"
     if name in BUILT_IN:
         return None
     import tensorflow_datasets as tfds  # heavy: imported only for a name that needs it

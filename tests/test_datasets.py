@@ -289,7 +289,7 @@ def test_a_name_tensorflow_datasets_does_not_know_says_what_to_do():
     assert "\n" not in expected
     assert "'fashion_mnistt' is not a tensorflow-datasets name" in expected
     assert "folder:PATH (an image folder) or npz:FILE" in expected and "tfds.list_builders()" in expected
-    assert unknown_name("folder:") == "folder:PATH, an image folder after folder:"
+    assert unknown_name("folder:") == "folder:PATH, a path after folder:"
 
 
 def _write_images(folder, classes, n=4, size=(10, 12), mode="L", seed=0):
