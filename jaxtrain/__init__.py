@@ -11,11 +11,12 @@ from jaxtrain.data import (
     default_collate,
     prefetch_to_device,
     random_split,
+    select,
 )
-from jaxtrain.datasets import DatasetUnavailableError, load_digits, load_mnist, read_idx, read_images
+from jaxtrain.datasets import DatasetUnavailableError, load, load_digits, load_folder, load_mnist, load_npz, read_idx, read_images
 from jaxtrain.interop import from_torch, to_torch
 from jaxtrain.losses import cross_entropy
-from jaxtrain.models import CNN, MLP, BatchNorm
+from jaxtrain.models import CNN, MLP, NNXCNN, NNXMLP, BatchNorm, NNXBatchNorm
 from jaxtrain.optim import accumulate_gradients, adam, adamw, clip_grad_norm, schedule, sgd
 from jaxtrain.train import TrainState, create_train_state, eval_step, evaluate, fit, predict, train_step
 from jaxtrain.runs import Run
@@ -32,6 +33,9 @@ __all__ = [
     "Dataset",
     "DatasetUnavailableError",
     "MLP",
+    "NNXBatchNorm",
+    "NNXCNN",
+    "NNXMLP",
     "Run",
     "Subset",
     "TrainState",
@@ -47,8 +51,11 @@ __all__ = [
     "evaluate",
     "fit",
     "from_torch",
+    "load",
     "load_digits",
+    "load_folder",
     "load_mnist",
+    "load_npz",
     "load_run",
     "predict",
     "prefetch_to_device",
@@ -56,6 +63,7 @@ __all__ = [
     "read_idx",
     "read_images",
     "schedule",
+    "select",
     "sgd",
     "to_torch",
     "train_step",

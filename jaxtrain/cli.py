@@ -1,6 +1,7 @@
 """``python -m jaxtrain``: flags onto the library, nothing else.
 
   python -m jaxtrain train --dataset digits --epochs 10 --run-dir runs/mlp
+  python -m jaxtrain train --dataset folder:data/pets --model nnx-cnn --epochs 5
   python -m jaxtrain evaluate --run-dir runs/mlp --checkpoint best
   python -m jaxtrain predict --run-dir runs/mlp digit.png
   python -m jaxtrain export --run-dir runs/mlp --torch model.pt
@@ -44,9 +45,13 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _add_data(p: argparse.ArgumentParser, defaults) -> None:
-    p.add_argument("--dataset", choices=experiment.DATASETS, default=defaults.dataset, help="the training data")
+    p.add_argument("--dataset", default=defaults.dataset, metavar="NAME",
+                   help="the training data: mnist, digits, a tensorflow-datasets image-classification name "
+                   "(fashion_mnist, cifar10, ...), folder:PATH (PATH/train/<class>/*.png and PATH/test/<class>/*.png, "
+                   "or PATH/<class>/*.png) or npz:FILE (x_train, y_train, x_test, y_test)")
     p.add_argument("--data-dir", default=None,
-                   help="mnist: a folder with its IDX files (default: read through tensorflow-datasets)")
+                   help="mnist: a folder with its IDX files (default: read through tensorflow-datasets); "
+                   "another tensorflow-datasets name: its data folder")
 
 
 def _add_train(commands) -> None:
@@ -139,8 +144,8 @@ def _add_use(commands) -> None:
     p = commands.add_parser("evaluate", help="the saved model's test loss and accuracy", formatter_class=_Help)
     p.add_argument("--run-dir", type=Path, required=True, metavar="DIR", help="a run folder (train --run-dir)")
     p.add_argument("--checkpoint", **checkpoint)
-    p.add_argument("--dataset", choices=experiment.DATASETS, default=None, help="evaluate on this dataset (default: the run's)")
-    p.add_argument("--data-dir", default=None, help="its IDX folder (default: the run's)")
+    p.add_argument("--dataset", default=None, metavar="NAME", help="evaluate on this dataset (default: the run's), as train --dataset")
+    p.add_argument("--data-dir", default=None, help="its IDX or tensorflow-datasets folder (default: the run's)")
     p.add_argument("--report", type=Path, default=None, help="write the result as JSON here")
     p.set_defaults(handler=_evaluate)
 
@@ -186,14 +191,17 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> None:
     state, _ = experiment.load_run(args.run_dir, args.checkpoint)
-    shape = json.loads((args.run_dir / "config.json").read_text())["input_shape"]
+    settings = json.loads((args.run_dir / "config.json").read_text())
+    shape, names = settings["input_shape"], settings.get("class_names")
     probabilities = np.asarray(predict(state, read_images(args.files, tuple(shape))))
     files = [str(f) for f in args.files for _ in range(1 if f.suffix.lower() != ".npy" else len(np.load(f).reshape(-1, *shape)))]
     rows = [{"file": f, "class": int(p.argmax()), "probability": float(p.max())} for f, p in zip(files, probabilities)]
+    if names:  # the class folders' (or the dataset's) names, by label
+        rows = [{**row, "name": names[row["class"]]} for row in rows]
     if args.json:
         print(runs.to_json(rows, indent=2))
     for row in rows if not args.json else []:
-        print(f"{row['file']}: {row['class']} ({row['probability']:.3f})")
+        print(f"{row['file']}: {row.get('name', row['class'])} ({row['probability']:.3f})")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -201,8 +209,12 @@ def _export(args: argparse.Namespace) -> None:
 
     _check_writable(args.torch, "--torch")
     state, config = experiment.load_run(args.run_dir, args.checkpoint)
-    size = json.loads((args.run_dir / "config.json").read_text())["input_shape"][0]
-    module = interop.to_torch(jax.device_get(state.variables), compare.torch_model(config.model, size, dropout=state.model.dropout))
+    settings = json.loads((args.run_dir / "config.json").read_text())
+    (height, width, channels), num_classes = settings["input_shape"], settings.get("num_classes", 10)
+    dropout = experiment.model_options(config)["dropout"]
+    net = compare.torch_model(config.model, (height, width), dropout=dropout, channels=channels, num_classes=num_classes)
+    flatten = compare.flatten_shape(config.model, (height, width, channels))
+    module = interop.to_torch(jax.device_get(state.variables), net, flatten)
     torch.save(module.state_dict(), args.torch)
     print(f"{args.torch}: the {config.model} of {args.run_dir} at step {int(state.step)}, as a torch state_dict")
 

@@ -49,31 +49,51 @@ def _require(name: str, value: Any, ok: bool, expected: str) -> None:
         raise ValueError(f"{name}={value!r}; expected {expected}")
 
 
+# The arrays of an array-backed dataset: a tuple of them (tuple items) or a dict (dict items).
+Arrays = tuple[np.ndarray, ...] | dict[str, np.ndarray]
+
+
 class ArrayDataset:
     """Equal-length arrays indexed together, like ``torch.utils.data.TensorDataset``.
 
+    Positional arrays give tuple items, ``(image, label)``; named arrays give dict items,
+    ``{"image": ..., "label": ...}``, as tensorflow-datasets, grain and Hugging Face datasets yield them.
+
     Args:
       *arrays: arrays sharing their first dimension, e.g. ``images: (N, 28, 28, 1)`` and ``labels: (N,)``.
+      **named: the same, by name (not with positional arrays).
 
     Example:
       >>> ds = ArrayDataset(np.zeros((3, 2)), np.arange(3))
       >>> len(ds), ds[1][1]
       (3, 1)
+      >>> ArrayDataset(image=np.zeros((3, 2)), label=np.arange(3))[1]["label"]
+      1
     """
 
-    def __init__(self, *arrays: np.ndarray):
-        if not arrays:
+    def __init__(self, *arrays: np.ndarray, **named: np.ndarray):
+        if not arrays and not named:
             raise ValueError("ArrayDataset needs at least one array")
-        self.arrays = tuple(np.asarray(a) for a in arrays)
-        lengths = [len(a) for a in self.arrays]
+        if arrays and named:
+            raise ValueError(f"ArrayDataset got {len(arrays)} positional and {len(named)} named arrays; expected one kind")
+        self.arrays: tuple[np.ndarray, ...] | dict[str, np.ndarray]
+        self.arrays = {k: np.asarray(a) for k, a in named.items()} if named else tuple(np.asarray(a) for a in arrays)
+        lengths = [len(a) for a in _columns(self.arrays)]
         if len(set(lengths)) != 1:
             raise ValueError(f"ArrayDataset arrays have lengths {lengths}; expected one common length")
 
     def __getitem__(self, index):
+        if isinstance(self.arrays, dict):
+            return {k: a[index] for k, a in self.arrays.items()}
         return tuple(a[index] for a in self.arrays)
 
     def __len__(self) -> int:
-        return len(self.arrays[0])
+        return len(_columns(self.arrays)[0])
+
+
+def _columns(arrays: Any) -> list[np.ndarray]:
+    """The arrays of a tuple or dict of them, in order."""
+    return list(arrays.values()) if isinstance(arrays, dict) else list(arrays)
 
 
 class Subset:
@@ -89,7 +109,7 @@ class Subset:
 
     def __init__(self, dataset: Dataset, indices: Sequence[int]):
         self.dataset, self.indices = dataset, indices
-        self._arrays: tuple[np.ndarray, ...] | None = None
+        self._arrays: Arrays | None = None
 
     def __getitem__(self, index):
         return self.dataset[self.indices[index]]
@@ -98,10 +118,10 @@ class Subset:
         return len(self.indices)
 
     @property
-    def arrays(self) -> tuple[np.ndarray, ...] | None:
+    def arrays(self) -> Arrays | None:
         """The subset's examples gathered from the dataset's arrays, or None if it has none."""
         if self._arrays is None and (base := _arrays_of(self.dataset)) is not None:
-            self._arrays = tuple(np.take(a, np.asarray(self.indices, np.int64), axis=0) for a in base)
+            self._arrays = _take(base, np.asarray(self.indices, np.int64))
         return self._arrays
 
 
@@ -118,7 +138,7 @@ class ConcatDataset:
         self.datasets = list(datasets)
         _require("datasets", datasets, len(self.datasets) > 0, "at least one dataset")
         self.cumulative_sizes = np.cumsum([len(d) for d in self.datasets]).tolist()
-        self._arrays: tuple[np.ndarray, ...] | None = None
+        self._arrays: Arrays | None = None
 
     def __getitem__(self, index):
         if not -len(self) <= index < len(self):
@@ -131,18 +151,77 @@ class ConcatDataset:
         return self.cumulative_sizes[-1]
 
     @property
-    def arrays(self) -> tuple[np.ndarray, ...] | None:
-        """The parts' arrays concatenated, or None unless every part has arrays of the same shapes."""
+    def arrays(self) -> Arrays | None:
+        """The parts' arrays concatenated, or None unless every part has arrays of the same structure and shapes."""
         if self._arrays is None:
             parts = [_arrays_of(d) for d in self.datasets]
-            if None not in parts and len({tuple(a.shape[1:] for a in p) for p in parts}) == 1:
-                self._arrays = tuple(np.concatenate(column) for column in zip(*parts))
+            shapes = lambda p: (jax.tree.structure(p), tuple(a.shape[1:] for a in jax.tree.leaves(p)))  # noqa: E731
+            if None not in parts and len({shapes(p) for p in parts}) == 1:
+                self._arrays = jax.tree.map(lambda *column: np.concatenate(column), *parts)
         return self._arrays
 
 
-def _arrays_of(dataset: Any) -> tuple[np.ndarray, ...] | None:
+def _arrays_of(dataset: Any) -> Arrays | None:
     """The arrays behind an array-backed dataset, indexed as the dataset is; None for any other."""
     return dataset.arrays if isinstance(dataset, ArrayDataset | Subset | ConcatDataset) else None
+
+
+def _take(arrays: Arrays, index: np.ndarray) -> Arrays:
+    """The rows ``index`` of each array, in the same structure."""
+    return jax.tree.map(lambda a: np.take(a, index, axis=0), arrays)
+
+
+# The names that ``select`` looks for in a dict batch, in order: those of tfds, grain, Hugging Face and torch code.
+INPUT_NAMES = ("image", "images", "inputs", "x", "features")
+LABEL_NAMES = ("label", "labels", "target", "targets", "y")
+
+
+def select(batch: Any, inputs: str | int | None = None, labels: str | int | None = None) -> tuple[Any, Any]:
+    """The ``(inputs, labels)`` of a batch (or an item) that is a tuple or a dict.
+
+    Args:
+      batch: a tuple (or list, namedtuple) or a mapping, e.g. ``{"image": (B, 28, 28, 1), "label": (B,)}``.
+      inputs: which entry holds the inputs: a key of a dict, a position (or a field name) of a tuple. None:
+        position 0 of a tuple; of a dict, the first key present of ``INPUT_NAMES`` ("image", "images",
+        "inputs", "x", "features").
+      labels: the same for the labels: None is position 1, or the first of ``LABEL_NAMES`` ("label",
+        "labels", "target", "targets", "y").
+
+    Returns:
+      ``(inputs, labels)``.
+
+    Raises:
+      ValueError: one line naming the entries the batch has, e.g. ``inputs='img'; expected a key of the
+        batch: 'image', 'label'``.
+
+    Example:
+      >>> select({"pixels": x, "label": y}, inputs="pixels")   # (x, y)
+    """
+    return _entry(batch, inputs, INPUT_NAMES, 0, "inputs"), _entry(batch, labels, LABEL_NAMES, 1, "labels")
+
+
+def _entry(batch: Any, key: str | int | None, names: tuple[str, ...], position: int, role: str) -> Any:
+    """One entry of ``select``; ``role`` ("inputs" or "labels") names the argument in errors."""
+    if isinstance(batch, Mapping):
+        present = ", ".join(repr(k) for k in batch) or "none"
+        if key is None:
+            key = next((name for name in names if name in batch), None)
+            if key is None:
+                raise ValueError(
+                    f"{role}=None and the batch has none of the keys {', '.join(names)}; "
+                    f"expected {role}= one of its keys: {present}"
+                )
+        if key not in batch:
+            raise ValueError(f"{role}={key!r}; expected a key of the batch: {present}")
+        return batch[key]
+    if isinstance(batch, Sequence) and not isinstance(batch, str | bytes | np.ndarray):
+        fields = getattr(batch, "_fields", ())  # a namedtuple's
+        index = position if key is None else fields.index(key) if key in fields else key
+        if not _is_int(index) or not -len(batch) <= index < len(batch):
+            named = f" or a field: {', '.join(fields)}" if fields else ""
+            raise ValueError(f"{role}={key!r}; expected a position of the batch's {len(batch)} entries (0..{len(batch) - 1}){named}")
+        return batch[index]
+    raise ValueError(f"batch ({type(batch).__name__}): neither a tuple nor a dict; expected (inputs, labels) or a dict of them")
 
 
 def random_split(dataset: Dataset, lengths: Sequence[int | float], seed: int = 0) -> list[Subset]:
@@ -443,12 +522,13 @@ class DataLoader:
         """The batch of the examples at ``index``: one fancy index per array, or item by item and collated."""
         arrays = self.arrays()
         if arrays is not None:
-            return tuple(np.take(a, index, axis=0) for a in arrays)
+            return _take(arrays, index)
         return (self.collate_fn or default_collate)([self.dataset[int(i)] for i in index])
 
-    def arrays(self) -> tuple[np.ndarray, ...] | None:
-        """The dataset's arrays when batches are gathered from them directly (an array-backed dataset and
-        no ``collate_fn``), else None: ``gather(index)`` is then ``tuple(a[index] for a in arrays())``."""
+    def arrays(self) -> Arrays | None:
+        """The dataset's arrays (a tuple, or a dict for named arrays) when batches are gathered from them
+        directly (an array-backed dataset and no ``collate_fn``), else None: ``gather(index)`` is then each
+        array's rows ``index``, in the same structure."""
         return _arrays_of(self.dataset) if self.collate_fn is None else None
 
 

@@ -1,7 +1,15 @@
-"""Datasets as numpy arrays: MNIST (IDX files or tensorflow-datasets) and scikit-learn's bundled digits.
+"""Datasets as numpy arrays: MNIST (IDX files or tensorflow-datasets), scikit-learn's bundled digits, and a
+user's own: any image-classification dataset of tensorflow-datasets, a folder of images in torchvision's
+``ImageFolder`` layout, or an ``.npz`` file. ``load(name, split)`` reads any of them by name:
 
-Every loader returns ``(images, labels)``: ``images: (N, H, W, 1) float32`` in [0, 1] and
-``labels: (N,) int32``. Wrap them in ``jaxtrain.ArrayDataset`` to batch them.
+  mnist, digits          the two built in
+  fashion_mnist, cifar10 any tensorflow-datasets image-classification name, read with ``tfds.data_source``
+  folder:PATH            PATH/train/<class>/*.png and PATH/test/<class>/*.png, or PATH/<class>/*.png
+  npz:FILE               a NumPy archive holding x_train, y_train, x_test, y_test
+
+Every loader returns ``(images, labels)``: ``images: (N, H, W, C) float32`` in [0, 1] and
+``labels: (N,) int32``; ``info(name)`` gives the number of classes and their names. Wrap them in
+``jaxtrain.ArrayDataset`` to batch them.
 
 Every loader checks what it read before returning it (``validate``): a wrong label, an image out of range
 or a damaged file stops the program with a one-line ``ValueError`` naming the file, instead of a run that
@@ -10,6 +18,7 @@ trains to a NaN loss or a traceback from deep inside JAX.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 import numbers
@@ -19,6 +28,17 @@ from pathlib import Path
 import numpy as np
 
 SPLITS = ("train", "test")
+BUILT_IN = ("mnist", "digits")
+# What --dataset takes, for messages.
+NAMES_EXPECTED = (
+    "mnist, digits, a tensorflow-datasets image-classification name (e.g. fashion_mnist, cifar10), "
+    "folder:PATH (an image folder) or npz:FILE"
+)
+# torchvision's ImageFolder extensions (IMG_EXTENSIONS), those that Pillow reads.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# A folder without train/ and test/ holds this fraction of its images out for testing, drawn by this seed.
+FOLDER_TEST_FRACTION, FOLDER_SEED = 0.2, 0
+_GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 # The element type byte of an IDX header (http://yann.lecun.com/exdb/mnist/).
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -248,31 +268,71 @@ def load_mnist(split: str = "train", data_dir: str | Path | None = None) -> tupl
     return _load_tfds("mnist", split)
 
 
-def _load_tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a whole tensorflow-datasets image split through ``tfds.data_source``."""
-    import tensorflow_datasets as tfds  # heavy: imported only on this path
-
+def _load_tfds(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Reads a whole tensorflow-datasets image-classification split through ``tfds.data_source``."""
+    builder, image_key, label_key = _tfds_builder(name, data_dir)
+    shape = tuple(builder.info.features[image_key].shape)
+    num_classes = builder.info.features[label_key].num_classes
+    source = f"tensorflow-datasets {name}/{split}"
+    held = "a folder with MNIST's IDX files" if name == "mnist" else "a tensorflow-datasets folder that holds it prepared"
     try:
-        source = tfds.data_source(name, split=split, download=True)
-        examples = [source[i] for i in range(len(source))]
+        import tensorflow_datasets as tfds
+
+        data = tfds.data_source(name, split=split, data_dir=data_dir, download=True)
+        examples = [data[i] for i in range(len(data))]
     except Exception as error:
         raise DatasetUnavailableError(
             f"could not load {name!r} split {split!r} through tensorflow-datasets "
-            f"(tfds.data_source, download=True): {type(error).__name__}: {error}. "
-            f"Run once with network access, or pass data_dir= a folder with the IDX files "
-            f"(CLI: --data-dir DIR)."
+            f"(tfds.data_source, download=True): {type(error).__name__}: {_first_line(error)}. "
+            f"Run once with network access (it is downloaded and prepared into tensorflow-datasets' folder), "
+            f"pass --data-dir (data_dir=) {held}, or use your own data: folder:PATH or npz:FILE"
         ) from error
     if not examples:
-        raise ValueError(f"images (tensorflow-datasets {name}/{split}): no examples; expected at least one")
-    images = np.stack([example["image"] for example in examples])
-    labels = np.array([example["label"] for example in examples])
-    source = f"tensorflow-datasets {name}/{split}"
-    if images.shape[1:] not in ((28, 28), (28, 28, 1)):
-        raise ValueError(f"images ({source}): shape {images.shape}; expected (N, 28, 28, 1), MNIST's images")
-    _check_labels(labels, 10, source)
-    images = _as_images(images, 255)
-    _check_images(images, source)
+        raise ValueError(f"images ({source}): no examples; expected at least one")
+    images = np.stack([np.asarray(example[image_key]) for example in examples])
+    labels = np.array([example[label_key] for example in examples])
+    if images.shape[1:] != shape:  # a grayscale image may come without its channel axis
+        images = images.reshape(len(images), *shape)
+    _check_labels(labels, num_classes, source)
+    images = np.asarray(images, np.float32) / np.float32(255)
+    validate(images, labels, num_classes, source, image_shape=shape)
     return images, labels.astype(np.int32)
+
+
+def _tfds_builder(name: str, data_dir: str | Path | None = None):
+    """The tensorflow-datasets builder of ``name``, and the keys of its image and label features.
+
+    Raises:
+      ValueError: ``name`` is not a tensorflow-datasets name, or not an image classification of one size.
+    """
+    problem = unknown_name(name)
+    if problem:
+        raise ValueError(f"dataset={name!r}; expected {problem}")
+    import tensorflow_datasets as tfds  # heavy: imported only on this path
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    features = builder.info.features
+    images = [key for key, f in features.items() if isinstance(f, tfds.features.Image)]
+    labels = [key for key, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+    pick = lambda keys, name: name if name in keys else keys[0] if len(keys) == 1 else None  # noqa: E731
+    image_key, label_key = pick(images, "image"), pick(labels, "label")
+    if image_key is None or label_key is None:
+        kinds = ", ".join(f"{key} ({type(f).__name__})" for key, f in features.items())
+        raise ValueError(
+            f"dataset={name!r}: its features are {kinds}; expected an image classification: "
+            f"one Image feature and one ClassLabel (or ones named image and label)"
+        )
+    shape = features[image_key].shape
+    if None in shape:
+        raise ValueError(
+            f"images (tensorflow-datasets {name}): shape {shape} varies from image to image; expected one size "
+            f"(resize them, then use folder:PATH or npz:FILE)"
+        )
+    return builder, image_key, label_key
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:300]
 
 
 def load_digits(split: str = "train", seed: int = 0, test_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
@@ -315,13 +375,250 @@ def load_digits(split: str = "train", seed: int = 0, test_fraction: float = 0.25
     return images, labels.astype(np.int32)
 
 
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset says of its classes.
+
+    Attributes:
+      num_classes: the number of classes C; labels are in 0..C - 1.
+      class_names: the name of each class, by label; None where the labels are their own names (digits).
+    """
+
+    num_classes: int
+    class_names: tuple[str, ...] | None = None
+
+
+def unknown_name(name: str) -> str | None:
+    """What ``load`` expects instead of ``name`` if ``name`` names no dataset it can read; None if it does.
+
+    Looks at the name only (and tensorflow-datasets' list of its datasets, without the network); the files
+    of ``folder:`` and ``npz:`` are read by ``load``.
+
+    Example:
+      >>> unknown_name("cifar10") is None, unknown_name("folder:") is None
+      (True, False)
+    """
+    if not isinstance(name, str) or not name:
+        return NAMES_EXPECTED
+    kind, _, path = name.partition(":")
+    if kind in ("folder", "npz"):
+        return None if path else f"{kind}:{'PATH' if kind == 'folder' else 'FILE'}, a path after {kind}:"
+    if name in BUILT_IN:
+        return None
+    import tensorflow_datasets as tfds  # heavy: imported only for a name that needs it
+
+    try:
+        tfds.builder_cls(name.split(":")[0].split("/")[0])
+    except Exception:  # tfds' DatasetNotFoundError, or a malformed name
+        return (
+            f"{NAMES_EXPECTED}; {name!r} is not a tensorflow-datasets name "
+            f"(python -c 'import tensorflow_datasets as tfds; print(tfds.list_builders())' lists them)"
+        )
+    return None
+
+
+def info(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
+    """The number of classes of dataset ``name``, and their names where it has them.
+
+    From tensorflow-datasets' metadata (``builder.info.features``), an image folder's class folders, an npz
+    file's ``class_names`` array or its largest label; 10 for mnist and digits.
+
+    Example:
+      >>> info("folder:data/pets")
+      DatasetInfo(num_classes=2, class_names=('cat', 'dog'))
+    """
+    kind, _, path = name.partition(":")
+    if name in BUILT_IN:
+        return DatasetInfo(10)
+    if kind == "folder":
+        return DatasetInfo(len(classes := _folder(path)[0]), classes)
+    if kind == "npz":
+        return _npz_info(path)
+    builder, _, label_key = _tfds_builder(name, data_dir)
+    label = builder.info.features[label_key]
+    return DatasetInfo(label.num_classes, tuple(label.names))
+
+
 def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Loads a dataset by name: "mnist" or "digits"."""
+    """Loads a split of a dataset by name: the one entry point of the command line.
+
+    Args:
+      name: "mnist", "digits", a tensorflow-datasets image-classification name ("fashion_mnist",
+        "cifar10", …), "folder:PATH" (``load_folder``) or "npz:FILE" (``load_npz``).
+      split: "train" or "test".
+      data_dir: mnist: a folder of IDX files; another tensorflow-datasets name: its data folder; None
+        otherwise.
+
+    Returns:
+      ``images: (N, H, W, C) float32`` in [0, 1] and ``labels: (N,) int32``, checked by ``validate``.
+
+    Example:
+      >>> images, labels = load("folder:data/pets", "train")
+    """
+    _check_split(split)
+    kind, _, path = name.partition(":") if isinstance(name, str) else ("", "", "")
     if name == "mnist":
         return load_mnist(split, data_dir)
     if name == "digits":
         return load_digits(split)
-    raise ValueError(f"dataset={name!r}; expected 'mnist' or 'digits'")
+    if kind == "folder" and path:
+        return load_folder(path, split)
+    if kind == "npz" and path:
+        return load_npz(path, split)
+    return _load_tfds(name, split, data_dir)
+
+
+def load_folder(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Loads a split of an image folder laid out as torchvision's ``ImageFolder`` expects.
+
+    ``PATH/train/<class>/*.png`` and ``PATH/test/<class>/*.png``; or ``PATH/<class>/*.png`` alone, of which a
+    seeded ``FOLDER_TEST_FRACTION`` is held out as the test split. Classes are the folders' names, sorted
+    (label 0 is the first), as torchvision numbers them. Images are decoded with Pillow: grayscale if every
+    image of the folder is, else RGB; all must share the first image's size.
+
+    Args:
+      path: the folder.
+      split: "train" or "test".
+
+    Returns:
+      ``images: (N, H, W, 1 or 3) float32`` in [0, 1] and ``labels: (N,) int32``.
+
+    Raises:
+      FileNotFoundError: no such folder, or a class folder without images.
+      ValueError: images of different sizes, or an image Pillow cannot read; one line naming the file.
+
+    Example:
+      >>> images, labels = load_folder("data/pets", "test")
+    """
+    _check_split(split)
+    classes, files = _folder(path)
+    from PIL import Image, UnidentifiedImageError
+
+    every = [f for part in files.values() for f, _ in part]
+    modes, sizes = [], []
+    for file in every:  # headers only: Image.open decodes nothing until asked
+        try:
+            with Image.open(file) as image:
+                modes.append(image.mode)
+                sizes.append(image.size)
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"image ({file}): not an image that Pillow can read ({error}); expected {', '.join(IMAGE_EXTENSIONS)}") from None
+    for file, size in zip(every, sizes):
+        if size != sizes[0]:
+            raise ValueError(
+                f"image ({file}): {size[0]}×{size[1]} pixels (width×height); expected {sizes[0][0]}×{sizes[0][1]}, the size of "
+                f"the first image ({every[0]}): resize the images to one size"
+            )
+    mode = "L" if all(m in _GRAYSCALE_MODES for m in modes) else "RGB"
+    images = []
+    for file, _ in files[split]:
+        with Image.open(file) as image:
+            images.append(np.asarray(image.convert(mode), np.uint8))
+    images = np.stack(images).reshape(len(images), sizes[0][1], sizes[0][0], 1 if mode == "L" else 3)
+    images = images.astype(np.float32) / np.float32(255)
+    labels = np.array([label for _, label in files[split]], np.int32)
+    validate(images, labels, len(classes), f"folder {path}, {split}")
+    return images, labels
+
+
+def _folder(path: str | Path) -> tuple[tuple[str, ...], dict[str, list[tuple[Path, int]]]]:
+    """An image folder's class names and each split's ``(file, label)``, in a fixed order."""
+    root = Path(path)
+    layout = "expected PATH/<class>/*.png, or PATH/train/<class>/*.png and PATH/test/<class>/*.png"
+    if not root.is_dir():
+        raise FileNotFoundError(f"folder:{path}: not a folder; {layout}")
+    split_folders = (root / "train").is_dir() and (root / "test").is_dir()
+    top = root / "train" if split_folders else root
+    classes = tuple(sorted(d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    if not classes:
+        raise FileNotFoundError(f"folder:{path}: no class folders in {top}; {layout}")
+
+    def images_of(folder: Path) -> list[tuple[Path, int]]:
+        found = []
+        for name in classes:
+            files = sorted(f for f in (folder / name).glob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) if (folder / name).is_dir() else []
+            if not files and folder == top:
+                raise FileNotFoundError(f"folder:{path}: class folder {folder / name} has no images; expected {', '.join(IMAGE_EXTENSIONS)} files")
+            found += [(f, classes.index(name)) for f in files]
+        return found
+
+    if split_folders:
+        extra = sorted(d.name for d in (root / "test").iterdir() if d.is_dir() and d.name not in classes and not d.name.startswith("."))
+        if extra:
+            raise ValueError(f"folder:{path}: test/{extra[0]} is not a class of train/ ({', '.join(classes)}); expected the same classes")
+        return classes, {"train": images_of(root / "train"), "test": images_of(root / "test")}
+    every = images_of(root)
+    order = np.random.default_rng(FOLDER_SEED).permutation(len(every))
+    n_test = min(max(1, round(len(every) * FOLDER_TEST_FRACTION)), len(every) - 1)
+    if n_test < 1:
+        raise ValueError(f"folder:{path}: {len(every)} image; expected at least 2, to hold some out for testing")
+    return classes, {"train": [every[i] for i in sorted(order[n_test:])], "test": [every[i] for i in sorted(order[:n_test])]}
+
+
+_NPZ_KEYS = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
+
+
+def load_npz(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Loads a split of a NumPy archive holding ``x_train``, ``y_train``, ``x_test`` and ``y_test``
+    (``np.savez("data.npz", x_train=..., ...)``, the layout of ``keras.datasets``' files).
+
+    Images are ``(N, H, W)`` or ``(N, H, W, C)``, uint8 pixels in 0..255 or floats in [0, 1]; labels are
+    integer class indices. An optional ``class_names`` array names the classes.
+
+    Args:
+      path: the ``.npz`` file.
+      split: "train" or "test".
+
+    Returns:
+      ``images: (N, H, W, C) float32`` in [0, 1] and ``labels: (N,) int32``.
+
+    Example:
+      >>> images, labels = load_npz("data.npz", "train")
+    """
+    _check_split(split)
+    x_key, y_key = _NPZ_KEYS[split]
+    arrays = _npz(path)
+    images, labels = arrays[x_key], arrays[y_key]
+    if images.ndim == 3:
+        images = images[..., None]  # (N, H, W): one channel
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / np.float32(255)
+    elif np.issubdtype(images.dtype, np.floating):
+        images = images.astype(np.float32)
+    validate(images, labels, _npz_info(path).num_classes, f"{path}, {x_key} and {y_key}")
+    if images.ndim != 4:
+        raise ValueError(f"images ({path}, {x_key}): shape {images.shape}; expected (N, H, W) or (N, H, W, C)")
+    return images, labels.astype(np.int32)
+
+
+def _npz(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an npz file, refusing one without the four that ``load_npz`` reads."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"npz:{path}: no such file; expected an .npz file holding x_train, y_train, x_test, y_test")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as error:
+        raise ValueError(f"npz file ({path}): not readable by np.load ({_first_line(error)}); expected an .npz file") from None
+    missing = [key for keys in _NPZ_KEYS.values() for key in keys if key not in arrays]
+    if missing:
+        raise ValueError(
+            f"npz file ({path}): no {', '.join(missing)} (it has {', '.join(arrays) or 'no arrays'}); "
+            f"expected x_train, y_train, x_test, y_test"
+        )
+    return arrays
+
+
+def _npz_info(path: str | Path) -> DatasetInfo:
+    """An npz file's classes: its ``class_names``, else as many as its largest label + 1."""
+    arrays = _npz(path)
+    if "class_names" in arrays:
+        names = tuple(str(n) for n in arrays["class_names"])
+        return DatasetInfo(len(names), names)
+    labels = [arrays[key] for key in ("y_train", "y_test")]
+    if not all(np.issubdtype(y.dtype, np.integer) and y.size for y in labels):
+        return DatasetInfo(1)  # validate names what is wrong with the labels
+    return DatasetInfo(int(max(y.max() for y in labels)) + 1)
 
 
 def read_images(paths: list[str | Path], shape: tuple[int, int, int]) -> np.ndarray:

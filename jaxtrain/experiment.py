@@ -7,6 +7,7 @@ directly.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import statistics
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from jaxtrain import datasets, models, optim
 from jaxtrain.data import ArrayDataset, DataLoader, fits_on_device, random_split
@@ -30,13 +32,13 @@ class ModelSpec:
     """A network that the CLI, parity and the benchmark know by name.
 
     Attributes:
-      module: the Flax module.
+      module: the Flax module: a Linen one, or an NNX one (built with the input's shape and ``nnx.Rngs``).
       torch: the class of ``jaxtrain.compare.torch_side`` that mirrors it layer for layer.
       schedule: the learning-rate schedule that ``Config(schedule="auto")`` gives it.
       steps_per_call: the steps per compiled call that ``Config(steps_per_call="auto")`` gives it.
     """
 
-    module: type[models.MLP] | type[models.CNN]
+    module: type[models.MLP] | type[models.CNN] | type[models.NNXMLP] | type[models.NNXCNN]
     torch: str
     schedule: str
     steps_per_call: int | str
@@ -46,11 +48,15 @@ class ModelSpec:
 # and its step is so cheap that per-call overhead dominates: a whole epoch per call over device-resident
 # data is fastest. The CNN anneals its rate (with a constant 1e-3 its test accuracy swung between 98.4% and
 # 98.8% from epoch to epoch), and XLA:CPU runs its step slower inside lax.scan, so it takes one step a call.
+# The NNX twins compute the same, from parameters laid out the same.
 MODELS = {
     "mlp": ModelSpec(models.MLP, torch="MyModel", schedule="constant", steps_per_call="epoch"),
     "cnn": ModelSpec(models.CNN, torch="CNN", schedule="cosine", steps_per_call=1),
+    "nnx-mlp": ModelSpec(models.NNXMLP, torch="MyModel", schedule="constant", steps_per_call="epoch"),
+    "nnx-cnn": ModelSpec(models.NNXCNN, torch="CNN", schedule="cosine", steps_per_call=1),
 }
-DATASETS = ("mnist", "digits")
+# The built-in datasets; Config.dataset also takes a tensorflow-datasets name, folder:PATH and npz:FILE.
+DATASETS = datasets.BUILT_IN
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # the model's compute dtype; None keeps float32
 # Settings of fit's feeding modes (fit's docstring), as the benchmark names them.
 FEEDING_MODES: dict[str, dict[str, Any]] = {
@@ -68,7 +74,7 @@ class ConfigError(ValueError):
         self.field, self.value, self.expected = field, value, expected
 
 
-_CHOICES = {"dataset": DATASETS, "model": tuple(MODELS), "optimizer": tuple(optim.OPTIMIZERS), "schedule": optim.SCHEDULES}
+_CHOICES = {"model": tuple(MODELS), "optimizer": tuple(optim.OPTIMIZERS), "schedule": optim.SCHEDULES}
 _POSITIVE_INTEGERS = ("epochs", "batch_size", "eval_batch_size", "step_size", "grad_accum", "steps")
 _POSITIVE_NUMBERS = ("lr", "gamma", "clip_norm")
 _NON_NEGATIVE_NUMBERS = ("momentum", "weight_decay", "dampening")
@@ -106,13 +112,22 @@ def check_config(config: Any, **choices: Sequence[str]) -> None:
     seed = values.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError("seed", seed, "an integer in [0, 2**32)")
+    if "dataset" in values and (expected := datasets.unknown_name(values["dataset"])):
+        raise ConfigError("dataset", values["dataset"], expected)
     if values.get("data_dir") is not None and values.get("dataset") == "digits":
         raise ConfigError("data_dir", values["data_dir"], "none with dataset='digits', which is bundled")
+    if values.get("data_dir") is not None and str(values.get("dataset")).startswith(("folder:", "npz:")):
+        raise ConfigError("data_dir", values["data_dir"], f"none with dataset={values['dataset']!r}, which names its path")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """A training run. The defaults are the primer's: MLP, Adam at 1e-3, batch 32, 10 epochs, constant lr.
+
+    Data: ``dataset`` is "digits", "mnist" (from IDX files in ``data_dir``, or tensorflow-datasets), any
+    tensorflow-datasets image-classification name ("fashion_mnist", "cifar10"; ``data_dir`` its data
+    folder), "folder:PATH" (an image folder) or "npz:FILE" (``datasets.load``). The model takes the data's
+    image shape and number of classes.
 
     Model: ``dropout`` and ``batch_norm`` of None keep the model's own default (the MLP has neither; the CNN
     has BatchNorm and dropout 0.25). ``dtype`` is the compute dtype; parameters and optimizer state stay
@@ -179,15 +194,44 @@ def feeding(config: Config, loader: DataLoader) -> dict[str, Any]:
     steps = MODELS[config.model].steps_per_call if config.steps_per_call == "auto" else config.steps_per_call
     on_device = config.data_on_device
     if on_device is None:
-        on_device = fits_on_device(sum(a.nbytes for a in loader.arrays()))
+        on_device = fits_on_device(sum(a.nbytes for a in jax.tree.leaves(loader.arrays())))
     return {"steps_per_call": len(loader) if steps == "epoch" else steps, "data_on_device": on_device}
 
 
-def build_model(config: Config) -> models.MLP | models.CNN:
-    """The Flax module that ``config`` names, with its dropout, BatchNorm and compute dtype."""
+def build_model(
+    config: Config, num_classes: int = 10, input_shape: Sequence[int] | None = None
+) -> models.MLP | models.CNN | models.NNXMLP | models.NNXCNN:
+    """The Flax module that ``config`` names, with its dropout, BatchNorm and compute dtype.
+
+    Args:
+      config: the run.
+      num_classes: the outputs of the last layer: the data's classes (``datasets.info``).
+      input_shape: the shape of one input, e.g. ``(32, 32, 3)``; an NNX module needs it, since it is built
+        with its weights (seeded by ``config.seed``).
+
+    Example:
+      >>> build_model(Config(model="nnx-cnn"), num_classes=10, input_shape=(32, 32, 3))
+    """
     options = {"dropout": config.dropout, "batch_norm": config.batch_norm}
     options = {name: value for name, value in options.items() if value is not None}
-    return MODELS[config.model].module(dtype=COMPUTE_DTYPES[config.dtype], **options)
+    module = MODELS[config.model].module
+    options.update(num_classes=num_classes, dtype=COMPUTE_DTYPES[config.dtype])
+    if issubclass(module, nnx.Module):
+        if input_shape is None:
+            raise ValueError(f"input_shape=None; expected the shape of one input, e.g. (28, 28, 1), to build {config.model!r}")
+        return module(tuple(input_shape), rngs=nnx.Rngs(config.seed), **options)
+    return module(**options)
+
+
+def model_options(config: Config) -> dict[str, Any]:
+    """The model's ``dropout``, ``batch_norm`` and ``dtype`` as ``config`` resolves them: its own defaults
+    where the configuration leaves them None."""
+    defaults = inspect.signature(MODELS[config.model].module.__init__).parameters
+    return {
+        "dropout": defaults["dropout"].default if config.dropout is None else config.dropout,
+        "batch_norm": defaults["batch_norm"].default if config.batch_norm is None else config.batch_norm,
+        "dtype": config.dtype,
+    }
 
 
 def build_schedule(config: Config, batches_per_epoch: int) -> optax.Schedule:
@@ -282,10 +326,12 @@ def loaders(config: Config) -> dict[str, DataLoader]:
     }
 
 
-def initial_state(config: Config, sample: np.ndarray, batches_per_epoch: int) -> TrainState:
-    """The run's model and optimizer at step 0, seeded by ``config.seed``, for inputs like ``sample``."""
+def initial_state(config: Config, sample: np.ndarray, batches_per_epoch: int, num_classes: int = 10) -> TrainState:
+    """The run's model and optimizer at step 0, seeded by ``config.seed``, for inputs like ``sample`` and
+    ``num_classes`` classes."""
     optimizer = build_optimizer(config, batches_per_epoch)
-    return create_train_state(build_model(config), optimizer, sample, seed=config.seed)
+    model = build_model(config, num_classes, np.shape(sample)[1:])
+    return create_train_state(model, optimizer, sample, seed=config.seed)
 
 
 def run(config: Config, log: Callable[[str], None] | None = print, folder: Run | None = None) -> dict[str, Any]:
@@ -299,19 +345,22 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
 
     Returns:
       ``dataset``, ``model``, ``batch_size``, ``device``, ``config``, ``model_options`` (the model's
-      resolved ``dropout``, ``batch_norm`` and ``dtype``), ``history`` (per epoch: ``epoch``, ``lr``,
+      resolved ``dropout``, ``batch_norm`` and ``dtype``), ``num_classes`` and ``class_names`` (None where
+      the labels are their own names), ``history`` (per epoch: ``epoch``, ``lr``,
       ``train_loss``, ``test_loss``, ``test_accuracy``, with a validation split ``val_loss`` and
       ``val_accuracy``, ``seconds``, ``samples_per_second``), and the final ``test_accuracy`` (a
       fraction), ``compile_seconds`` (the calls' compilation) and ``samples_per_second`` (``steady_speed``).
     """
     data = loaders(config)
+    about = datasets.info(config.dataset, config.data_dir)
     train_loader, test_loader = data["train"], data["test"]
     sample = train_loader.gather(np.arange(1))[0]
-    state = initial_state(config, sample, len(train_loader))
+    state = initial_state(config, sample, len(train_loader), about.num_classes)
     mode = feeding(config, train_loader)
     every = folder.periods if folder else ()
-    if folder:  # the input's shape too, so that the model can be rebuilt without the data
-        settings = {**dataclasses.asdict(config), "input_shape": list(sample.shape[1:]), "input_dtype": str(sample.dtype)}
+    classes = {"num_classes": about.num_classes, "class_names": about.class_names and list(about.class_names)}
+    if folder:  # the input's shape and the classes too, so that the model can be rebuilt without the data
+        settings = {**dataclasses.asdict(config), "input_shape": list(sample.shape[1:]), "input_dtype": str(sample.dtype), **classes}
         folder.start(settings, fixed_except=RESUMABLE_CHANGES)
     try:
         compile_seconds = compile_fit(state, train_loader, **mode, every=every)
@@ -334,7 +383,8 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
         "batch_size": config.batch_size,
         "device": device_name(),
         "config": dataclasses.asdict(config),
-        "model_options": {"dropout": state.model.dropout, "batch_norm": state.model.batch_norm, "dtype": config.dtype},
+        "model_options": model_options(config),
+        **classes,
         **mode,
         "train_examples": len(train_loader.dataset),
         "test_examples": final["count"],
@@ -369,10 +419,12 @@ def load_run(folder: str | Path, checkpoint: int | str = "latest") -> tuple[Trai
         raise FileNotFoundError(f"run folder {folder}: no config.json; expected a folder written by --run-dir")
     settings = json.loads(path.read_text())
     sample = np.zeros((1, *settings.pop("input_shape")), settings.pop("input_dtype"))
+    num_classes = settings.pop("num_classes", 10)
+    settings.pop("class_names", None)
     config = Config(**{k: tuple(v) if k == "milestones" else v for k, v in settings.items()})
     saved = Run(folder)
     try:  # the schedule's length changes values, not shapes: 1 batch per epoch builds the same pytree
-        state, _ = saved.restore(initial_state(config, sample, 1), checkpoint)
+        state, _ = saved.restore(initial_state(config, sample, 1, num_classes), checkpoint)
     finally:
         saved.close()
     return state, config

@@ -11,8 +11,9 @@ of arrays, ``{"params": ..., "batch_stats": ...}``. The two also lay the same nu
 The layers map by kind and order: the i-th ``Linear``, ``Conv2d`` and ``BatchNorm{1,2}d`` of the torch
 module (in ``module.modules()`` order) become Flax's auto-named ``Dense_i``, ``Conv_i`` and ``BatchNorm_i``
 — the names of a compact Flax module that calls those layers in the same order, such as
-``jaxtrain.models.MLP`` and ``CNN``. BatchNorm's running statistics go to ``batch_stats`` as ``mean`` and
-``var`` (``jaxtrain.models.BatchNorm``'s names).
+``jaxtrain.models.MLP`` and ``CNN``, and the attribute names of their NNX twins ``NNXMLP`` and ``NNXCNN``.
+BatchNorm's running statistics go to ``batch_stats`` as ``mean`` and ``var`` (``jaxtrain.models.BatchNorm``'s
+names).
 
 torch is imported only when a function here is called: ``pip install 'jaxtrain[compare]'``.
 """
@@ -85,7 +86,8 @@ def to_torch(variables: Any, module: Any, flatten_shape: tuple[int, int, int] | 
 
     Args:
       variables: ``{"params": ..., "batch_stats": ...}`` as ``from_torch`` lays them out (numpy or jax
-        arrays; a ``TrainState.variables``, say).
+        arrays; a ``TrainState.variables``, say), or an NNX module laid out so (its ``nnx.Param`` and
+        ``nnx.BatchStat`` state, e.g. a ``jaxtrain.models.NNXMLP``).
       module: the torch module to write into, of the architecture ``variables`` came from.
       flatten_shape: as in ``from_torch``.
 
@@ -102,6 +104,7 @@ def to_torch(variables: Any, module: Any, flatten_shape: tuple[int, int, int] | 
     import torch
 
     _check_module(module, "to_torch(variables, model)")
+    variables = _nnx_variables(variables)
     _check_shapes(variables, from_torch(module, flatten_shape), _torch_names(module, flatten_shape))
     params, stats = variables["params"], variables.get("batch_stats", {})
     with torch.no_grad():
@@ -155,6 +158,16 @@ def _layers(module: Any, flatten_shape: tuple[int, int, int] | None):
                 raise ValueError(f"flatten_shape={flat}; expected C·H·W = {name}'s in_features {layer.in_features}")
             channels = None
         yield name, layer, flat
+
+
+def _nnx_variables(variables: Any) -> Any:
+    """An NNX module's state as Flax variables, ``{"params": ..., "batch_stats": ...}``; anything else as it is."""
+    from flax import nnx
+
+    if not isinstance(variables, nnx.Module):
+        return variables
+    stats = nnx.to_pure_dict(nnx.state(variables, nnx.BatchStat))
+    return {"params": nnx.to_pure_dict(nnx.state(variables, nnx.Param)), **({"batch_stats": stats} if stats else {})}
 
 
 def _check_module(module: Any, call: str) -> None:

@@ -20,15 +20,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
+from flax import nnx, struct
 
-from jaxtrain.data import DataLoader, prefetch_to_device
+from jaxtrain.data import DataLoader, prefetch_to_device, select
 from jaxtrain.losses import cross_entropy
+from jaxtrain.modules import NNXModel, is_nnx
 
 if TYPE_CHECKING:
     from jaxtrain.runs import Run
 
-Batch = tuple[Any, Any]  # (inputs, labels)
+Batch = tuple[Any, Any]  # (inputs, labels); a dict batch is read by data.select
+Key = str | int | None  # which entry of a batch: a dict's key or a tuple's position (data.select)
 
 
 class TrainState(struct.PyTreeNode):
@@ -41,7 +43,9 @@ class TrainState(struct.PyTreeNode):
       opt_state: the optimizer's state (Adam's moments, say).
       batch_stats: the model's non-trained state (BatchNorm's running statistics); ``{}`` if none.
       key: the PRNG key; step ``s`` draws its dropout masks from ``fold_in(key, s)``.
-      model: the Flax module (static: part of the compiled program, not of the data).
+      model: the Flax module (static: part of the compiled program, not of the data): a Linen module, or
+        for an NNX module its graph (``jaxtrain.modules.NNXModel``), whose ``params`` are its ``nnx.Param``
+        state and ``batch_stats`` its ``nnx.BatchStat`` state.
       tx: the optax optimizer (static).
       loss_fn: ``loss_fn(logits, labels, mask=None) -> scalar`` (static), ``cross_entropy`` by default.
     """
@@ -51,7 +55,7 @@ class TrainState(struct.PyTreeNode):
     opt_state: optax.OptState
     batch_stats: Any
     key: jax.Array
-    model: nn.Module = struct.field(pytree_node=False)
+    model: nn.Module | NNXModel = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     loss_fn: Callable[..., jax.Array] = struct.field(pytree_node=False, default=cross_entropy)
 
@@ -62,7 +66,7 @@ class TrainState(struct.PyTreeNode):
 
 
 def create_train_state(
-    model: nn.Module,
+    model: nn.Module | nnx.Module,
     tx: optax.GradientTransformation,
     sample: Any,
     seed: int = 0,
@@ -77,12 +81,16 @@ def create_train_state(
     [0, 2**32), and ``variables``, if given, shaped as the model's own.
 
     Args:
-      model: a Flax module; if its ``__call__`` takes ``train``, it is passed the mode.
+      model: a Flax module. Linen: if its ``__call__`` takes ``train``, it is passed the mode. NNX: it comes
+        initialized, so its own values are the start (``seed`` then seeds only the dropout key); it is split
+        (``jaxtrain.modules.NNXModel``) and left unchanged, and ``model.train()`` / ``model.eval()`` set the
+        mode of each step.
       tx: an optax optimizer, e.g. ``jaxtrain.optim.adam(1e-3)``.
       sample: an input batch (e.g. ``images[:1]``, ``(1, H, W, C) float32`` in [0, 1]) that fixes the
         parameter shapes.
       seed: seeds the initialization and the dropout key; an integer in [0, 2**32).
-      variables: start from these Flax variables (``{"params": ..., "batch_stats": ...}``) instead.
+      variables: start from these Flax variables (``{"params": ..., "batch_stats": ...}``) instead; for an
+        NNX module, nested by attribute path (``interop.from_torch`` gives them for jaxtrain's models).
       loss_fn: ``loss_fn(logits, labels, mask=None)``, the mean loss of a batch.
 
     Returns:
@@ -102,7 +110,12 @@ def create_train_state(
         raise ValueError(f"tx={tx!r}; expected an optax.GradientTransformation, e.g. jaxtrain.adam(1e-3)")
     _check_sample(sample)
     init_key, key = jax.random.split(jax.random.key(seed))
-    init = functools.partial(model.init, **_mode(model, False))
+    own = None
+    if is_nnx(model):  # initialized at construction: its values are the start, and its forward checks the sample
+        model, own = NNXModel.split(model)
+        init = lambda _, x: (model.apply(own, x), own)[1]  # noqa: E731
+    else:
+        init = functools.partial(model.init, **_mode(model, False))
     try:
         expected = jax.eval_shape(init, init_key, sample)
     except Exception as error:  # whatever the model raises on this input: a shape or a type it cannot take
@@ -112,7 +125,7 @@ def create_train_state(
             f"expected a batch shaped like the training inputs, e.g. images[:1]"
         ) from error
     if variables is None:
-        variables = init(init_key, sample)
+        variables = own if own is not None else init(init_key, sample)
     else:
         _check_variables(variables, expected)
     variables = dict(variables)
@@ -190,7 +203,7 @@ def _takes_train(model_type: type) -> bool:
 
 def _mode(model: nn.Module, train: bool) -> dict[str, bool]:
     """The ``train=`` keyword for models that take one: the functional ``model.train()`` / ``model.eval()``."""
-    return {"train": train} if _takes_train(type(model)) else {}
+    return {"train": train} if isinstance(model, NNXModel) or _takes_train(type(model)) else {}
 
 
 def forward(state: TrainState, params: Any, inputs: jax.Array, train: bool) -> tuple[jax.Array, Any]:
@@ -207,7 +220,7 @@ def forward(state: TrainState, params: Any, inputs: jax.Array, train: bool) -> t
 
 def train_step_fn(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step, uncompiled: the body of ``train_step`` and of fused multi-step loops."""
-    inputs, labels = batch
+    inputs, labels = select(batch)  # (inputs, labels) as given; a dict's by the common names
 
     def loss_of(params):
         logits, batch_stats = forward(state, params, inputs, train=True)  # outputs = model(inputs)
@@ -250,14 +263,14 @@ def train_steps_fn(state: TrainState, batches: Batch) -> tuple[TrainState, dict[
 
 
 def gather_steps_fn(state: TrainState, arrays: tuple[jax.Array, ...], index: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-    """K optimizer steps over device-resident data: step k trains on ``tuple(a[index[k]] for a in arrays)``.
+    """K optimizer steps over device-resident data: step k trains on each array's rows ``index[k]``.
 
     Args:
       state: the train state.
       arrays: the whole dataset, ``(inputs: (N, ...), labels: (N,))``, already on the device.
       index: ``(K, B)`` example indices, one row per step.
     """
-    return _loop(lambda s, i: train_step_fn(s, tuple(a[i] for a in arrays)), state, index)
+    return _loop(lambda s, i: train_step_fn(s, jax.tree.map(lambda a: a[i], arrays)), state, index)
 
 
 train_steps = jax.jit(train_steps_fn, donate_argnums=0)
@@ -270,13 +283,13 @@ def eval_step(state: TrainState, batch: Batch, mask: jax.Array | None = None) ->
 
     Args:
       state: the train state (not donated, not changed).
-      batch: ``(inputs, labels)``.
+      batch: ``(inputs, labels)``, or a dict read by ``data.select``'s common names.
       mask: ``(N,)`` booleans marking real examples in a padded batch; None counts them all.
 
     Returns:
       ``{"loss_sum", "correct", "count"}``, device scalars.
     """
-    inputs, labels = batch
+    inputs, labels = select(batch)
     if mask is None:
         mask = jnp.ones(labels.shape, bool)
     logits, _ = forward(state, state.params, inputs, train=False)
@@ -307,10 +320,18 @@ def _pad(batch: Batch, size: int) -> tuple[Batch, np.ndarray]:
     return tuple(np.concatenate([a, np.take(a, fill, axis=0)]) for a in batch), mask
 
 
-def evaluate(state: TrainState, loader: DataLoader) -> dict[str, float]:
+def evaluate(state: TrainState, loader: DataLoader, *, inputs: Key = None, labels: Key = None) -> dict[str, float]:
     """``model.eval()`` and ``torch.no_grad()`` over a whole loader: every example counted exactly once.
 
     A short last batch is padded to the loader's batch size and masked, so it reuses the compiled step.
+
+    Args:
+      state: the train state.
+      loader: the batches: tuples or dicts.
+      inputs: which entry of a batch holds the inputs (``data.select``): a dict's key or a tuple's position;
+        None for position 0 or the first of "image", "images", "inputs", "x", "features".
+      labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",
+        "targets", "y".
 
     Returns:
       ``{"loss": mean loss, "accuracy": fraction correct, "count": examples}``.
@@ -320,7 +341,7 @@ def evaluate(state: TrainState, loader: DataLoader) -> dict[str, float]:
     """
     sums = []
     for batch in loader:
-        batch, mask = _pad(batch, loader.batch_size)
+        batch, mask = _pad(select(batch, inputs, labels), loader.batch_size)
         sums.append(eval_step(state, batch, mask))
     if not sums:
         raise ValueError("evaluate: the loader yielded no batch")
@@ -364,11 +385,22 @@ def plan_calls(
 
 
 def compile_fit(
-    state: TrainState, loader: DataLoader, steps_per_call: int = 1, data_on_device: bool = False, every: Sequence[int] = ()
+    state: TrainState,
+    loader: DataLoader,
+    steps_per_call: int = 1,
+    data_on_device: bool = False,
+    every: Sequence[int] = (),
+    *,
+    inputs: Key = None,
+    labels: Key = None,
 ) -> float:
-    """Compiles ahead of time every call that ``fit`` will make (``plan_calls``); returns the seconds it took."""
+    """Compiles ahead of time every call that ``fit`` will make (``plan_calls``); returns the seconds it took.
+
+    The arguments are ``fit``'s, which must be given the same ``inputs`` and ``labels``.
+    """
     examples = loader.indices(0)
-    arrays, sample = loader.arrays(), loader.gather(examples[:1])
+    arrays = None if loader.arrays() is None else select(loader.arrays(), inputs, labels)
+    sample = select(loader.gather(examples[:1]), inputs, labels)
     spec = lambda a, lead: jax.ShapeDtypeStruct(lead + np.shape(a)[1:], np.asarray(a).dtype)  # noqa: E731
     start = time.perf_counter()
     for k, b in set(plan_calls(len(examples), loader.batch_size, steps_per_call, every=every)):
@@ -394,13 +426,19 @@ def _progress(calls: Iterable[tuple], total: int, desc: str) -> Iterator[tuple]:
 
 
 def _epoch_calls(
-    loader: DataLoader, steps_per_call: int, arrays: tuple[jax.Array, ...] | None, prefetch: int, every: Sequence[int]
+    loader: DataLoader,
+    steps_per_call: int,
+    arrays: tuple[jax.Array, ...] | None,
+    prefetch: int,
+    every: Sequence[int],
+    keys: tuple[Key, Key] = (None, None),
 ) -> Iterator[tuple[Callable, tuple, int]]:
     """The loader's next epoch (or the rest of a resumed one) as ``(call, args, index)``, where
     ``call(state, *args)`` is one compiled call of ``plan_calls`` and ``index`` its ``(steps, batch)`` examples.
 
-    Device-resident ``arrays`` are gathered on the device, so only the indices leave the host; otherwise
-    each call's batches are gathered on the host at once and shaped ``(steps, batch, ...)``.
+    Device-resident ``arrays`` (already ``(inputs, labels)``) are gathered on the device, so only the indices
+    leave the host; otherwise each call's batches are gathered on the host at once, their ``keys`` (the
+    ``inputs`` and ``labels`` entries) picked out and shaped ``(steps, batch, ...)``.
     """
     epoch, start = loader.next_start
     examples = len(loader.indices(epoch))
@@ -412,7 +450,8 @@ def _epoch_calls(
         for index in indices:
             yield gather_steps, (arrays, index), index
         return
-    shaped = lambda index: jax.tree.map(lambda a: a.reshape(index.shape + a.shape[1:]), loader.gather(index.ravel()))  # noqa: E731
+    gather = lambda index: select(loader.gather(index.ravel()), *keys)  # noqa: E731
+    shaped = lambda index: jax.tree.map(lambda a: a.reshape(index.shape + a.shape[1:]), gather(index))  # noqa: E731
     batches = map(shaped, indices)
     if prefetch:
         batches = prefetch_to_device(batches, prefetch)
@@ -431,6 +470,8 @@ def fit(
     steps_per_call: int = 1,
     data_on_device: bool = False,
     run: Run | None = None,
+    inputs: Key = None,
+    labels: Key = None,
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """The primer's loop: ``epochs`` passes over ``train_loader``, printing ``Epoch N, Loss: …`` after each.
 
@@ -449,7 +490,7 @@ def fit(
 
     Args:
       state: the initial state; it is donated.
-      train_loader: the training batches, ``(inputs, labels)``.
+      train_loader: the training batches: ``(inputs, labels)``, or dicts such as ``{"image", "label"}``.
       epochs: the number of passes.
       eval_loader: if given, evaluated after each epoch (into ``test_loss`` and ``test_accuracy``); or
         loaders by name, each evaluated into ``<name>_loss`` and ``<name>_accuracy``.
@@ -462,6 +503,11 @@ def fit(
       run: a ``jaxtrain.runs.Run``: log each epoch to its folder, checkpoint by its policy, and with
         ``Run(..., resume=True)`` continue from its latest checkpoint, to the same bits as a run that
         was never stopped (the epochs already done are not repeated).
+      inputs: which entry of a batch (training and evaluation) holds the inputs (``data.select``): a dict's
+        key or a tuple's position; None for position 0 or the first of "image", "images", "inputs", "x",
+        "features". The entries picked are all that go to the device.
+      labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",
+        "targets", "y".
 
     Raises:
       FloatingPointError: an epoch's loss is not finite (the run diverged); a ``run`` keeps its last good
@@ -484,7 +530,7 @@ def fit(
     if data_on_device:
         if train_loader.arrays() is None:
             raise ValueError("data_on_device=True; expected a DataLoader over an array-backed dataset, without collate_fn")
-        arrays = jax.device_put(train_loader.arrays())
+        arrays = jax.device_put(select(train_loader.arrays(), inputs, labels))
     if prefetch is None:
         prefetch = 0 if jax.default_backend() == "cpu" else 2
     evals = eval_loader if isinstance(eval_loader, dict) else {} if eval_loader is None else {"test": eval_loader}
@@ -494,7 +540,7 @@ def fit(
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
         taken, samples = train_loader.next_start[1], 0
-        calls = _epoch_calls(train_loader, steps_per_call, arrays, prefetch, every)
+        calls = _epoch_calls(train_loader, steps_per_call, arrays, prefetch, every, (inputs, labels))
         for call, args, index in _progress(calls, total, f"epoch {epoch}"):
             state, metrics = call(state, *args)
             losses.append(metrics["loss"])
@@ -514,7 +560,7 @@ def fit(
         if log:
             log(f"Epoch {epoch}, Loss: {train_loss}")
         for name, loader in evals.items():
-            metrics = evaluate(state, loader)
+            metrics = evaluate(state, loader, inputs=inputs, labels=labels)
             record.update({f"{name}_loss": metrics["loss"], f"{name}_accuracy": metrics["accuracy"]})
         history.append(record)
         if run:

@@ -176,3 +176,58 @@ def test_an_unwritable_report_fails_before_training(tmp_path, configs, capsys):
     assert cli.main(["train", "--report", str(tmp_path)]) == 1
     assert capsys.readouterr().err == f"jaxtrain train: error: --report {tmp_path}: a folder; expected a file name\n"
     assert not configs and list(tmp_path.iterdir()) == []
+
+
+def _write_image_folder(root, classes=("circle", "square", "stripe"), n=12, size=12):
+    """PNG files of three classes that a model can tell apart: bright pixels in different places."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n), ("test", n // 3)):
+        for label, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 60, (size, size), dtype=np.uint8)
+                pixels[label * 4 : label * 4 + 4] += 180  # a bright band whose row tells the class
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+
+
+def test_an_image_folder_trains_from_the_cli_and_predict_names_the_classes(tmp_path, capsys):
+    _write_image_folder(tmp_path / "shapes")
+    run_dir, report = tmp_path / "run", tmp_path / "report.json"
+    argv = ["train", "--dataset", f"folder:{tmp_path / 'shapes'}", "--model", "nnx-mlp", "--epochs", "1",
+            "--batch-size", "4", "--lr", "0.01", "--run-dir", str(run_dir), "--report", str(report)]
+    assert cli.main(argv) == 0
+    data = json.loads(report.read_text())
+    assert data["class_names"] == ["circle", "square", "stripe"] and data["num_classes"] == 3
+    assert data["train_examples"] == 36 and data["test_examples"] == 12
+    assert json.loads((run_dir / "config.json").read_text())["class_names"] == ["circle", "square", "stripe"]
+    capsys.readouterr()
+    image = tmp_path / "shapes" / "test" / "stripe" / "0.png"
+    assert cli.main(["predict", "--run-dir", str(run_dir), str(image)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{image}: ") and line.split(": ")[1].split(" (")[0] in ("circle", "square", "stripe")
+    assert cli.main(["predict", "--run-dir", str(run_dir), "--json", str(image)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["name"] in ("circle", "square", "stripe")
+
+
+@pytest.mark.parametrize("name, model", [("fashion_mnist", "mlp"), ("cifar10", "cnn")])
+def test_a_tensorflow_datasets_name_trains_one_epoch_from_the_cli(name, model, tmp_path, capsys):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    report = tmp_path / "report.json"
+    with tfds.testing.mock_data(num_examples=48):
+        argv = ["train", "--dataset", name, "--model", model, "--epochs", "1", "--batch-size", "16", "--report", str(report)]
+        assert cli.main(argv) == 0
+    assert "Epoch 1, Loss: " in capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert data["dataset"] == name and data["num_classes"] == 10 and data["train_examples"] == 48
+    assert np.isfinite(data["history"][0]["train_loss"])
+
+
+def test_an_unknown_dataset_name_is_one_line_saying_what_to_do(configs, capsys):
+    pytest.importorskip("tensorflow_datasets")
+    assert cli.main(["train", "--dataset", "cifar11"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxtrain train: error: dataset 'cifar11' (--dataset): expected mnist, digits, ")
+    assert "'cifar11' is not a tensorflow-datasets name" in err and len(err.strip().splitlines()) == 1
+    assert not configs

@@ -23,6 +23,7 @@ from jaxtrain import (
     fit,
     prefetch_to_device,
     random_split,
+    select,
     train_step,
 )
 
@@ -180,6 +181,49 @@ def test_subset_and_concat_index_like_their_parts_and_keep_the_array_path():
     assert DataLoader(ConcatDataset([base, Squares()]), 4).arrays() is None  # a part without arrays
     assert DataLoader(Subset(Squares(), [3, 1]), 2).arrays() is None
     assert next(iter(DataLoader(Subset(Squares(), [3, 1]), 2)))[1].tolist() == [3, 1]
+
+
+def test_named_arrays_give_dict_items_and_batches_through_every_path():
+    images, labels = np.arange(20.0).reshape(10, 2), np.arange(10)
+    data = ArrayDataset(image=images, label=labels)
+    assert set(data[3]) == {"image", "label"} and data[3]["label"] == 3
+    loader = DataLoader(data, batch_size=4, shuffle=True, seed=1)
+    batch = next(iter(loader))
+    np.testing.assert_array_equal(batch["image"], images[batch["label"]])
+    sub = Subset(data, [7, 2])
+    assert DataLoader(sub, 2).arrays()["label"].tolist() == [7, 2]
+    both = ConcatDataset([sub, Subset(data, [0])])
+    assert DataLoader(both, 3).arrays()["label"].tolist() == [7, 2, 0]
+    assert DataLoader(ConcatDataset([sub, ArrayDataset(images, labels)]), 3).arrays() is None  # dict beside tuple
+    with pytest.raises(ValueError, match="one kind"):
+        ArrayDataset(images, label=labels)
+
+
+def test_select_picks_inputs_and_labels_from_tuples_and_dicts():
+    x, y = np.zeros((2, 3)), np.ones(2)
+    assert select((x, y))[1] is y
+    assert select((y, x, "id"), inputs=1, labels=0) == (x, y)
+    assert select({"image": x, "label": y, "id": "a"}) == (x, y)
+    assert select({"features": x, "targets": y}) == (x, y)
+    assert select({"pixels": x, "class": y}, inputs="pixels", labels="class") == (x, y)
+    Pair = collections.namedtuple("Pair", "inputs targets")
+    assert select(Pair(x, y), labels="targets")[1] is y
+
+
+@pytest.mark.parametrize(
+    "batch, keys, message",
+    [
+        ({"pixels": 0, "label": 1}, {}, "inputs=None and the batch has none of the keys image, images, inputs, x, "
+         "features; expected inputs= one of its keys: 'pixels', 'label'"),
+        ({"image": 0, "label": 1}, {"labels": "class"}, "labels='class'; expected a key of the batch: 'image', 'label'"),
+        ((0, 1), {"inputs": 2}, "inputs=2; expected a position of the batch's 2 entries (0..1)"),
+        ((0,), {}, "labels=None; expected a position of the batch's 1 entries (0..0)"),
+    ],
+)
+def test_select_names_what_the_batch_has_in_one_line(batch, keys, message):
+    with pytest.raises(ValueError) as info:
+        select(batch, **keys)
+    assert str(info.value) == message
 
 
 def test_random_split_is_a_seeded_partition():

@@ -4,8 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from jaxtrain import DatasetUnavailableError, load_digits, load_mnist, read_idx
-from jaxtrain.datasets import load
+from jaxtrain import DatasetUnavailableError, load_digits, load_folder, load_mnist, load_npz, read_idx
+from jaxtrain.datasets import FOLDER_TEST_FRACTION, DatasetInfo, info, load, unknown_name
 
 
 def _idx_bytes(array: np.ndarray) -> bytes:
@@ -267,4 +267,95 @@ def test_check_splits_refuses_test_images_of_another_shape():
     )
     assert _one_line_error(check_splits, train, train.astype(np.float64), "a", "b") == (
         "test images (b): dtype float64; expected float32, the dtype of the training images (a)"
+    )
+
+
+@pytest.mark.parametrize("name, shape", [("fashion_mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
+def test_any_tensorflow_datasets_image_classification_loads_by_name(name, shape):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=9):
+        images, labels = load(name, "test")
+        about = info(name)
+    assert images.shape == (9, *shape) and images.dtype == np.float32 and 0 <= images.min() and images.max() <= 1
+    assert labels.dtype == np.int32 and labels.max() < 10
+    assert about.num_classes == 10 and len(about.class_names) == 10  # from builder.info.features
+    assert "tensorflow" not in sys.modules
+
+
+def test_a_name_tensorflow_datasets_does_not_know_says_what_to_do():
+    pytest.importorskip("tensorflow_datasets")
+    assert unknown_name("cifar10") is None and unknown_name("folder:x") is None and unknown_name("npz:x.npz") is None
+    expected = unknown_name("fashion_mnistt")
+    assert "\n" not in expected
+    assert "'fashion_mnistt' is not a tensorflow-datasets name" in expected
+    assert "folder:PATH (an image folder) or npz:FILE" in expected and "tfds.list_builders()" in expected
+    assert unknown_name("folder:") == "folder:PATH, a path after folder:"
+
+
+def _write_images(folder, classes, n=4, size=(10, 12), mode="L", seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pixels = rng.integers(0, 256, (size[1], size[0], *([3] if mode == "RGB" else [])), dtype=np.uint8)
+            Image.fromarray(pixels, mode).save(folder / name / f"{i}.png")
+
+
+def test_an_image_folder_with_train_and_test_loads_as_torchvisions_image_folder(tmp_path):
+    _write_images(tmp_path / "train", ["dog", "cat"], n=3)
+    _write_images(tmp_path / "test", ["cat", "dog"], n=2, seed=1)
+    images, labels = load(f"folder:{tmp_path}", "train")
+    assert images.shape == (6, 12, 10, 1) and images.dtype == np.float32  # grayscale: one channel
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1]  # sorted class names: cat is 0, as in torchvision
+    from PIL import Image
+
+    first = np.asarray(Image.open(tmp_path / "train" / "cat" / "0.png"), np.float32) / 255
+    np.testing.assert_array_equal(images[0, ..., 0], first)
+    assert load_folder(tmp_path, "test")[0].shape == (4, 12, 10, 1)
+    assert info(f"folder:{tmp_path}") == DatasetInfo(2, ("cat", "dog"))
+
+
+def test_an_image_folder_of_classes_alone_holds_a_seeded_part_out_for_testing(tmp_path):
+    _write_images(tmp_path, ["a", "b", "c"], n=5)
+    _write_images(tmp_path, ["c"], n=1, mode="RGB")  # one color image: the whole folder is read as RGB
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    train, test = load_folder(tmp_path, "train"), load_folder(tmp_path, "test")
+    assert train[0].shape[1:] == (12, 10, 3) and len(train[1]) + len(test[1]) == 15
+    assert len(test[1]) == round(15 * FOLDER_TEST_FRACTION)
+    pairs = lambda data: {(img.tobytes(), int(y)) for img, y in zip(*data)}  # noqa: E731
+    assert not pairs(train) & pairs(test)  # disjoint
+    np.testing.assert_array_equal(load_folder(tmp_path, "test")[0], test[0])  # and the same every time
+
+
+def test_an_image_folder_is_refused_in_one_line_for_mixed_sizes_and_empty_classes(tmp_path):
+    _write_images(tmp_path, ["a"], n=2)
+    _write_images(tmp_path, ["b"], n=1, size=(11, 12))
+    message = _one_line_error(load_folder, tmp_path)
+    assert message.startswith(f"image ({tmp_path / 'b' / '0.png'}): 11×12 pixels (width×height); expected 10×12")
+    assert message.endswith("resize the images to one size")
+    (tmp_path / "c").mkdir()
+    with pytest.raises(FileNotFoundError, match="class folder .*c has no images"):
+        load_folder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        load(f"folder:{tmp_path / 'nowhere'}", "train")
+
+
+def test_an_npz_file_loads_with_its_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (20, 6, 6), dtype=np.uint8), y_train=np.arange(20) % 4,
+             x_test=rng.random((5, 6, 6, 1)), y_test=np.array([0, 1, 2, 3, 5]))
+    images, labels = load(f"npz:{path}", "train")
+    assert images.shape == (20, 6, 6, 1) and images.dtype == np.float32 and images.max() <= 1
+    assert labels.dtype == np.int32 and info(f"npz:{path}") == DatasetInfo(6)
+    assert load_npz(path, "test")[0].shape == (5, 6, 6, 1)
+    named = tmp_path / "named.npz"
+    np.savez(named, x_train=np.zeros((2, 3, 3)), y_train=[0, 1], x_test=np.zeros((1, 3, 3)), y_test=[1],
+             class_names=np.array(["no", "yes"]))
+    assert info(f"npz:{named}") == DatasetInfo(2, ("no", "yes"))
+    np.savez(tmp_path / "bad.npz", x_train=np.zeros((2, 3, 3)), y=np.zeros(2))
+    assert _one_line_error(load_npz, tmp_path / "bad.npz") == (
+        f"npz file ({tmp_path / 'bad.npz'}): no y_train, x_test, y_test (it has x_train, y); expected x_train, y_train, x_test, y_test"
     )

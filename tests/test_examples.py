@@ -36,3 +36,14 @@ def test_the_pytorch_example_runs_on_digits(torch):
     )
     assert result.returncode == 0, result.stderr
     assert "Epoch 1, Loss: " in result.stdout and "Accuracy on the test set:" in result.stdout
+
+
+@pytest.mark.slow
+def test_mnist_nnx_example_runs_on_digits():
+    result = subprocess.run(
+        [sys.executable, "examples/mnist_nnx.py", "--dataset", "digits", "--dry-run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Epoch 1, Loss: " in result.stdout and "Accuracy on the test set:" in result.stdout
+    assert "Predicted classes of the first test images: [" in result.stdout

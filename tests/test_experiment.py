@@ -5,8 +5,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxtrain import CNN, MLP
-from jaxtrain.experiment import Config, build_model, build_optimizer, build_schedule, epoch_learning_rates, run
+from jaxtrain import CNN, MLP, NNXCNN
+from jaxtrain.experiment import Config, ConfigError, build_model, build_optimizer, build_schedule, epoch_learning_rates
+from jaxtrain.experiment import model_options, run
 
 
 @pytest.mark.parametrize(
@@ -133,3 +134,30 @@ def test_fit_uses_no_prefetch_thread_on_the_cpu(monkeypatch):
     assert jax.default_backend() == "cpu"
     monkeypatch.setattr(train, "prefetch_to_device", lambda *a, **k: pytest.fail("a prefetch thread on the CPU"))
     run(Config(epochs=1, steps_per_call=1, data_on_device=False), log=None)
+
+
+def test_config_takes_a_users_data_and_refuses_an_unknown_name_saying_what_to_do(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    for name in ("fashion_mnist", "cifar10", f"folder:{tmp_path}", f"npz:{tmp_path / 'data.npz'}"):
+        assert Config(dataset=name).dataset == name
+    with pytest.raises(ConfigError) as info:
+        Config(dataset="cifar11")
+    assert info.value.field == "dataset" and "'cifar11' is not a tensorflow-datasets name" in info.value.expected
+    assert "folder:PATH" in info.value.expected and "npz:FILE" in info.value.expected
+    with pytest.raises(ConfigError, match="data_dir='x'; expected none with dataset='folder:p', which names its path"):
+        Config(dataset="folder:p", data_dir="x")
+
+
+def test_build_model_takes_the_datas_classes_and_an_nnx_model_its_shape():
+    assert build_model(Config(model="cnn"), num_classes=3) == CNN(num_classes=3)
+    model = build_model(Config(model="nnx-cnn", dropout=0.0), num_classes=3, input_shape=(32, 32, 3))
+    assert isinstance(model, NNXCNN) and model.Dense_1.out_features == 3 and model.Conv_0.in_features == 3
+    assert model_options(Config(model="nnx-cnn")) == {"dropout": 0.25, "batch_norm": True, "dtype": "float32"}
+    with pytest.raises(ValueError, match=r"input_shape=None; expected the shape of one input"):
+        build_model(Config(model="nnx-mlp"))
+
+
+def test_an_nnx_model_runs_on_digits_end_to_end():
+    report = run(Config(dataset="digits", model="nnx-mlp", epochs=3), log=None)
+    assert report["test_accuracy"] >= 0.9 and report["num_classes"] == 10 and report["class_names"] is None
+    assert report["model_options"] == {"dropout": 0.0, "batch_norm": False, "dtype": "float32"}

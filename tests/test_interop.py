@@ -1,3 +1,4 @@
+import copy
 import warnings
 
 import flax.linen as fnn
@@ -193,3 +194,31 @@ def test_the_default_cnn_computes_what_its_torch_mirror_computes(train):
         expected = net(_nchw(images)).numpy()
     logits = CNN(dropout=0.0).apply(variables, images, train=train, mutable=["batch_stats"])[0]
     np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_an_nnx_cnn_on_rgb_images_computes_what_the_torch_cnn_computes(train):
+    from flax import nnx
+
+    from jaxtrain import NNXCNN
+    from jaxtrain.compare import flatten_shape, torch_model
+
+    rng = np.random.default_rng(0)
+    images = rng.random((16, 32, 32, 3), np.float32)  # CIFAR-like
+    torch.manual_seed(0)
+    net = _train_a_little(torch_model("nnx-cnn", 32, dropout=0.0, channels=3, num_classes=5), _nchw(rng.random((16, 32, 32, 3), np.float32)))
+    net.train(train)
+    model = NNXCNN((32, 32, 3), num_classes=5, dropout=0.0, rngs=nnx.Rngs(0))
+    state = create_train_state(model, sgd(0.1), images[:1], variables=from_torch(net))
+    start = copy.deepcopy(net)  # what the state holds; torch's training forward moves the statistics in place
+    with torch.no_grad():
+        expected = net(_nchw(images)).numpy()
+    logits, updates = state.model.apply(state.variables, images, train=train, mutable=["batch_stats"])
+    np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-4, atol=1e-5)
+    if train:
+        stats = from_torch(net)["batch_stats"]
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), updates["batch_stats"], stats)
+    # And back: an NNX module (here, the trained values put into one) writes into the torch module.
+    trained = state.model.module(jax.device_get(state.variables))
+    other = torch_model("cnn", (32, 32), dropout=0.0, channels=3, num_classes=5)
+    to_torch(trained, other, flatten_shape("nnx-cnn", (32, 32, 3)))
+    _assert_same_state(start, other)

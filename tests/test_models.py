@@ -7,9 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from jaxtrain import CNN, MLP, BatchNorm, adam, create_train_state, eval_step, sgd, train_step
+from jaxtrain import CNN, MLP, NNXCNN, NNXMLP, BatchNorm, NNXBatchNorm, adam, create_train_state, eval_step, sgd
+from jaxtrain import train_step
 from jaxtrain.models import conv2d, max_pool
+from jaxtrain.modules import NNXModel
 from jaxtrain.train import train_steps
 
 
@@ -170,3 +173,38 @@ def test_every_convolution_of_a_scanned_cnn_step_is_in_xla_cpus_fast_form():
     forms = re.findall(r" convolution\(.*?dim_labels=([^,\s]+)", hlo)
     assert len(forms) >= 5  # forward, input and kernel gradients (none for the images' gradient)
     assert set(forms) == {"b01f_01io->b01f"}
+
+
+@pytest.mark.parametrize(
+    "linen, make_nnx, shape",
+    [
+        (MLP(hidden=(16, 8), batch_norm=True), lambda s: NNXMLP(s, hidden=(16, 8), batch_norm=True, rngs=nnx.Rngs(0)), (8, 8, 1)),
+        (CNN(channels=(4, 8)), lambda s: NNXCNN(s, channels=(4, 8), rngs=nnx.Rngs(0)), (32, 32, 3)),
+        (CNN(channels=(4,), hidden=(), batch_norm=False, num_classes=3), lambda s: NNXCNN(s, channels=(4,), hidden=(), batch_norm=False, num_classes=3, rngs=nnx.Rngs(0)), (12, 10, 1)),
+    ],
+    ids=["mlp", "cnn-rgb", "cnn-3-classes"],
+)
+def test_the_nnx_twins_have_the_linen_layout_and_compute_the_same(linen, make_nnx, shape):
+    images = np.random.default_rng(0).random((6, *shape), np.float32)
+    variables = linen.init(jax.random.key(0), images[:1])
+    model, own = NNXModel.split(make_nnx(shape))
+    assert jax.tree.map(np.shape, own) == jax.tree.map(np.shape, variables)
+    np.testing.assert_array_equal(model.apply(variables, images), linen.apply(variables, images, train=False))
+    if "batch_stats" in variables:  # training mode moves the statistics alike (dropout off: masks differ)
+        drop = {"dropout": jax.random.key(1)}
+        ours = model.apply(variables, images, train=True, mutable=["batch_stats"], rngs=drop)[1]
+        theirs = linen.clone(dropout=0.0).apply(variables, images, train=True, mutable=["batch_stats"], rngs=drop)[1]
+        jax.tree.map(np.testing.assert_allclose, ours, theirs)
+
+
+def test_nnx_modes_are_nnxs_own_train_and_eval():
+    images = np.random.default_rng(0).random((8, 8, 8, 1), np.float32)
+    model = NNXMLP((8, 8, 1), hidden=(32,), batch_norm=True, dropout=0.5, rngs=nnx.Rngs(0))
+    model.eval()
+    np.testing.assert_array_equal(model(images), model(images))  # running statistics, no dropout
+    model.train()
+    before = np.asarray(model.BatchNorm_0.mean[...])
+    assert not np.allclose(model(images), model(images))  # a new dropout mask per call
+    assert not np.allclose(model.BatchNorm_0.mean[...], before)  # and the statistics move
+    with pytest.raises(ValueError, match="1 value per feature"):
+        NNXBatchNorm(3)(jnp.zeros((1, 3)))

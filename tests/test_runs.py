@@ -13,8 +13,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
-from jaxtrain import MLP, ArrayDataset, DataLoader, adam, cli, create_train_state, curves, experiment, fit, runs
+from jaxtrain import MLP, NNXMLP, ArrayDataset, DataLoader, adam, cli, create_train_state, curves, experiment, fit, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,12 +65,14 @@ class _Crash(Exception):
     pass
 
 
-def _fit(folder, epochs, mode, crash_at=None, resume=False):
-    """3 epochs of an MLP with dropout and BatchNorm, checkpointing every 4 steps; ``crash_at=(epoch, step)``
-    stops the process's work right after that checkpoint, as a kill would."""
+def _fit(folder, epochs, mode, crash_at=None, resume=False, nnx_model=False):
+    """3 epochs of an MLP with dropout and BatchNorm (Linen's, or NNX's), checkpointing every 4 steps;
+    ``crash_at=(epoch, step)`` stops the process's work right after that checkpoint, as a kill would."""
     images, labels = _data()
     loader = DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True, seed=5)
-    state = create_train_state(MLP(hidden=(12,), dropout=0.3, batch_norm=True), adam(1e-2), images[:1], seed=3)
+    options = dict(hidden=(12,), dropout=0.3, batch_norm=True)
+    model = NNXMLP(images.shape[1:], **options, rngs=nnx.Rngs(3)) if nnx_model else MLP(**options)
+    state = create_train_state(model, adam(1e-2), images[:1], seed=3)
     run = runs.Run(folder, resume=resume, checkpoint_every=4, checkpoint_seconds=0)
     if crash_at:
         step_end = run.step_end
@@ -87,15 +90,15 @@ def _fit(folder, epochs, mode, crash_at=None, resume=False):
     return jax.device_get(state), history
 
 
-@pytest.mark.parametrize("mode", list(FEEDING_MODES))
-def test_resume_mid_epoch_and_after_an_epoch_is_bitwise(mode, tmp_path):
+@pytest.mark.parametrize("mode, nnx_model", [*((mode, False) for mode in FEEDING_MODES), ("fused K=3", True)])
+def test_resume_mid_epoch_and_after_an_epoch_is_bitwise(mode, nnx_model, tmp_path):
     mode = FEEDING_MODES[mode]
-    reference, ref_history = _fit(tmp_path / "whole", 3, mode)
+    reference, ref_history = _fit(tmp_path / "whole", 3, mode, nnx_model=nnx_model)
     with pytest.raises(_Crash):
-        _fit(tmp_path / "cut", 3, mode, crash_at=(2, 4))  # mid-epoch 2
+        _fit(tmp_path / "cut", 3, mode, crash_at=(2, 4), nnx_model=nnx_model)  # mid-epoch 2
     assert runs.Run(tmp_path / "cut").latest_step() == 10 + 4
-    _fit(tmp_path / "cut", 2, mode, resume=True)  # to the end of epoch 2, then stop
-    state, history = _fit(tmp_path / "cut", 3, mode, resume=True)  # after an epoch's end: one more
+    _fit(tmp_path / "cut", 2, mode, resume=True, nnx_model=nnx_model)  # to the end of epoch 2, then stop
+    state, history = _fit(tmp_path / "cut", 3, mode, resume=True, nnx_model=nnx_model)  # after an epoch's end: one more
     jax.tree.map(np.testing.assert_array_equal, (state.params, state.batch_stats, state.opt_state),
                  (reference.params, reference.batch_stats, reference.opt_state))
     assert int(state.step) == int(reference.step) == 30
@@ -169,7 +172,7 @@ def test_predict_classifies_png_files_as_training_data_was_prepared(trained, tmp
     assert capsys.readouterr().out.startswith(f"{files[0]}: {expected[0]} (")
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("model", ["mlp", "cnn", "nnx-cnn"])
 def test_export_loads_strictly_into_the_torch_model_and_predicts_the_same(model, tmp_path, torch):
     from jaxtrain import compare
 

@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from jaxtrain import CNN, MLP, ArrayDataset, DataLoader, accumulate_gradients, adam, create_train_state, eval_step
-from jaxtrain import evaluate, fit, sgd, train_step
+from jaxtrain import CNN, MLP, NNXMLP, ArrayDataset, DataLoader, accumulate_gradients, adam, create_train_state, eval_step
+from jaxtrain import evaluate, fit, load_digits, sgd, train_step
 from jaxtrain.train import compile_fit, forward, plan_calls
 
 
@@ -267,3 +268,151 @@ def test_the_same_seed_gives_bitwise_identical_runs_in_every_feeding_mode(feed):
     assert losses == losses2
     third, _ = run(5)
     assert not np.array_equal(first[0]["Dense_0"]["kernel"], third[0]["Dense_0"]["kernel"])
+
+
+class UserMLP(nnx.Module):
+    """A user's own NNX model, as the Flax NNX docs write one; its layers named as MLP's are, for the twin test."""
+
+    def __init__(self, features: int, hidden: int, rngs: nnx.Rngs, dropout: float = 0.0, batch_norm: bool = False):
+        self.Dense_0 = nnx.Linear(features, hidden, rngs=rngs)
+        self.norm = nnx.BatchNorm(hidden, rngs=rngs) if batch_norm else None
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.Dense_1 = nnx.Linear(hidden, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.Dense_0(x.reshape(x.shape[0], -1))
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.Dense_1(self.dropout(nnx.relu(x)))
+
+
+def _digits_loaders():
+    train, test = load_digits("train"), load_digits("test")
+    return DataLoader(ArrayDataset(*train), 32, shuffle=True, seed=0), DataLoader(ArrayDataset(*test), 500), train[0]
+
+
+def test_a_users_nnx_model_trains_through_fit_exactly_as_its_linen_twin():
+    train_loader, test_loader, images = _digits_loaders()
+    linen = create_train_state(MLP(hidden=(32,)), adam(3e-3), images[:1])
+    start = jax.device_get(linen.variables)  # both from the same weights: then they compute the same
+    linen, linen_history = fit(linen, train_loader, 3, test_loader, log=None)
+    user = UserMLP(64, 32, nnx.Rngs(0))
+    state = create_train_state(user, adam(3e-3), images[:1], variables=start)
+    train_loader, test_loader, _ = _digits_loaders()
+    state, history = fit(state, train_loader, 3, test_loader, log=None)
+    assert [h["test_accuracy"] for h in history] == [h["test_accuracy"] for h in linen_history]
+    assert history[-1]["test_accuracy"] > 0.8
+    jax.tree.map(np.testing.assert_array_equal, state.params, jax.device_get(linen.params))
+    # The user's module is left as it was: the state holds the trained values, the module its own.
+    np.testing.assert_array_equal(user.Dense_0.kernel[...], UserMLP(64, 32, nnx.Rngs(0)).Dense_0.kernel[...])
+
+
+def test_an_nnx_model_with_dropout_and_batch_norm_trains_as_well_as_its_linen_twin():
+    train_loader, test_loader, images = _digits_loaders()
+    user = UserMLP(64, 32, nnx.Rngs(1), dropout=0.2, batch_norm=True)
+    state, history = fit(create_train_state(user, adam(1e-3), images[:1]), train_loader, 5, test_loader, log=None)
+    train_loader, test_loader, _ = _digits_loaders()
+    linen = create_train_state(MLP(hidden=(32,), dropout=0.2, batch_norm=True), adam(1e-3), images[:1], seed=1)
+    _, linen_history = fit(linen, train_loader, 5, test_loader, log=None)
+    assert abs(history[-1]["test_accuracy"] - linen_history[-1]["test_accuracy"]) <= 0.01
+    assert set(state.batch_stats["norm"]) == {"mean", "var"}  # nnx.BatchStat, moved by training
+    assert not np.allclose(state.batch_stats["norm"]["mean"], 0)
+
+
+def test_nnx_dropout_draws_from_fold_in_key_step_and_evaluation_is_deterministic():
+    images, _ = _data(16)
+    state = create_train_state(NNXMLP(images.shape[1:], hidden=(64,), dropout=0.5, rngs=nnx.Rngs(0)), sgd(0.1), images[:1])
+    at = lambda step: forward(state.replace(step=jnp.int32(step)), state.params, images, train=True)[0]  # noqa: E731
+    np.testing.assert_array_equal(at(3), at(3))
+    assert not np.allclose(at(3), at(4))
+    evaluation = forward(state, state.params, images, train=False)[0]
+    assert not np.allclose(at(3), evaluation)
+    np.testing.assert_array_equal(evaluation, forward(state.replace(step=jnp.int32(9)), state.params, images, train=False)[0])
+
+
+@pytest.mark.parametrize("feed", list(FEEDING_MODES))
+def test_nnx_models_and_dict_batches_train_alike_in_every_feeding_mode(feed):
+    images, labels = _data(150)
+    make_loader = lambda data: DataLoader(data, batch_size=16, shuffle=True, seed=5)  # noqa: E731
+    model, tx = NNXMLP(images.shape[1:], hidden=(12,), dropout=0.1, batch_norm=True, rngs=nnx.Rngs(0)), adam(1e-2)
+    reference, loader = create_train_state(model, tx, images[:1]), make_loader(ArrayDataset(images, labels))
+    for _ in range(2):
+        for batch in loader:  # the primer's loop over tuples
+            reference, _ = train_step(reference, batch)
+    data = ArrayDataset(pixels=images, label=labels)  # dict items, their inputs under a name of the user's
+    options = dict(log=None, inputs="pixels", **FEEDING_MODES[feed])
+    state, _ = fit(create_train_state(model, tx, images[:1]), make_loader(data), 2, make_loader(data), **options)
+    for a, b in zip(jax.tree.leaves((state.params, state.batch_stats)), jax.tree.leaves((reference.params, reference.batch_stats))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+class DictItems:
+    """A dataset whose items are dicts, as tensorflow-datasets, grain and Hugging Face datasets give them."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "label": self.labels[i], "id": f"example-{i}"}
+
+
+@pytest.mark.parametrize("feed", ["per step", "fused K=3"])
+def test_a_dataset_of_dicts_trains_without_naming_its_entries(feed, count_compiles):
+    images, labels = _data(96)
+    loader = DataLoader(DictItems(images, labels), batch_size=16, shuffle=True)
+    state = create_train_state(MLP(hidden=(8,)), adam(1e-2), images[:1])
+    assert compile_fit(state, loader, FEEDING_MODES[feed]["steps_per_call"]) > 0
+    with count_compiles() as compiles:
+        state, history = fit(state, loader, 2, loader, log=None, **FEEDING_MODES[feed])
+    assert compiles() <= 2  # evaluation's step only
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert evaluate(state, loader)["count"] == 96
+
+
+def test_a_batch_without_the_named_entries_is_refused_in_one_line():
+    images, labels = _data(32)
+    loader = DataLoader(ArrayDataset(img=images, y=labels), batch_size=16)
+    state = create_train_state(MLP(hidden=(4,)), adam(1e-2), images[:1])
+    with pytest.raises(ValueError) as info:
+        fit(state, loader, 1, log=None)
+    assert str(info.value) == (
+        "inputs=None and the batch has none of the keys image, images, inputs, x, features; "
+        "expected inputs= one of its keys: 'img', 'y'"
+    )
+    state, _ = fit(state, loader, 1, log=None, inputs="img", data_on_device=True)
+    assert int(state.step) == 2
+
+
+def test_a_second_nnx_model_of_the_same_architecture_reuses_the_compiled_step(count_compiles):
+    images, labels = _data(32)
+    tx = sgd(0.1)  # the optimizer is part of the compiled program too
+    state = create_train_state(NNXMLP(images.shape[1:], hidden=(7,), rngs=nnx.Rngs(0)), tx, images[:1])
+    state, _ = train_step(state, (images, labels))
+    other = create_train_state(NNXMLP(images.shape[1:], hidden=(7,), rngs=nnx.Rngs(1)), tx, images[:1])
+    with count_compiles() as compiles:
+        other, _ = train_step(other, (images, labels))
+        jax.block_until_ready(other)
+    assert compiles() == 0
+
+
+def test_an_nnx_model_with_state_a_step_would_drop_is_refused():
+    class Counting(nnx.Module):
+        def __init__(self, rngs):
+            self.linear = nnx.Linear(64, 10, rngs=rngs)
+            self.calls = nnx.Variable(jnp.zeros(()))
+
+        def __call__(self, x):
+            return self.linear(x.reshape(x.shape[0], -1))
+
+    images, _ = _data(4)
+    with pytest.raises(ValueError) as info:
+        create_train_state(Counting(nnx.Rngs(0)), sgd(0.1), images[:1])
+    assert str(info.value) == (
+        "model (NNX Counting): holds Variable at 'calls', which a training step would not carry over; "
+        "expected only nnx.Param, nnx.BatchStat and RNG streams (nnx.Rngs)"
+    )
+    with pytest.raises(ValueError, match=r"^sample \(shape \(1, 5\), dtype float32\): the model cannot take it"):
+        create_train_state(UserMLP(64, 8, nnx.Rngs(0)), sgd(0.1), np.zeros((1, 5), np.float32))

@@ -17,7 +17,7 @@ from jaxtrain.compare.bench import check as bench_check
 from jaxtrain.compare.measure import machine, measure_in_child
 from jaxtrain.compare.parity import PARITY_DTYPES, ParityConfig, format_parity, parity
 from jaxtrain.compare.plot import plot_bench
-from jaxtrain.compare.torch_side import TORCH_VARIANTS, torch_model, torch_run
+from jaxtrain.compare.torch_side import TORCH_VARIANTS, flatten_shape, torch_model, torch_run
 
 __all__ = [
     "PARITY_DTYPES",
@@ -27,6 +27,7 @@ __all__ = [
     "TORCH_VARIANTS",
     "bench",
     "bench_check",
+    "flatten_shape",
     "format_bench",
     "format_parity",
     "machine",

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import flax.linen
 import numpy as np
 
 from jaxtrain import experiment
@@ -48,14 +49,15 @@ CHECKPOINT_SECONDS = {"jaxtrain-checkpoints": 60.0, "jaxtrain-checkpoint-each-ep
 def scan_reference(config: Config) -> dict[str, Any]:
     """A hand-written epoch: ``lax.scan`` over device-resident data, plain Flax and ``optax.adam``.
 
-    The baseline that jaxtrain's fastest mode must match, written as a JAX user would without the library.
+    The baseline that jaxtrain's fastest mode must match, written as a JAX user would without the library
+    (for the Linen models without BatchNorm).
     """
     import jax
     import jax.numpy as jnp
     import optax
 
     images, labels = (jnp.asarray(a) for a in experiment.datasets.load(config.dataset, "train", config.data_dir))
-    model = experiment.build_model(config)
+    model = experiment.build_model(config, experiment.datasets.info(config.dataset, config.data_dir).num_classes)
     params = model.init(jax.random.key(config.seed), images[:1])["params"]
     tx = optax.adam(config.lr)
 
@@ -157,7 +159,8 @@ def bench(
                 saves[model], _ = measure_in_child(checkpoint_seconds, run_config)
             primer = None
             for name in programs:
-                if name == "lax.scan" and experiment.build_model(run_config).batch_norm:
+                linen = issubclass(experiment.MODELS[model].module, flax.linen.Module)
+                if name == "lax.scan" and (experiment.model_options(run_config)["batch_norm"] or not linen):
                     continue
                 fn, args, kwargs = _program(name, run_config)
                 report, peak = measure_in_child(fn, *args, **kwargs)

@@ -88,7 +88,9 @@ def flops_per_example(config: experiment.Config) -> float:
 
     images, _ = experiment.datasets.load(config.dataset, "test", config.data_dir)
     batch = (jnp.asarray(images[: config.batch_size]), jnp.zeros(config.batch_size, jnp.int32))
-    state = create_train_state(experiment.build_model(config), experiment.build_optimizer(config, 1), images[:1])
+    num_classes = experiment.datasets.info(config.dataset, config.data_dir).num_classes
+    model = experiment.build_model(config, num_classes, images.shape[1:])
+    state = create_train_state(model, experiment.build_optimizer(config, 1), images[:1])
     cost = train_step.lower(state, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost["flops"]) / config.batch_size
@@ -105,7 +107,7 @@ def checkpoint_seconds(config: experiment.Config, repeats: int = 5) -> dict[str,
     from jaxtrain.runs import Run
 
     images, _ = experiment.datasets.load(config.dataset, "test", config.data_dir)
-    state = experiment.initial_state(config, images[:1], 1)
+    state = experiment.initial_state(config, images[:1], 1, experiment.datasets.info(config.dataset, config.data_dir).num_classes)
     saves, restores = [], []
     with tempfile.TemporaryDirectory() as folder:
         run = Run(folder, keep=repeats)

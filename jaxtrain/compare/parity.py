@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtrain import datasets, experiment, interop, optim
-from jaxtrain.compare.torch_side import _torch, to_labels, to_nchw, torch_accuracy, torch_model, torch_optimizer, torch_step
+from jaxtrain.compare.torch_side import _torch, flatten_shape, to_labels, to_nchw, torch_accuracy, torch_model, torch_optimizer, torch_step
 from jaxtrain.data import ArrayDataset, DataLoader
 from jaxtrain.train import create_train_state, evaluate, train_step
 
@@ -120,9 +120,11 @@ def parity(config: ParityConfig, log: Callable[[str], None] | None = print) -> d
 
     # One initialization, torch's, copied across: the two frameworks' initializers differ.
     torch.manual_seed(config.seed)
-    net = torch_model(config.model, images.shape[1], dropout=0.0).to(getattr(torch, config.dtype))
-    variables = jax.tree.map(jnp.asarray, interop.from_torch(net))
-    model = experiment.build_model(experiment.Config(model=config.model, dropout=0.0))
+    num_classes = datasets.info(config.dataset, config.data_dir).num_classes
+    net = torch_model(config.model, images.shape[1:3], dropout=0.0, channels=images.shape[3], num_classes=num_classes)
+    net = net.to(getattr(torch, config.dtype))
+    variables = jax.tree.map(jnp.asarray, interop.from_torch(net, flatten_shape(config.model, images.shape[1:])))
+    model = experiment.build_model(experiment.Config(model=config.model, dropout=0.0), num_classes, images.shape[1:])
 
     args = config.optimizer_args()
     optimizer = torch_optimizer(config, net.parameters())
@@ -147,7 +149,7 @@ def parity(config: ParityConfig, log: Callable[[str], None] | None = print) -> d
 
     torch_losses = torch.stack(torch_losses).numpy()
     jax_losses = np.asarray(jax.device_get(jnp.stack(jax_losses)))  # host sync: the run's one read
-    torch_variables = interop.from_torch(net)
+    torch_variables = interop.from_torch(net, flatten_shape(config.model, images.shape[1:]))
     jax_variables = jax.device_get(state.variables)
     torch_acc = torch_accuracy(net, to_nchw(test_images), to_labels(test_labels), 1000)
     report = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import time
 import types
 from collections.abc import Callable, Sequence
@@ -65,19 +66,21 @@ def _torch() -> types.SimpleNamespace:
 
         def __init__(
             self,
-            image_size: int = 28,
+            image_size: int | tuple[int, int] = 28,
             channels: Sequence[int] = tuple(models.CNN.channels),
             hidden: Sequence[int] = tuple(models.CNN.hidden),
             num_classes: int = 10,
             dropout: float = 0.25,
+            in_channels: int = 1,
         ):
             super().__init__()
-            layers, width = [], 1
+            layers, width = [], in_channels
             for out in channels:
                 layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)]
                 width = out
             self.features = nn.Sequential(*layers)
-            width *= (image_size // 2 ** len(channels)) ** 2
+            height, across = (image_size, image_size) if isinstance(image_size, int) else image_size
+            width *= (height // 2 ** len(channels)) * (across // 2 ** len(channels))
             head = [nn.Dropout(dropout)]
             for out in hidden:
                 head += [nn.Linear(width, out), nn.ReLU(), nn.Dropout(dropout)]
@@ -93,13 +96,18 @@ def _torch() -> types.SimpleNamespace:
     )
 
 
-def torch_model(name: str, image_size: int, dropout: float = 0.25) -> Any:
-    """The torch counterpart of ``jaxtrain.models``' ``MLP()`` (the primer's ``MyModel``) or ``CNN(dropout=...)``.
+def torch_model(
+    name: str, image_size: int | tuple[int, int], dropout: float = 0.25, channels: int = 1, num_classes: int = 10
+) -> Any:
+    """The torch counterpart of ``jaxtrain.models``' ``MLP()`` (the primer's ``MyModel``) or ``CNN(dropout=...)``,
+    and of their NNX twins.
 
     Args:
-      name: "mlp" or "cnn".
-      image_size: the side of the square, one-channel input images (28 for MNIST, 8 for digits).
+      name: a name of ``experiment.MODELS``: "mlp", "cnn", "nnx-mlp", "nnx-cnn".
+      image_size: the side of square input images (28 for MNIST, 8 for digits), or their ``(H, W)``.
       dropout: the CNN's dropout rate before its head.
+      channels: the images' channels (1 for grayscale, 3 for RGB).
+      num_classes: the outputs of the last layer.
 
     Returns:
       A ``torch.nn.Module`` in float32, initialized by torch (seed it with ``torch.manual_seed``).
@@ -111,7 +119,25 @@ def torch_model(name: str, image_size: int, dropout: float = 0.25) -> Any:
     if name not in experiment.MODELS:
         raise ValueError(f"model={name!r}; expected one of {', '.join(experiment.MODELS)}")
     mirror = getattr(t, experiment.MODELS[name].torch)
-    return mirror(in_features=image_size * image_size) if mirror is t.MyModel else mirror(image_size=image_size, dropout=dropout)
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if mirror is t.MyModel:
+        return mirror(in_features=height * width * channels, num_classes=num_classes)
+    return mirror(image_size=(height, width), dropout=dropout, in_channels=channels, num_classes=num_classes)
+
+
+def flatten_shape(name: str, image_shape: Sequence[int]) -> tuple[int, int, int] | None:
+    """The (C, H, W) activation that model ``name`` flattens before its first Linear, for images of
+    ``image_shape`` (H, W, C): ``interop``'s ``flatten_shape``. None for an MLP, which flattens its input.
+
+    Example:
+      >>> flatten_shape("cnn", (32, 32, 3))
+      (128, 4, 4)
+    """
+    parameters = inspect.signature(experiment.MODELS[name].module.__init__).parameters
+    if "channels" not in parameters:
+        return None
+    blocks = tuple(parameters["channels"].default)
+    return blocks[-1], image_shape[0] // 2 ** len(blocks), image_shape[1] // 2 ** len(blocks)
 
 
 def to_nchw(images: np.ndarray) -> Any:
@@ -189,7 +215,7 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
     data, labels = to_nchw(train_images), to_labels(train_labels)
     test_data, test_targets = to_nchw(test_images), to_labels(test_labels)
 
-    model = torch_model(config.model, train_images.shape[1])
+    model = torch_model(config.model, train_images.shape[1:3], channels=train_images.shape[3], num_classes=datasets.info(config.dataset, config.data_dir).num_classes)
     criterion = t.nn.CrossEntropyLoss()
     optimizer = torch_optimizer(config, model.parameters())
     forward = torch.compile(model) if variant == "compile" else model

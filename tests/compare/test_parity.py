@@ -22,6 +22,15 @@ def test_float64_parity_of_the_mlp_holds_step_for_step(optimizer, kwargs, torch,
     assert report["test_accuracy_diff"] == 0
 
 
+def test_float64_parity_of_the_nnx_mlp_holds_step_for_step(torch, x64):
+    config = compare.ParityConfig(model="nnx-mlp", optimizer="adam", dtype="float64", steps=60, dataset="digits")
+    report = compare.parity(config, log=None)
+    assert report["torch"]["losses"][-1] < 0.8 * report["torch"]["losses"][0]  # it trained
+    assert report["max_rel_loss_diff"] <= 1e-10
+    assert report["max_param_diff"] <= 1e-10
+    assert report["test_accuracy_diff"] == 0
+
+
 def test_float32_parity_on_mnist_stays_within_1e_6(mnist_dir, torch):
     config = compare.ParityConfig(
         model="mlp", optimizer="adam", dtype="float32", steps=50, dataset="mnist", data_dir=str(mnist_dir), float64_reference=True
