@@ -196,6 +196,7 @@ def test_the_default_cnn_computes_what_its_torch_mirror_computes(train):
     np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("train", [False, True])
 def test_an_nnx_cnn_on_rgb_images_computes_what_the_torch_cnn_computes(train):
     from flax import nnx
 
