@@ -1,6 +1,7 @@
 """``python -m jaxtrain``: flags onto the library, nothing else.
 
   python -m jaxtrain train --dataset digits --epochs 10 --report out.json
+  python -m jaxtrain train --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # and 1 on the other host
   python -m jaxtrain compare parity --model cnn --optimizer adam --dtype float64 --steps 600
   python -m jaxtrain compare bench --preset feeding --dataset mnist --data-dir DIR --report bench.json
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import jax
 
-from jaxtrain import compare, experiment, optim
+from jaxtrain import compare, devices, experiment, optim
 from jaxtrain.datasets import DatasetUnavailableError
 
 
@@ -79,15 +80,30 @@ def _add_train(commands) -> None:
                    help="optimizer steps per compiled call: K, 'epoch', or 'auto' (the measured default for the model)")
     p.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=defaults.data_on_device,
                    help="keep the training set on the device (default: when it takes under a quarter of its memory)")
-    p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here")
+    p.add_argument("--devices", type=int, default=defaults.devices, metavar="N",
+                   help="train data-parallel on the first N devices of each process (default: all of them); "
+                   "--batch-size is the global batch, split over them")
+    d = p.add_argument_group("several machines", "one process per machine, all with the same flags but --process-id "
+                             "(default: one process, or what an srun/mpirun/indexed-Job launcher sets up)")
+    d.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="where process 0 listens")
+    d.add_argument("--num-processes", type=int, default=None, metavar="N", help="the processes of the run")
+    d.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 to N-1")
+    d.add_argument("--init-timeout", type=int, default=120, metavar="SECONDS",
+                   help="how long to wait for the coordinator and for every process to join")
+    p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here (process 0)")
     p.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> None:
     config = _from_flags(experiment.Config, args)
     _check_writable(args.report)
+    flags = {"--coordinator": args.coordinator, "--num-processes": args.num_processes, "--process-id": args.process_id}
+    missing = [flag for flag, value in flags.items() if value is None]
+    if 0 < len(missing) < len(flags):
+        raise ValueError(f"{missing[0]} is missing; expected --coordinator, --num-processes and --process-id together")
+    devices.initialize(args.coordinator, args.num_processes, args.process_id, timeout=args.init_timeout)
     report = experiment.run(config)
-    if args.report:
+    if args.report and devices.is_main_process():
         experiment.write_json(args.report, report)
 
 

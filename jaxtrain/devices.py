@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA = "data"  # the mesh axis that a batch is split along
@@ -69,7 +70,17 @@ def mesh_of(tree: Any) -> Mesh | None:
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """``tree`` with every array copied whole to each device of ``mesh``: parameters, optimizer state,
     BatchNorm's statistics. Every process must pass the same values (the same seed gives them)."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    everywhere = NamedSharding(mesh, P())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, everywhere)
+
+    def place(leaf):
+        # Another process's devices cannot be written by device_put: each process places its own copies.
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return jax.device_put(leaf, everywhere)
+        return multihost_utils.host_local_array_to_global_array(leaf, mesh, P())
+
+    return jax.tree.map(place, tree)
 
 
 def check_batch_size(mesh: Mesh, batch_size: int) -> None:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtrain import datasets, models, optim
+from jaxtrain import datasets, devices, models, optim
 from jaxtrain.data import ArrayDataset, DataLoader, fits_on_device
 from jaxtrain.train import compile_fit, create_train_state, evaluate, fit
 
@@ -121,6 +121,9 @@ class Config:
     ``CosineAnnealingLR`` to 0 over the run. Any of them after ``warmup_steps`` optimizer steps of linear
     warmup. ``grad_accum`` batches make one optimizer step; ``clip_norm`` clips the gradient's global norm
     first. ``momentum`` applies to SGD only.
+
+    Devices: ``devices`` per process (None: all) train data-parallel; ``batch_size`` is the global batch,
+    split over them, so it must be a multiple of their number.
     """
 
     dataset: str = "digits"
@@ -146,12 +149,15 @@ class Config:
     eval_batch_size: int = 1000
     steps_per_call: int | str = "auto"  # an int, "epoch" or "auto" (the model's ModelSpec.steps_per_call)
     data_on_device: bool | None = None  # None: when the training set fits (data.fits_on_device)
+    devices: int | None = None  # devices per process to train on, data-parallel; None: all of them
 
     def __post_init__(self):
         if self.schedule == "auto" and self.model in MODELS:
             object.__setattr__(self, "schedule", MODELS[self.model].schedule)
         object.__setattr__(self, "milestones", tuple(self.milestones))
         validate(self, dtype=tuple(COMPUTE_DTYPES))
+        if self.devices is not None and (isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1):
+            raise ConfigError("devices", self.devices, "a positive integer, or None for every device")
         if self.steps_per_call not in ("auto", "epoch") and not (isinstance(self.steps_per_call, int) and self.steps_per_call >= 1):
             raise ConfigError("steps_per_call", self.steps_per_call, "a positive integer, 'epoch' or 'auto'")
         if self.momentum and self.optimizer != "sgd":
@@ -172,7 +178,7 @@ def feeding(config: Config, loader: DataLoader) -> dict[str, Any]:
     steps = MODELS[config.model].steps_per_call if config.steps_per_call == "auto" else config.steps_per_call
     on_device = config.data_on_device
     if on_device is None:
-        on_device = fits_on_device(sum(a.nbytes for a in loader.arrays()))
+        on_device = fits_on_device(sum(a.nbytes for a in loader.arrays()), jax.local_devices()[0])  # another process's device has no memory stats here
     return {"steps_per_call": len(loader) if steps == "epoch" else steps, "data_on_device": on_device}
 
 
@@ -259,12 +265,17 @@ def run(config: Config, log: Callable[[str], None] | None = print) -> dict[str, 
     """Trains and evaluates as ``config`` says; returns the report.
 
     Returns:
-      ``dataset``, ``model``, ``batch_size``, ``device``, ``config``, ``model_options`` (the model's
+      ``dataset``, ``model``, ``batch_size``, ``device``, ``devices`` and ``processes`` (what the run
+      was split over), ``config``, ``model_options`` (the model's
       resolved ``dropout``, ``batch_norm`` and ``dtype``), ``history`` (per epoch: ``epoch``, ``lr``,
       ``train_loss``, ``test_loss``, ``test_accuracy``, ``seconds``, ``samples_per_second``), and the
       final ``test_accuracy`` (a fraction), ``compile_seconds`` (the first train step's compilation)
-      and ``samples_per_second`` (``steady_speed``).
+      and ``samples_per_second`` (``steady_speed``). Of several processes, only process 0 logs.
     """
+    if not devices.is_main_process():
+        log = None
+    mesh = devices.make_mesh(config.devices)
+    devices.check_batch_size(mesh, config.batch_size)
     train_images, train_labels = datasets.load(config.dataset, "train", config.data_dir)
     test_images, test_labels = datasets.load(config.dataset, "test", config.data_dir)
     train_loader = DataLoader(ArrayDataset(train_images, train_labels), config.batch_size, shuffle=True, seed=config.seed)
@@ -272,9 +283,10 @@ def run(config: Config, log: Callable[[str], None] | None = print) -> dict[str, 
 
     model, batches_per_epoch = build_model(config), len(train_loader)
     state = create_train_state(model, build_optimizer(config, batches_per_epoch), train_images[:1], seed=config.seed)
+    state = devices.replicate(state, mesh)
     mode = feeding(config, train_loader)
-    compile_seconds = compile_fit(state, train_loader, **mode)
-    state, history = fit(state, train_loader, config.epochs, test_loader, log=log, **mode)
+    compile_seconds = compile_fit(state, train_loader, mesh=mesh, **mode)
+    state, history = fit(state, train_loader, config.epochs, test_loader, log=log, mesh=mesh, **mode)
     # The schedule is a pure function of the step, so each epoch's lr comes from it, not from the state.
     lrs = epoch_learning_rates(config, batches_per_epoch)
     history = [{"epoch": record["epoch"], "lr": lr, **record} for record, lr in zip(history, lrs)]
@@ -288,6 +300,8 @@ def run(config: Config, log: Callable[[str], None] | None = print) -> dict[str, 
         "model": config.model,
         "batch_size": config.batch_size,
         "device": device_name(),
+        "devices": mesh.size,
+        "processes": jax.process_count(),
         "config": dataclasses.asdict(config),
         "model_options": {"dropout": model.dropout, "batch_norm": model.batch_norm, "dtype": config.dtype},
         **mode,
