@@ -1,8 +1,10 @@
 """jaxtrain: PyTorch's beginner training loop (Dataset → DataLoader → Module → loss → backward → step),
 done the functional way in JAX, with Flax modules and optax optimizers."""
 
+from jaxtrain import devices
 from jaxtrain.data import ArrayDataset, DataLoader, Dataset, default_collate, prefetch_to_device
 from jaxtrain.datasets import DatasetUnavailableError, load_digits, load_mnist, read_idx
+from jaxtrain.devices import make_mesh
 from jaxtrain.interop import from_torch, to_torch
 from jaxtrain.losses import cross_entropy
 from jaxtrain.models import CNN, MLP, BatchNorm
@@ -27,12 +29,14 @@ __all__ = [
     "create_train_state",
     "cross_entropy",
     "default_collate",
+    "devices",
     "eval_step",
     "evaluate",
     "fit",
     "from_torch",
     "load_digits",
     "load_mnist",
+    "make_mesh",
     "prefetch_to_device",
     "read_idx",
     "schedule",
