@@ -33,7 +33,8 @@ def make_mesh(devices: int | None = None) -> Mesh:
 
     The axis is ``Auto``: the compiler decides how each operation of a step is partitioned, given how its
     inputs are. (``jax.make_mesh``'s default, ``Explicit``, makes the sharding part of every array's type
-    and asks each operation to agree, which the models and optax's updates are not written for.)
+    and asks each operation to agree; the train step does not trace that way: a ``select`` in it mixes a
+    batch-sharded operand with a replicated one.)
 
     Args:
       devices: devices per process; None takes every local device.
@@ -113,7 +114,7 @@ def local_rows(sharding: NamedSharding, shape: tuple[int, ...], axis: int = 0) -
     """
     spans = {index[axis].indices(shape[axis])[:2] for index in sharding.addressable_devices_indices_map(shape).values()}
     start, stop = min(a for a, _ in spans), max(b for _, b in spans)
-    if sum(b - a for a, b in spans) != stop - start and len(spans) > 1:
+    if sum(b - a for a, b in spans) != stop - start:
         raise ValueError(f"sharding={sharding}; expected this process's rows along axis {axis} to be contiguous")
     return slice(start, stop)
 
@@ -177,8 +178,7 @@ def is_main_process() -> bool:
 # What a launcher sets when it starts several processes of one job. A plain shell sets none of them, so
 # ``initialize()`` without arguments leaves a laptop's single process alone (and never waits on a network).
 _CLUSTERS = {
-    "SLURM": lambda env: int(env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1"))) > 1
-    and "SLURM_STEP_ID" in env,  # inside `srun`, not in the batch script itself
+    "SLURM": lambda env: int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1,  # set by `srun`, not in the batch script
     "Open MPI": lambda env: "OMPI_MCA_orte_hnp_uri" in env and int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1,
     "Kubernetes (indexed Job)": lambda env: "KUBERNETES_SERVICE_HOST" in env and "JOB_COMPLETION_INDEX" in env,
     "Cloud TPU (several hosts)": lambda env: "," in env.get("TPU_WORKER_HOSTNAMES", ""),
