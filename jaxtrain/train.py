@@ -315,7 +315,7 @@ def _epoch_calls(
     ``arrays[index]`` over row-sharded data as a lookup of the rows each device holds (the others masked to
     zero) and one all-reduce of the batch, after which each device keeps its own rows. The dataset is never
     copied whole to a device; a step moves its batch once more (at batch 32, 100 kB for MNIST, against
-    the 0.9 MB all-reduce of the MLP's gradients).
+    the 0.8 MB all-reduce of the MLP's gradients).
     """
     order = loader.next_epoch()
     plan = plan_calls(len(order), loader.batch_size, steps_per_call)
