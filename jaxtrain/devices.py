@@ -70,7 +70,11 @@ def mesh_of(tree: Any) -> Mesh | None:
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """``tree`` with every array copied whole to each device of ``mesh``: parameters, optimizer state,
-    BatchNorm's statistics. Every process must pass the same values (the same seed gives them)."""
+    BatchNorm's statistics. Every process must pass the same values (the same seed gives them).
+
+    Example:
+      >>> state = replicate(create_train_state(MLP(), adam(1e-3), images[:1]), make_mesh())
+    """
     everywhere = NamedSharding(mesh, P())
     if jax.process_count() == 1:
         return jax.device_put(tree, everywhere)
@@ -99,6 +103,10 @@ def batch_sharding(mesh: Mesh, batch_size: int, axis: int = 0) -> NamedSharding:
     A batch that does not split evenly (an epoch's short last batch: 20 examples over 8 devices) is
     replicated instead: every device computes the whole of it, as one device would, so the result stays
     the same as on one device, BatchNorm's statistics included; it costs one redundant step an epoch.
+
+    Example:
+      >>> batch_sharding(make_mesh(8), 32).spec, batch_sharding(make_mesh(8), 20).spec
+      (P('data',), P())
     """
     if batch_size % mesh.size:
         return NamedSharding(mesh, P())
@@ -130,6 +138,11 @@ def global_batch(local: Any, sharding: NamedSharding, rows: int, axis: int = 0) 
 
     Returns:
       The pytree of global ``jax.Array``; on one process, the batch placed on the mesh.
+
+    Example:
+      >>> where = batch_sharding(mesh, 32)
+      >>> rows = local_rows(where, (32,))
+      >>> inputs, labels = global_batch((images[index[rows]], labels[index[rows]]), where, 32)
     """
 
     def join(a):
@@ -154,8 +167,19 @@ def shard_rows(arrays: Any, mesh: Mesh) -> Any:
     """Device-resident data split by rows over the mesh (``row_sharding``): each device holds
     ``1 / mesh.size`` of it rather than a copy.
 
+    A step gathers its batch with indices split like a batch (``batch_sharding``), and the gather's output
+    follows them: XLA partitions ``arrays[index]`` over row-sharded data as a lookup of the rows each
+    device holds (the others masked to zero) and one all-reduce of the batch, after which each device
+    keeps its own rows. (Replicated indices with the output constrained to ``batch_sharding`` compile to
+    the same program.) The dataset never moves; a step moves its batch once more, at batch 32 100 kB for
+    MNIST against the 0.8 MB all-reduce of the MLP's gradients. Sums with zeros are exact, so the batch is
+    the one a single device gathers.
+
     Rows are padded with zeros to ``padded_rows``; no index ever points at the padding. Every process
     holds the whole dataset on its host and places its own devices' rows.
+
+    Example:
+      >>> images_on_devices, labels_on_devices = shard_rows((images, labels), make_mesh())
     """
 
     def place(a):

@@ -178,7 +178,8 @@ def feeding(config: Config, loader: DataLoader) -> dict[str, Any]:
     steps = MODELS[config.model].steps_per_call if config.steps_per_call == "auto" else config.steps_per_call
     on_device = config.data_on_device
     if on_device is None:
-        on_device = fits_on_device(sum(a.nbytes for a in loader.arrays()), jax.local_devices()[0])  # another process's device has no memory stats here
+        # This process's own device: another process's device reports no memory.
+        on_device = fits_on_device(sum(a.nbytes for a in loader.arrays()), jax.local_devices()[0])
     return {"steps_per_call": len(loader) if steps == "epoch" else steps, "data_on_device": on_device}
 
 

@@ -308,14 +308,9 @@ def _epoch_calls(
 
     Device-resident ``arrays`` are gathered on the device, so only the indices leave the host; otherwise
     each call's batches are gathered on the host at once and shaped ``(steps, batch, ...)``. Either way a
-    call's batch axis is split over the mesh (``devices.batch_sharding``), and each process takes only its
-    own rows of the epoch's order.
-
-    The indices of device-resident data are split like a batch, and the gather follows them: XLA partitions
-    ``arrays[index]`` over row-sharded data as a lookup of the rows each device holds (the others masked to
-    zero) and one all-reduce of the batch, after which each device keeps its own rows. The dataset is never
-    copied whole to a device; a step moves its batch once more (at batch 32, 100 kB for MNIST, against
-    the 0.8 MB all-reduce of the MLP's gradients).
+    call's batch axis is split over the mesh (``devices.batch_sharding``; the indices of device-resident
+    data too, and the gather follows them: ``devices.shard_rows``), and each process takes only its own
+    rows of the epoch's order.
     """
     order = loader.next_epoch()
     plan = plan_calls(len(order), loader.batch_size, steps_per_call)
@@ -340,13 +335,13 @@ def _epoch_calls(
         yield train_steps, (batch,), index.size
 
 
-# Calls that fit lets run ahead of the host. The host still never waits on the device while it has work
-# queued, but more than 32 calls in flight deadlock XLA:CPU over several devices: each device's part of a
-# call takes one of 32 in-flight slots of that device when it is launched, and launches run on a thread
-# pool in no set order, so a later call's part can take a device's last slot while an earlier call's part
-# on that device still waits for one. The earlier call's all-reduce then waits for a device that never
-# starts it; after 40 s XLA aborts ("expected 8 threads to join the rendezvous, but only 7 of them
-# arrived"). Measured with 8 forced CPU devices on 2 cores: 31 calls in flight ran 3000 steps, 49 hung.
+# Calls that fit lets run ahead of the host: enough that the device never waits for it, and far from the
+# 32 that deadlock XLA:CPU over several devices. Each device's part of a call takes one of 32 in-flight
+# slots of that device when it is launched, and launches run on a thread pool in no set order, so a later
+# call's part can take a device's last slot while an earlier call's part on that device still waits for
+# one. The earlier call's all-reduce then waits for a device that never starts it, and after 40 s XLA
+# aborts ("expected 8 threads to join the rendezvous, but only 7 of them arrived"). Measured with 8 forced
+# CPU devices on 2 cores: 31 calls in flight ran 3000 steps, 49 hung (docs/scaling.md).
 _MAX_IN_FLIGHT = 8
 
 
