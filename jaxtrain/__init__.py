@@ -1,6 +1,7 @@
 """jaxtrain: PyTorch's beginner training loop (Dataset → DataLoader → Module → loss → backward → step),
 done the functional way in JAX, with Flax modules and optax optimizers."""
 
+from jaxtrain import devices
 from jaxtrain.data import (
     ArrayDataset,
     ConcatDataset,
@@ -14,6 +15,7 @@ from jaxtrain.data import (
     select,
 )
 from jaxtrain.datasets import DatasetUnavailableError, load, load_digits, load_folder, load_mnist, load_npz, read_idx, read_images
+from jaxtrain.devices import make_mesh
 from jaxtrain.interop import from_torch, to_torch
 from jaxtrain.losses import cross_entropy
 from jaxtrain.models import CNN, MLP, NNXCNN, NNXMLP, BatchNorm, NNXBatchNorm
@@ -47,6 +49,7 @@ __all__ = [
     "create_train_state",
     "cross_entropy",
     "default_collate",
+    "devices",
     "eval_step",
     "evaluate",
     "fit",
@@ -58,6 +61,7 @@ __all__ = [
     "load_npz",
     "load_run",
     "predict",
+    "make_mesh",
     "prefetch_to_device",
     "random_split",
     "read_idx",

@@ -6,6 +6,7 @@
   python -m jaxtrain predict --run-dir runs/mlp digit.png
   python -m jaxtrain export --run-dir runs/mlp --torch model.pt
   python -m jaxtrain plot runs/mlp -o curves.png
+  python -m jaxtrain train --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # and 1 on the other host
   python -m jaxtrain compare parity --model cnn --optimizer adam --dtype float64 --steps 600
   python -m jaxtrain compare bench --preset feeding --dataset mnist --data-dir DIR --report bench.json
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxtrain import compare, curves, experiment, interop, optim, runs
+from jaxtrain import compare, curves, devices, experiment, interop, optim, runs
 from jaxtrain.datasets import DatasetUnavailableError, read_images
 from jaxtrain.train import evaluate, predict
 
@@ -94,7 +95,17 @@ def _add_train(commands) -> None:
     p.add_argument("--val-fraction", type=float, default=defaults.val_fraction, metavar="F",
                    help="hold this fraction of the training data out for validation, reported each epoch; "
                    "the best checkpoint is then chosen by validation accuracy")
-    p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here")
+    p.add_argument("--devices", type=int, default=defaults.devices, metavar="N",
+                   help="train data-parallel on the first N devices of each process (default: all of them); "
+                   "--batch-size is the global batch, split over them")
+    d = p.add_argument_group("several machines", "one process per machine, all with the same flags but --process-id "
+                             "(default: one process, or what an srun/mpirun/indexed-Job launcher sets up)")
+    d.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="where process 0 listens")
+    d.add_argument("--num-processes", type=int, default=None, metavar="N", help="the processes of the run")
+    d.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 to N-1")
+    d.add_argument("--init-timeout", type=int, default=120, metavar="SECONDS",
+                   help="how long to wait for the coordinator and for every process to join")
+    p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here (process 0)")
     _add_run_folder(p)
     p.set_defaults(handler=_train)
 
@@ -115,16 +126,21 @@ def _add_run_folder(p: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> None:
     config = _from_flags(experiment.Config, args)
     _check_writable(args.report)
+    flags = {"--coordinator": args.coordinator, "--num-processes": args.num_processes, "--process-id": args.process_id}
+    missing = [flag for flag, value in flags.items() if value is None]
+    if 0 < len(missing) < len(flags):
+        raise ValueError(f"{missing[0]} is missing; expected --coordinator, --num-processes and --process-id together")
     run_flags = {"--resume": args.resume, "--checkpoint-every": args.checkpoint_every, "--log-every": args.log_every}
     if args.run_dir is None and any(run_flags.values()):
         flag = next(name for name, value in run_flags.items() if value)
         raise ValueError(f"{flag} without --run-dir: expected --run-dir DIR, where the run is kept")
+    devices.initialize(args.coordinator, args.num_processes, args.process_id, timeout=args.init_timeout)
     folder = args.run_dir and runs.Run(
         args.run_dir, resume=args.resume, keep=args.keep, checkpoint_seconds=args.checkpoint_seconds,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
     )
     report = experiment.run(config, folder=folder)
-    if args.report:
+    if args.report and devices.is_main_process():
         runs.write_json(args.report, report)
 
 

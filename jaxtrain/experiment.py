@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import datasets, models, optim
+from jaxtrain import datasets, devices, models, optim
 from jaxtrain.data import ArrayDataset, DataLoader, fits_on_device, random_split
 from jaxtrain.runs import Run, write_json
 from jaxtrain.train import TrainState, compile_fit, create_train_state, evaluate, fit
@@ -140,6 +140,9 @@ class Config:
     ``CosineAnnealingLR`` to 0 over the run. Any of them after ``warmup_steps`` optimizer steps of linear
     warmup. ``grad_accum`` batches make one optimizer step; ``clip_norm`` clips the gradient's global norm
     first. ``momentum`` applies to SGD only.
+
+    Devices: ``devices`` per process (None: all) train data-parallel; ``batch_size`` is the global batch,
+    split over them, so it must be a multiple of their number.
     """
 
     dataset: str = "digits"
@@ -166,12 +169,15 @@ class Config:
     eval_batch_size: int = 1000
     steps_per_call: int | str = "auto"  # an int, "epoch" or "auto" (the model's ModelSpec.steps_per_call)
     data_on_device: bool | None = None  # None: when the training set fits (data.fits_on_device)
+    devices: int | None = None  # devices per process to train on, data-parallel; None: all of them
 
     def __post_init__(self):
         if self.schedule == "auto" and self.model in MODELS:
             object.__setattr__(self, "schedule", MODELS[self.model].schedule)
         object.__setattr__(self, "milestones", tuple(self.milestones))
         check_config(self, dtype=tuple(COMPUTE_DTYPES))
+        if self.devices is not None and (isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1):
+            raise ConfigError("devices", self.devices, "a positive integer, or None for every device")
         if self.steps_per_call not in ("auto", "epoch") and not (isinstance(self.steps_per_call, int) and self.steps_per_call >= 1):
             raise ConfigError("steps_per_call", self.steps_per_call, "a positive integer, 'epoch' or 'auto'")
         if self.momentum and self.optimizer != "sgd":
@@ -194,7 +200,8 @@ def feeding(config: Config, loader: DataLoader) -> dict[str, Any]:
     steps = MODELS[config.model].steps_per_call if config.steps_per_call == "auto" else config.steps_per_call
     on_device = config.data_on_device
     if on_device is None:
-        on_device = fits_on_device(sum(a.nbytes for a in jax.tree.leaves(loader.arrays())))
+        # This process's own device: another process's device reports no memory.
+        on_device = fits_on_device(sum(a.nbytes for a in jax.tree.leaves(loader.arrays())), jax.local_devices()[0])
     return {"steps_per_call": len(loader) if steps == "epoch" else steps, "data_on_device": on_device}
 
 
@@ -344,18 +351,23 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
         ``report.json`` go; with ``resume``, the run continues from its latest checkpoint.
 
     Returns:
-      ``dataset``, ``model``, ``batch_size``, ``device``, ``config``, ``model_options`` (the model's
+      ``dataset``, ``model``, ``batch_size``, ``device``, ``devices`` and ``processes`` (what the run
+      was split over), ``config``, ``model_options`` (the model's
       resolved ``dropout``, ``batch_norm`` and ``dtype``), ``num_classes`` and ``class_names`` (None where
       the labels are their own names), ``history`` (per epoch: ``epoch``, ``lr``,
       ``train_loss``, ``test_loss``, ``test_accuracy``, with a validation split ``val_loss`` and
       ``val_accuracy``, ``seconds``, ``samples_per_second``), and the final ``test_accuracy`` (a
-      fraction), ``compile_seconds`` (the calls' compilation) and ``samples_per_second`` (``steady_speed``).
+      fraction), ``compile_seconds`` (the calls' compilation) and ``samples_per_second`` (``steady_speed``). Of several processes, only process 0 logs and writes.
     """
+    if not devices.is_main_process():
+        log = None
+    mesh = devices.make_mesh(config.devices)
+    devices.check_batch_size(mesh, config.batch_size)
     data = loaders(config)
     about = datasets.info(config.dataset, config.data_dir)
     train_loader, test_loader = data["train"], data["test"]
     sample = train_loader.gather(np.arange(1))[0]
-    state = initial_state(config, sample, len(train_loader), about.num_classes)
+    state = devices.replicate(initial_state(config, sample, len(train_loader), about.num_classes), mesh)
     mode = feeding(config, train_loader)
     every = folder.periods if folder else ()
     classes = {"num_classes": about.num_classes, "class_names": about.class_names and list(about.class_names)}
@@ -363,9 +375,9 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
         settings = {**dataclasses.asdict(config), "input_shape": list(sample.shape[1:]), "input_dtype": str(sample.dtype), **classes}
         folder.start(settings, fixed_except=RESUMABLE_CHANGES)
     try:
-        compile_seconds = compile_fit(state, train_loader, **mode, every=every)
+        compile_seconds = compile_fit(state, train_loader, **mode, every=every, mesh=mesh)
         evals = {name: data[name] for name in ("val", "test") if name in data}
-        state, history = fit(state, train_loader, config.epochs, evals, log=log, run=folder, **mode)
+        state, history = fit(state, train_loader, config.epochs, evals, log=log, run=folder, mesh=mesh, **mode)
     finally:
         if folder:
             folder.close()
@@ -382,6 +394,8 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
         "model": config.model,
         "batch_size": config.batch_size,
         "device": device_name(),
+        "devices": mesh.size,
+        "processes": jax.process_count(),
         "config": dataclasses.asdict(config),
         "model_options": model_options(config),
         **classes,
@@ -395,7 +409,7 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
         "eval_seconds": eval_seconds,
         "samples_per_second": steady_speed(history),
     }
-    if folder:
+    if folder and devices.is_main_process():
         write_json(folder.folder / "report.json", report)
     return report
 

@@ -1,6 +1,7 @@
 """Runs that outlive their process: a run folder, Orbax checkpoints, exact resume and metrics as they come.
 
-A run folder holds everything of one run:
+A run folder holds everything of one run (of several processes, process 0 writes its files; Orbax saves
+the checkpoints from all of them):
 
   config.json      the configuration (``resume`` refuses another one)
   metrics.jsonl    one strict JSON line per epoch (and per ``log_every`` steps), flushed as the run goes
@@ -27,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxtrain.data import DataLoader
+from jaxtrain.devices import is_main_process
 from jaxtrain.train import TrainState
 
 CHECKPOINTS = "checkpoints"
@@ -163,10 +165,13 @@ class Run:
                         f"{key}={config.get(key)!r} differs from the run in {self.folder} ({key}={saved.get(key)!r}); "
                         f"expected the same to resume it, or another run folder"
                     )
-        write_json(path, config)
+        if is_main_process():
+            write_json(path, config)
 
     def log(self, record: dict[str, Any]) -> None:
-        """Appends ``record`` to ``metrics.jsonl`` as one strict JSON line, flushed at once."""
+        """Appends ``record`` to ``metrics.jsonl`` as one strict JSON line, flushed at once (process 0 only)."""
+        if not is_main_process():
+            return
         with open(self.folder / "metrics.jsonl", "a") as out:
             out.write(to_json(record) + "\n")
 
@@ -210,6 +215,8 @@ class Run:
         """Drops the lines of ``metrics.jsonl`` logged after the checkpoint resumed from (and a line cut short),
         which the resumed run logs again."""
         path = self.folder / "metrics.jsonl"
+        if not is_main_process():
+            return
         kept = []
         for line in path.read_text().splitlines() if path.is_file() else []:
             try:

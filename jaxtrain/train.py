@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx, struct
+from jax.sharding import Mesh
 
+from jaxtrain import devices
 from jaxtrain.data import DataLoader, prefetch_to_device, select
 from jaxtrain.losses import cross_entropy
 from jaxtrain.modules import NNXModel, is_nnx
@@ -324,6 +326,7 @@ def evaluate(state: TrainState, loader: DataLoader, *, inputs: Key = None, label
     """``model.eval()`` and ``torch.no_grad()`` over a whole loader: every example counted exactly once.
 
     A short last batch is padded to the loader's batch size and masked, so it reuses the compiled step.
+    A state placed on a mesh (the state ``fit`` returns) is evaluated there, each batch split over it.
 
     Args:
       state: the train state.
@@ -339,9 +342,13 @@ def evaluate(state: TrainState, loader: DataLoader, *, inputs: Key = None, label
     Example:
       >>> evaluate(state, DataLoader(ArrayDataset(test_images, test_labels), batch_size=1000))
     """
-    sums = []
+    sums, mesh = [], devices.mesh_of(state)
     for batch in loader:
         batch, mask = _pad(select(batch, inputs, labels), loader.batch_size)
+        if mesh is not None:
+            sharding = devices.batch_sharding(mesh, loader.batch_size)
+            rows = devices.local_rows(sharding, (loader.batch_size,))
+            batch, mask = devices.global_batch(jax.tree.map(lambda a: a[rows], (batch, mask)), sharding, loader.batch_size)
         sums.append(eval_step(state, batch, mask))
     if not sums:
         raise ValueError("evaluate: the loader yielded no batch")
@@ -393,28 +400,34 @@ def compile_fit(
     *,
     inputs: Key = None,
     labels: Key = None,
+    mesh: Mesh | None = None,
 ) -> float:
-    """Compiles ahead of time every call that ``fit`` will make (``plan_calls``); returns the seconds it took.
+    """Compiles ahead of time every call that ``fit`` will make (``plan_calls``, on ``mesh`` as ``fit``
+    places them); returns the seconds it took.
 
-    The arguments are ``fit``'s, which must be given the same ``inputs`` and ``labels``.
+    The arguments are ``fit``'s, which must be given the same ``inputs``, ``labels`` and ``mesh``.
     """
+    mesh = mesh or devices.make_mesh()
+    devices.check_batch_size(mesh, loader.batch_size)
+    state = devices.replicate(state, mesh)
     examples = loader.indices(0)
     arrays = None if loader.arrays() is None else select(loader.arrays(), inputs, labels)
     sample = select(loader.gather(examples[:1]), inputs, labels)
-    spec = lambda a, lead: jax.ShapeDtypeStruct(lead + np.shape(a)[1:], np.asarray(a).dtype)  # noqa: E731
+    spec = lambda a, lead, where: jax.ShapeDtypeStruct(lead + np.shape(a)[1:], np.asarray(a).dtype, sharding=where)  # noqa: E731
     start = time.perf_counter()
     for k, b in set(plan_calls(len(examples), loader.batch_size, steps_per_call, every=every)):
+        where = devices.batch_sharding(mesh, b, axis=1)
         if data_on_device:
-            data = jax.tree.map(lambda a: spec(a, (len(a),)), arrays)
-            gather_steps.lower(state, data, jax.ShapeDtypeStruct((k, b), examples.dtype)).compile()
+            data = jax.tree.map(lambda a: spec(a, (devices.padded_rows(len(a), mesh),), devices.row_sharding(mesh)), arrays)
+            gather_steps.lower(state, data, spec(examples, (k, b), where)).compile()
         else:
-            train_steps.lower(state, jax.tree.map(lambda a: spec(a, (k, b)), sample)).compile()
+            train_steps.lower(state, jax.tree.map(lambda a: spec(a, (k, b), where), sample)).compile()
     return time.perf_counter() - start
 
 
 def _progress(calls: Iterable[tuple], total: int, desc: str) -> Iterator[tuple]:
     """A progress bar in examples on an interactive terminal; it never reads the loss."""
-    if not sys.stderr.isatty():
+    if not sys.stderr.isatty() or not devices.is_main_process():
         yield from calls
         return
     from tqdm.auto import tqdm  # a dependency of tensorflow-datasets
@@ -431,6 +444,7 @@ def _epoch_calls(
     arrays: tuple[jax.Array, ...] | None,
     prefetch: int,
     every: Sequence[int],
+    mesh: Mesh,
     keys: tuple[Key, Key] = (None, None),
 ) -> Iterator[tuple[Callable, tuple, int]]:
     """The loader's next epoch (or the rest of a resumed one) as ``(call, args, index)``, where
@@ -438,7 +452,10 @@ def _epoch_calls(
 
     Device-resident ``arrays`` (already ``(inputs, labels)``) are gathered on the device, so only the indices
     leave the host; otherwise each call's batches are gathered on the host at once, their ``keys`` (the
-    ``inputs`` and ``labels`` entries) picked out and shaped ``(steps, batch, ...)``.
+    ``inputs`` and ``labels`` entries) picked out and shaped ``(steps, batch, ...)``. Either way a call's
+    batch axis is split over the mesh (``devices.batch_sharding``; the indices of device-resident data
+    too, and the gather follows them: ``devices.shard_rows``), and each process takes only its own rows of
+    the epoch's order.
     """
     epoch, start = loader.next_start
     examples = len(loader.indices(epoch))
@@ -446,17 +463,33 @@ def _epoch_calls(
     plan = plan_calls(examples, loader.batch_size, steps_per_call, start=start, every=every)
     ends = np.cumsum([k * b for k, b in plan])
     indices = [chunk.reshape(shape) for chunk, shape in zip(np.split(order, ends[:-1]), plan)]
+    shardings = [devices.batch_sharding(mesh, b, axis=1) for _, b in plan]
+    local = lambda index, where: index[:, devices.local_rows(where, index.shape, axis=1)]  # noqa: E731
     if arrays is not None:
-        for index in indices:
-            yield gather_steps, (arrays, index), index
+        for index, where in zip(indices, shardings):
+            yield gather_steps, (arrays, devices.global_batch(local(index, where), where, index.shape[1], axis=1)), index
         return
-    gather = lambda index: select(loader.gather(index.ravel()), *keys)  # noqa: E731
-    shaped = lambda index: jax.tree.map(lambda a: a.reshape(index.shape + a.shape[1:]), gather(index))  # noqa: E731
-    batches = map(shaped, indices)
+
+    def shaped(index: np.ndarray, where: jax.sharding.NamedSharding) -> Batch:
+        part = local(index, where)
+        batch = jax.tree.map(lambda a: a.reshape(part.shape + a.shape[1:]), select(loader.gather(part.ravel()), *keys))
+        return devices.global_batch(batch, where, index.shape[1], axis=1)
+
+    batches = map(shaped, indices, shardings)
     if prefetch:
         batches = prefetch_to_device(batches, prefetch)
     for batch, index in zip(batches, indices):
         yield train_steps, (batch,), index
+
+
+# Calls that fit lets run ahead of the host: enough that the device never waits for it, and far from the
+# 32 that deadlock XLA:CPU over several devices. Each device's part of a call takes one of 32 in-flight
+# slots of that device when it is launched, and launches run on a thread pool in no set order, so a later
+# call's part can take a device's last slot while an earlier call's part on that device still waits for
+# one. The earlier call's all-reduce then waits for a device that never starts it, and after 40 s XLA
+# aborts ("expected 8 threads to join the rendezvous, but only 7 of them arrived"). Measured with 8 forced
+# CPU devices on 2 cores: 31 calls in flight ran 3000 steps, 49 hung (docs/scaling.md).
+_MAX_IN_FLIGHT = 8
 
 
 def fit(
@@ -472,6 +505,7 @@ def fit(
     run: Run | None = None,
     inputs: Key = None,
     labels: Key = None,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """The primer's loop: ``epochs`` passes over ``train_loader``, printing ``Epoch N, Loss: …`` after each.
 
@@ -487,6 +521,11 @@ def fit(
     - device-resident (``data_on_device=True``): the dataset is copied to the device once and each
       call gathers its batches there, so only indices cross over; with ``steps_per_call=len(loader)``
       a whole epoch is one call. The fastest for the MLP (1.8× per step in the same measurement).
+
+    Data parallel over ``mesh`` (``devices.make_mesh()``, every device, by default): each global batch
+    of ``train_loader.batch_size`` is split over the devices, the state is replicated, and the compiled
+    step all-reduces the gradients; for the same seed the training is that of one device, up to the
+    order of floating-point sums. Device-resident data is split by rows over the devices.
 
     Args:
       state: the initial state; it is donated.
@@ -508,6 +547,7 @@ def fit(
         "features". The entries picked are all that go to the device.
       labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",
         "targets", "y".
+      mesh: the devices to train on (``devices.make_mesh``); the batch size must be a multiple of them.
 
     Raises:
       FloatingPointError: an epoch's loss is not finite (the run diverged); a ``run`` keeps its last good
@@ -526,11 +566,14 @@ def fit(
         raise ValueError(f"epochs={epochs!r}; expected a positive integer")
     if not isinstance(steps_per_call, int) or steps_per_call < 1:
         raise ValueError(f"steps_per_call={steps_per_call!r}; expected a positive integer")
+    mesh = mesh or devices.make_mesh()
+    devices.check_batch_size(mesh, train_loader.batch_size)
+    state = devices.replicate(state, mesh)
     arrays = None
     if data_on_device:
         if train_loader.arrays() is None:
             raise ValueError("data_on_device=True; expected a DataLoader over an array-backed dataset, without collate_fn")
-        arrays = jax.device_put(select(train_loader.arrays(), inputs, labels))
+        arrays = devices.shard_rows(select(train_loader.arrays(), inputs, labels), mesh)
     if prefetch is None:
         prefetch = 0 if jax.default_backend() == "cpu" else 2
     evals = eval_loader if isinstance(eval_loader, dict) else {} if eval_loader is None else {"test": eval_loader}
@@ -540,11 +583,13 @@ def fit(
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
         taken, samples = train_loader.next_start[1], 0
-        calls = _epoch_calls(train_loader, steps_per_call, arrays, prefetch, every, (inputs, labels))
+        calls = _epoch_calls(train_loader, steps_per_call, arrays, prefetch, every, mesh, (inputs, labels))
         for call, args, index in _progress(calls, total, f"epoch {epoch}"):
             state, metrics = call(state, *args)
             losses.append(metrics["loss"])
             taken, samples = taken + len(index), samples + index.size
+            if len(losses) > _MAX_IN_FLIGHT:
+                losses[-1 - _MAX_IN_FLIGHT].block_until_ready()  # a wait, not a read: see _MAX_IN_FLIGHT
             if run and taken < len(train_loader) and any(taken % period == 0 for period in every):
                 run.step_end(state, train_loader, epoch, taken, losses, history)
         # host sync: the epoch's one read of the loss
