@@ -589,7 +589,7 @@ def fit(
             losses.append(metrics["loss"])
             taken, samples = taken + len(index), samples + index.size
             if len(losses) > _MAX_IN_FLIGHT:
-                losses[-1 - _MAX_IN_FLIGHT].block_until_ready()  # a wait, not a read: see _MAX_IN_FLIGHT
+                jax.block_until_ready(losses[-1 - _MAX_IN_FLIGHT])  # a wait, not a read: see _MAX_IN_FLIGHT
             if run and taken < len(train_loader) and any(taken % period == 0 for period in every):
                 run.step_end(state, train_loader, epoch, taken, losses, history)
         # host sync: the epoch's one read of the loss
