@@ -20,7 +20,8 @@ from jaxtrain.interop import from_torch, to_torch
 from jaxtrain.losses import cross_entropy
 from jaxtrain.models import CNN, MLP, NNXCNN, NNXMLP, BatchNorm, NNXBatchNorm
 from jaxtrain.optim import accumulate_gradients, adam, adamw, clip_grad_norm, schedule, sgd
-from jaxtrain.train import TrainState, create_train_state, eval_step, evaluate, fit, predict, train_step
+from jaxtrain.train import TrainState, create_train_state, eval_step, evaluate, predict, train_step
+from jaxtrain.loop import compile_fit, fit
 from jaxtrain.runs import Run
 from jaxtrain.experiment import load_run
 
@@ -52,6 +53,7 @@ __all__ = [
     "devices",
     "eval_step",
     "evaluate",
+    "compile_fit",
     "fit",
     "from_torch",
     "load",

@@ -25,7 +25,8 @@ from flax import nnx
 from jaxtrain import datasets, devices, models, optim
 from jaxtrain.data import ArrayDataset, DataLoader, fits_on_device, random_split
 from jaxtrain.runs import Run, write_json
-from jaxtrain.train import TrainState, compile_fit, create_train_state, evaluate, fit
+from jaxtrain.loop import compile_fit, fit
+from jaxtrain.train import TrainState, create_train_state, evaluate
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:

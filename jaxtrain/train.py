@@ -1,4 +1,5 @@
-"""The training loop, functionally: ``TrainState``, ``train_step``, ``eval_step``, ``fit`` and ``evaluate``.
+"""The training step, functionally: ``TrainState``, ``train_step``, ``eval_step``, ``evaluate`` and ``predict``
+(``jaxtrain.loop`` runs the steps over epochs: ``fit``).
 
 PyTorch keeps the weights, the gradients, the optimizer's moments and BatchNorm's running statistics
 inside objects and changes them in place (``loss.backward()``, ``optimizer.step()``). Here all of that
@@ -10,10 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-import sys
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,15 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx, struct
-from jax.sharding import Mesh
 
 from jaxtrain import devices
-from jaxtrain.data import DataLoader, prefetch_to_device, select
+from jaxtrain.data import DataLoader, select
 from jaxtrain.losses import cross_entropy
 from jaxtrain.modules import NNXModel, is_nnx
-
-if TYPE_CHECKING:
-    from jaxtrain.runs import Run
 
 Batch = tuple[Any, Any]  # (inputs, labels); a dict batch is read by data.select
 Key = str | int | None  # which entry of a batch: a dict's key or a tuple's position (data.select)
@@ -361,253 +356,3 @@ def evaluate(state: TrainState, loader: DataLoader, *, inputs: Key = None, label
             f"evaluate: the loss is {loss}; expected a finite number (labels outside 0..C-1, or a diverged model)"
         )
     return {"loss": loss, "accuracy": float(totals["correct"]) / count, "count": count}
-
-
-def plan_calls(
-    examples: int, batch_size: int, steps_per_call: int, *, start: int = 0, every: Sequence[int] = ()
-) -> list[tuple[int, int]]:
-    """The compiled calls of an epoch: ``(steps, batch size)`` per call, in the order ``fit`` makes them.
-
-    Full batches go ``steps_per_call`` to a call, and a call also ends at every multiple of each period in
-    ``every`` (where a run logs or saves); a short last batch is a call of its own. ``fit`` cuts each
-    epoch's order by this plan and ``compile_fit`` compiles each distinct call of it, so the two cannot
-    disagree.
-
-    Args:
-      examples: the examples of an epoch (``len(loader.indices(epoch))``).
-      batch_size: examples per step.
-      steps_per_call: optimizer steps per call.
-      start: batches of the epoch already taken (a resumed epoch); the plan covers the rest.
-      every: periods, in batches of the epoch, at which a call must end.
-
-    Example:
-      >>> plan_calls(100, 32, 2)
-      [(2, 32), (1, 32), (1, 4)]
-    """
-    full, tail = divmod(examples, batch_size)
-    ends = sorted({full, *(end for period in (steps_per_call, *every) for end in range(period, full, period))})
-    edges = [start] + [end for end in ends if end > start]
-    calls = [(b - a, batch_size) for a, b in zip(edges, edges[1:])]
-    return calls + ([(1, tail)] if tail and start <= full else [])
-
-
-def compile_fit(
-    state: TrainState,
-    loader: DataLoader,
-    steps_per_call: int = 1,
-    data_on_device: bool = False,
-    every: Sequence[int] = (),
-    *,
-    inputs: Key = None,
-    labels: Key = None,
-    mesh: Mesh | None = None,
-) -> float:
-    """Compiles ahead of time every call that ``fit`` will make (``plan_calls``, on ``mesh`` as ``fit``
-    places them); returns the seconds it took.
-
-    The arguments are ``fit``'s, which must be given the same ``inputs``, ``labels`` and ``mesh``.
-    """
-    mesh = mesh or devices.make_mesh()
-    devices.check_batch_size(mesh, loader.batch_size)
-    state = devices.replicate(state, mesh)
-    examples = loader.indices(0)
-    arrays = None if loader.arrays() is None else select(loader.arrays(), inputs, labels)
-    sample = select(loader.gather(examples[:1]), inputs, labels)
-    spec = lambda a, lead, where: jax.ShapeDtypeStruct(lead + np.shape(a)[1:], np.asarray(a).dtype, sharding=where)  # noqa: E731
-    start = time.perf_counter()
-    for k, b in set(plan_calls(len(examples), loader.batch_size, steps_per_call, every=every)):
-        where = devices.batch_sharding(mesh, b, axis=1)
-        if data_on_device:
-            data = jax.tree.map(lambda a: spec(a, (devices.padded_rows(len(a), mesh),), devices.row_sharding(mesh)), arrays)
-            gather_steps.lower(state, data, spec(examples, (k, b), where)).compile()
-        else:
-            train_steps.lower(state, jax.tree.map(lambda a: spec(a, (k, b), where), sample)).compile()
-    return time.perf_counter() - start
-
-
-def _progress(calls: Iterable[tuple], total: int, desc: str) -> Iterator[tuple]:
-    """A progress bar in examples on an interactive terminal; it never reads the loss."""
-    if not sys.stderr.isatty() or not devices.is_main_process():
-        yield from calls
-        return
-    from tqdm.auto import tqdm  # a dependency of tensorflow-datasets
-
-    with tqdm(total=total, desc=desc, leave=False, mininterval=0.5, unit="ex", unit_scale=True) as bar:
-        for call in calls:
-            yield call
-            bar.update(call[-1].size)
-
-
-def _epoch_calls(
-    loader: DataLoader,
-    steps_per_call: int,
-    arrays: tuple[jax.Array, ...] | None,
-    prefetch: int,
-    every: Sequence[int],
-    mesh: Mesh,
-    keys: tuple[Key, Key] = (None, None),
-) -> Iterator[tuple[Callable, tuple, int]]:
-    """The loader's next epoch (or the rest of a resumed one) as ``(call, args, index)``, where
-    ``call(state, *args)`` is one compiled call of ``plan_calls`` and ``index`` its ``(steps, batch)`` examples.
-
-    Device-resident ``arrays`` (already ``(inputs, labels)``) are gathered on the device, so only the indices
-    leave the host; otherwise each call's batches are gathered on the host at once, their ``keys`` (the
-    ``inputs`` and ``labels`` entries) picked out and shaped ``(steps, batch, ...)``. Either way a call's
-    batch axis is split over the mesh (``devices.batch_sharding``; the indices of device-resident data
-    too, and the gather follows them: ``devices.shard_rows``), and each process takes only its own rows of
-    the epoch's order.
-    """
-    epoch, start = loader.next_start
-    examples = len(loader.indices(epoch))
-    order = loader.next_epoch()
-    plan = plan_calls(examples, loader.batch_size, steps_per_call, start=start, every=every)
-    ends = np.cumsum([k * b for k, b in plan])
-    indices = [chunk.reshape(shape) for chunk, shape in zip(np.split(order, ends[:-1]), plan)]
-    shardings = [devices.batch_sharding(mesh, b, axis=1) for _, b in plan]
-    local = lambda index, where: index[:, devices.local_rows(where, index.shape, axis=1)]  # noqa: E731
-    if arrays is not None:
-        for index, where in zip(indices, shardings):
-            yield gather_steps, (arrays, devices.global_batch(local(index, where), where, index.shape[1], axis=1)), index
-        return
-
-    def shaped(index: np.ndarray, where: jax.sharding.NamedSharding) -> Batch:
-        part = local(index, where)
-        batch = jax.tree.map(lambda a: a.reshape(part.shape + a.shape[1:]), select(loader.gather(part.ravel()), *keys))
-        return devices.global_batch(batch, where, index.shape[1], axis=1)
-
-    batches = map(shaped, indices, shardings)
-    if prefetch:
-        batches = prefetch_to_device(batches, prefetch)
-    for batch, index in zip(batches, indices):
-        yield train_steps, (batch,), index
-
-
-# Calls that fit lets run ahead of the host: enough that the device never waits for it, and far from the
-# 32 that deadlock XLA:CPU over several devices. Each device's part of a call takes one of 32 in-flight
-# slots of that device when it is launched, and launches run on a thread pool in no set order, so a later
-# call's part can take a device's last slot while an earlier call's part on that device still waits for
-# one. The earlier call's all-reduce then waits for a device that never starts it, and after 40 s XLA
-# aborts ("expected 8 threads to join the rendezvous, but only 7 of them arrived"). Measured with 8 forced
-# CPU devices on 2 cores: 31 calls in flight ran 3000 steps, 49 hung (docs/scaling.md).
-_MAX_IN_FLIGHT = 8
-
-
-def fit(
-    state: TrainState,
-    train_loader: DataLoader,
-    epochs: int,
-    eval_loader: DataLoader | dict[str, DataLoader] | None = None,
-    *,
-    log: Callable[[str], None] | None = print,
-    prefetch: int | None = None,
-    steps_per_call: int = 1,
-    data_on_device: bool = False,
-    run: Run | None = None,
-    inputs: Key = None,
-    labels: Key = None,
-    mesh: Mesh | None = None,
-) -> tuple[TrainState, list[dict[str, float]]]:
-    """The primer's loop: ``epochs`` passes over ``train_loader``, printing ``Epoch N, Loss: …`` after each.
-
-    The loss stays on the device during an epoch and is read once at its end, so the host never waits
-    on a step. Each epoch is cut into compiled calls by ``plan_calls``; three feeding modes, which
-    compute the same training for the same seed, decide what a call takes:
-
-    - per step (``steps_per_call=1``): one step per call, its batch gathered on the host. Fastest for
-      the CNN on XLA:CPU, which runs a convolution's step several times slower inside a loop.
-    - fused (``steps_per_call=K``): K steps per call, a ``lax.scan`` over K batches gathered on the
-      host at once, saving K - 1 dispatches: for data that stays on the host, the MLP measured 1.4×
-      per step's speed (README, "Speed").
-    - device-resident (``data_on_device=True``): the dataset is copied to the device once and each
-      call gathers its batches there, so only indices cross over; with ``steps_per_call=len(loader)``
-      a whole epoch is one call. The fastest for the MLP (1.8× per step in the same measurement).
-
-    Data parallel over ``mesh`` (``devices.make_mesh()``, every device, by default): each global batch
-    of ``train_loader.batch_size`` is split over the devices, the state is replicated, and the compiled
-    step all-reduces the gradients; for the same seed the training is that of one device, up to the
-    order of floating-point sums. Device-resident data is split by rows over the devices.
-
-    Args:
-      state: the initial state; it is donated.
-      train_loader: the training batches: ``(inputs, labels)``, or dicts such as ``{"image", "label"}``.
-      epochs: the number of passes.
-      eval_loader: if given, evaluated after each epoch (into ``test_loss`` and ``test_accuracy``); or
-        loaders by name, each evaluated into ``<name>_loss`` and ``<name>_accuracy``.
-      log: where the epoch lines go (None: nowhere).
-      prefetch: batches (or stacks of them) copied to the device ahead of the step by a background
-        thread; 0 for no thread. None: 2 on an accelerator, 0 on the CPU, where the copy is a host memcpy
-        and the thread only competes for the interpreter (measured: about 20% slower with it).
-      steps_per_call: optimizer steps per compiled call.
-      data_on_device: keep ``train_loader``'s arrays on the device (needs an array-backed dataset).
-      run: a ``jaxtrain.runs.Run``: log each epoch to its folder, checkpoint by its policy, and with
-        ``Run(..., resume=True)`` continue from its latest checkpoint, to the same bits as a run that
-        was never stopped (the epochs already done are not repeated).
-      inputs: which entry of a batch (training and evaluation) holds the inputs (``data.select``): a dict's
-        key or a tuple's position; None for position 0 or the first of "image", "images", "inputs", "x",
-        "features". The entries picked are all that go to the device.
-      labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",
-        "targets", "y".
-      mesh: the devices to train on (``devices.make_mesh``); the batch size must be a multiple of them.
-
-    Raises:
-      FloatingPointError: an epoch's loss is not finite (the run diverged); a ``run`` keeps its last good
-        checkpoint.
-
-    Returns:
-      The final state and a history: per epoch ``epoch``, ``train_loss`` (the mean of the batch losses,
-      the primer's ``running_loss / len(dataloader)``), ``seconds`` and ``samples_per_second`` of training,
-      and ``test_loss`` and ``test_accuracy`` with an ``eval_loader``.
-
-    Example:
-      >>> state, history = fit(state, train_loader, epochs=10, eval_loader=test_loader)
-      Epoch 1, Loss: 0.27...
-    """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r}; expected a positive integer")
-    if not isinstance(steps_per_call, int) or steps_per_call < 1:
-        raise ValueError(f"steps_per_call={steps_per_call!r}; expected a positive integer")
-    mesh = mesh or devices.make_mesh()
-    devices.check_batch_size(mesh, train_loader.batch_size)
-    state = devices.replicate(state, mesh)
-    arrays = None
-    if data_on_device:
-        if train_loader.arrays() is None:
-            raise ValueError("data_on_device=True; expected a DataLoader over an array-backed dataset, without collate_fn")
-        arrays = devices.shard_rows(select(train_loader.arrays(), inputs, labels), mesh)
-    if prefetch is None:
-        prefetch = 0 if jax.default_backend() == "cpu" else 2
-    evals = eval_loader if isinstance(eval_loader, dict) else {} if eval_loader is None else {"test": eval_loader}
-    total = len(train_loader.indices(0))
-    state, history, losses = run.restore_fit(state, train_loader) if run else (state, [], [])
-    every = run.periods if run else ()
-    for epoch in range(len(history) + 1, epochs + 1):
-        start = time.perf_counter()
-        taken, samples = train_loader.next_start[1], 0
-        calls = _epoch_calls(train_loader, steps_per_call, arrays, prefetch, every, mesh, (inputs, labels))
-        for call, args, index in _progress(calls, total, f"epoch {epoch}"):
-            state, metrics = call(state, *args)
-            losses.append(metrics["loss"])
-            taken, samples = taken + len(index), samples + index.size
-            if len(losses) > _MAX_IN_FLIGHT:
-                jax.block_until_ready(losses[-1 - _MAX_IN_FLIGHT])  # a wait, not a read: see _MAX_IN_FLIGHT
-            if run and taken < len(train_loader) and any(taken % period == 0 for period in every):
-                run.step_end(state, train_loader, epoch, taken, losses, history)
-        # host sync: the epoch's one read of the loss
-        batch_losses = np.concatenate([np.ravel(x) for x in jax.device_get(losses)])
-        train_loss, losses = float(np.mean(batch_losses)), []
-        if not np.isfinite(train_loss):
-            raise FloatingPointError(
-                f"epoch {epoch}: the training loss is {train_loss}; expected a finite number "
-                f"(the run diverged: try a lower learning rate, or clipping the gradient norm)"
-            )
-        seconds = time.perf_counter() - start
-        record = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_second": samples / seconds}
-        if log:
-            log(f"Epoch {epoch}, Loss: {train_loss}")
-        for name, loader in evals.items():
-            metrics = evaluate(state, loader, inputs=inputs, labels=labels)
-            record.update({f"{name}_loss": metrics["loss"], f"{name}_accuracy": metrics["accuracy"]})
-        history.append(record)
-        if run:
-            run.epoch_end(state, train_loader, history, last=epoch == epochs)
-    return state, history

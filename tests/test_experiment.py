@@ -129,10 +129,10 @@ def test_the_measured_defaults_are_what_config_resolves(monkeypatch):
 def test_fit_uses_no_prefetch_thread_on_the_cpu(monkeypatch):
     import jax
 
-    from jaxtrain import train
+    from jaxtrain import loop
 
     assert jax.default_backend() == "cpu"
-    monkeypatch.setattr(train, "prefetch_to_device", lambda *a, **k: pytest.fail("a prefetch thread on the CPU"))
+    monkeypatch.setattr(loop, "prefetch_to_device", lambda *a, **k: pytest.fail("a prefetch thread on the CPU"))
     run(Config(epochs=1, steps_per_call=1, data_on_device=False), log=None)
 
 
