@@ -244,7 +244,8 @@ The state is donated: its buffers are reused for the new state, so never touch t
 
 def _loop(step: Callable, state: TrainState, xs: Any) -> tuple[TrainState, dict[str, jax.Array]]:
     """``lax.scan`` of ``step`` over the leading axis of ``xs``; a single step runs without the loop, since
-    XLA:CPU runs a convolution's step several times slower inside one."""
+    XLA:CPU runs a step of ``flax.linen.Conv`` several times slower inside one (``models.conv2d`` avoids
+    that for jaxtrain's CNN)."""
     if jax.tree.leaves(xs)[0].shape[0] == 1:
         state, metrics = step(state, jax.tree.map(lambda x: x[0], xs))
         return state, jax.tree.map(lambda m: m[None], metrics)
