@@ -14,11 +14,13 @@ from jaxtrain.data import (
     random_split,
     select,
 )
-from jaxtrain.datasets import DatasetUnavailableError, load, load_digits, load_folder, load_mnist, load_npz, read_idx, read_images
+from jaxtrain.datasets import DatasetUnavailableError, load, load_digits, load_mnist, read_idx
+from jaxtrain.files import load_folder, load_npz, read_images
 from jaxtrain.devices import make_mesh
 from jaxtrain.interop import from_torch, to_torch
 from jaxtrain.losses import cross_entropy
-from jaxtrain.models import CNN, MLP, NNXCNN, NNXMLP, BatchNorm, NNXBatchNorm
+from jaxtrain.models import CNN, MLP, BatchNorm
+from jaxtrain.nnx_models import NNXCNN, NNXMLP, NNXBatchNorm
 from jaxtrain.optim import accumulate_gradients, adam, adamw, clip_grad_norm, schedule, sgd
 from jaxtrain.train import TrainState, create_train_state, eval_step, evaluate, predict, train_step
 from jaxtrain.loop import compile_fit, fit

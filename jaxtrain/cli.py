@@ -25,7 +25,8 @@ import jax
 import numpy as np
 
 from jaxtrain import compare, curves, devices, experiment, interop, optim, runs
-from jaxtrain.datasets import DatasetUnavailableError, read_images
+from jaxtrain.datasets import DatasetUnavailableError
+from jaxtrain.files import read_images
 from jaxtrain.train import evaluate, predict
 
 

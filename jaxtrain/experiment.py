@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import datasets, devices, models, optim
+from jaxtrain import datasets, devices, models, nnx_models, optim
 from jaxtrain.data import ArrayDataset, DataLoader, fits_on_device, random_split
 from jaxtrain.runs import Run, write_json
 from jaxtrain.loop import compile_fit, fit
@@ -39,7 +39,7 @@ class ModelSpec:
       steps_per_call: the steps per compiled call that ``Config(steps_per_call="auto")`` gives it.
     """
 
-    module: type[models.MLP] | type[models.CNN] | type[models.NNXMLP] | type[models.NNXCNN]
+    module: type[models.MLP] | type[models.CNN] | type[nnx_models.NNXMLP] | type[nnx_models.NNXCNN]
     torch: str
     schedule: str
     steps_per_call: int | str
@@ -55,8 +55,8 @@ class ModelSpec:
 MODELS = {
     "mlp": ModelSpec(models.MLP, torch="MyModel", schedule="constant", steps_per_call="epoch"),
     "cnn": ModelSpec(models.CNN, torch="CNN", schedule="cosine", steps_per_call=1),
-    "nnx-mlp": ModelSpec(models.NNXMLP, torch="MyModel", schedule="constant", steps_per_call="epoch"),
-    "nnx-cnn": ModelSpec(models.NNXCNN, torch="CNN", schedule="cosine", steps_per_call=1),
+    "nnx-mlp": ModelSpec(nnx_models.NNXMLP, torch="MyModel", schedule="constant", steps_per_call="epoch"),
+    "nnx-cnn": ModelSpec(nnx_models.NNXCNN, torch="CNN", schedule="cosine", steps_per_call=1),
 }
 # The built-in datasets; Config.dataset also takes a tensorflow-datasets name, folder:PATH and npz:FILE.
 DATASETS = datasets.BUILT_IN
@@ -210,7 +210,7 @@ def feeding(config: Config, loader: DataLoader) -> dict[str, Any]:
 
 def build_model(
     config: Config, num_classes: int = 10, input_shape: Sequence[int] | None = None
-) -> models.MLP | models.CNN | models.NNXMLP | models.NNXCNN:
+) -> models.MLP | models.CNN | nnx_models.NNXMLP | nnx_models.NNXCNN:
     """The Flax module that ``config`` names, with its dropout, BatchNorm and compute dtype.
 
     Args:

@@ -87,7 +87,7 @@ def to_torch(variables: Any, module: Any, flatten_shape: tuple[int, int, int] | 
     Args:
       variables: ``{"params": ..., "batch_stats": ...}`` as ``from_torch`` lays them out (numpy or jax
         arrays; a ``TrainState.variables``, say), or an NNX module laid out so (its ``nnx.Param`` and
-        ``nnx.BatchStat`` state, e.g. a ``jaxtrain.models.NNXMLP``).
+        ``nnx.BatchStat`` state, e.g. a ``jaxtrain.nnx_models.NNXMLP``).
       module: the torch module to write into, of the architecture ``variables`` came from.
       flatten_shape: as in ``from_torch``.
 
