@@ -185,7 +185,9 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
     that mirrors ``jaxtrain.models.CNN``), ``CrossEntropyLoss``, the optimizer that ``config`` names, and
     per step ``zero_grad``, forward, ``backward``, ``step`` and ``running_loss += loss.item()``; then
     ``model.eval()`` and ``torch.no_grad()`` over the test set after each epoch. torch is seeded with
-    ``config.seed`` and keeps its default threads.
+    ``config.seed`` and keeps its default threads. Where CUDA is available the model trains there, as the
+    primer's GPU version does: the DataLoader's batches are moved with ``.to(device)`` each step, while
+    the other variants keep the whole dataset on the GPU.
 
     Args:
       config: what to train, as for ``experiment.run``.
@@ -212,10 +214,13 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
     torch.manual_seed(config.seed)
     train_images, train_labels = datasets.load(config.dataset, "train", config.data_dir)
     test_images, test_labels = datasets.load(config.dataset, "test", config.data_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data, labels = to_nchw(train_images), to_labels(train_labels)
     test_data, test_targets = to_nchw(test_images), to_labels(test_labels)
+    if variant != "dataloader":  # the DataLoader reads from host memory, as the primer's does
+        data, labels, test_data, test_targets = (a.to(device) for a in (data, labels, test_data, test_targets))
 
-    model = torch_model(config.model, train_images.shape[1:3], channels=train_images.shape[3], num_classes=datasets.info(config.dataset, config.data_dir).num_classes)
+    model = torch_model(config.model, train_images.shape[1:3], channels=train_images.shape[3], num_classes=datasets.info(config.dataset, config.data_dir).num_classes).to(device)
     criterion = t.nn.CrossEntropyLoss()
     optimizer = torch_optimizer(config, model.parameters())
     forward = torch.compile(model) if variant == "compile" else model
@@ -229,7 +234,7 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
                        for i in range(0, len(test_targets), config.eval_batch_size)]
 
         def epoch_batches():
-            order = torch.randperm(len(labels))
+            order = torch.randperm(len(labels), device=device)
             for start in range(0, len(labels), config.batch_size):
                 index = order[start : start + config.batch_size]
                 yield data[index], labels[index]
@@ -239,6 +244,7 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
         loss_sum, correct = 0.0, 0
         with torch.no_grad():
             for inputs, targets in test_loader:
+                inputs, targets = inputs.to(device), targets.to(device)
                 outputs = forward(inputs)
                 loss_sum += criterion(outputs, targets).item() * len(targets)
                 correct += (torch.max(outputs, 1)[1] == targets).sum().item()
@@ -250,6 +256,7 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
         start = time.perf_counter()
         running_loss, steps = 0.0, 0
         for inputs, targets in epoch_batches():
+            inputs, targets = inputs.to(device), targets.to(device)
             optimizer.zero_grad()
             outputs = forward(inputs)
             loss = criterion(outputs, targets)
@@ -276,7 +283,8 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
         "dataset": config.dataset,
         "model": config.model,
         "batch_size": config.batch_size,
-        "device": f"cpu: torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "device": (f"cuda: {torch.cuda.get_device_name()}, torch {torch.__version__}" if device.type == "cuda"
+                   else f"cpu: torch {torch.__version__}, {torch.get_num_threads()} threads"),
         "config": dataclasses.asdict(config),
         "train_examples": len(labels),
         "test_examples": len(test_targets),
