@@ -2,28 +2,22 @@
 done the functional way in JAX, with Flax modules and optax optimizers."""
 
 from jaxtrain import devices
-from jaxtrain.data import (
-    ArrayDataset,
-    ConcatDataset,
-    DataLoader,
-    Dataset,
-    Subset,
-    WeightedRandomSampler,
-    default_collate,
-    prefetch_to_device,
-    random_split,
-    select,
-)
-from jaxtrain.datasets import DatasetUnavailableError, load, load_digits, load_mnist, read_idx
+from jaxtrain.collate import default_collate, select
+from jaxtrain.data import ArrayDataset, ConcatDataset, DataLoader, Dataset, Subset, random_split
+from jaxtrain.samplers import WeightedRandomSampler
+from jaxtrain.datasets import DatasetUnavailableError, load, load_digits, load_mnist
+from jaxtrain.idx import read_idx
 from jaxtrain.files import load_folder, load_npz, read_images
 from jaxtrain.devices import make_mesh
 from jaxtrain.interop import from_torch, to_torch
 from jaxtrain.losses import cross_entropy
 from jaxtrain.models import CNN, MLP, BatchNorm
 from jaxtrain.nnx_models import NNXCNN, NNXMLP, NNXBatchNorm
-from jaxtrain.optim import accumulate_gradients, adam, adamw, clip_grad_norm, schedule, sgd
+from jaxtrain.optim import accumulate_gradients, adam, adamw, clip_grad_norm, sgd
+from jaxtrain.schedules import schedule
 from jaxtrain.train import TrainState, create_train_state, eval_step, evaluate, predict, train_step
 from jaxtrain.loop import compile_fit, fit
+from jaxtrain.transfer import prefetch_to_device
 from jaxtrain.runs import Run
 from jaxtrain.experiment import load_run
 

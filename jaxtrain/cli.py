@@ -25,8 +25,10 @@ import jax
 import numpy as np
 
 from jaxtrain import compare, curves, devices, experiment, interop, optim, runs
+from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config, ConfigError
 from jaxtrain.datasets import DatasetUnavailableError
 from jaxtrain.files import read_images
+from jaxtrain.schedules import SCHEDULES
 from jaxtrain.train import evaluate, predict
 
 
@@ -57,16 +59,16 @@ def _add_data(p: argparse.ArgumentParser, defaults) -> None:
 
 
 def _add_train(commands) -> None:
-    defaults = experiment.Config()
+    defaults = Config()
     p = commands.add_parser("train", help="train and evaluate a model (the primer's program)", formatter_class=_Help)
     _add_data(p, defaults)
-    p.add_argument("--model", choices=experiment.MODELS, default=defaults.model, help="the network")
+    p.add_argument("--model", choices=MODELS, default=defaults.model, help="the network")
     p.add_argument("--dropout", type=float, default=defaults.dropout, metavar="P",
                    help="dropout rate in [0, 1) (default: the model's; mlp: 0, cnn: 0.25)")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=defaults.batch_norm,
                    help="BatchNorm (torch semantics) in each hidden layer or conv block "
                    "(default: the model's; mlp: off, cnn: on)")
-    p.add_argument("--dtype", choices=experiment.COMPUTE_DTYPES, default=defaults.dtype,
+    p.add_argument("--dtype", choices=COMPUTE_DTYPES, default=defaults.dtype,
                    help="compute dtype; parameters and optimizer state stay float32")
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training data")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
@@ -74,7 +76,7 @@ def _add_train(commands) -> None:
     p.add_argument("--optimizer", choices=optim.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="L2 (sgd, adam) or decoupled (adamw)")
-    p.add_argument("--schedule", choices=("auto", *optim.SCHEDULES), default=defaults.schedule,
+    p.add_argument("--schedule", choices=("auto", *SCHEDULES), default=defaults.schedule,
                    help="learning rate per optimizer step: constant, step (StepLR), multistep (MultiStepLR), "
                    "cosine (CosineAnnealingLR to 0); auto: constant for the mlp, cosine for the cnn")
     p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
@@ -125,7 +127,7 @@ def _add_run_folder(p: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    config = _from_flags(experiment.Config, args)
+    config = _from_flags(Config, args)
     _check_writable(args.report)
     flags = {"--coordinator": args.coordinator, "--num-processes": args.num_processes, "--process-id": args.process_id}
     missing = [flag for flag, value in flags.items() if value is None]
@@ -257,7 +259,7 @@ def _add_compare(commands) -> None:
         "parity", formatter_class=_Help,
         help="train in PyTorch and in jaxtrain from the same weights on the same batches; report the differences",
     )
-    p.add_argument("--model", choices=experiment.MODELS, default=defaults.model, help="the network (dropout off)")
+    p.add_argument("--model", choices=MODELS, default=defaults.model, help="the network (dropout off)")
     p.add_argument("--optimizer", choices=optim.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 for adam and adamw, 1e-2 for sgd)")
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="sgd")
@@ -276,7 +278,7 @@ def _add_compare(commands) -> None:
     p.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
     p.set_defaults(handler=_parity)
 
-    config = experiment.Config()
+    config = Config()
     b = studies.add_parser(
         "bench", formatter_class=_Help,
         help="time the primer's PyTorch program and jaxtrain's on the same data, each in its own process",
@@ -286,7 +288,7 @@ def _add_compare(commands) -> None:
                    "feeding: jaxtrain's feeding modes beside the primer and a hand-written lax.scan epoch")
     b.add_argument("--programs", choices=compare.PROGRAMS, nargs="+", default=None, metavar="PROGRAM",
                    help=f"the programs to time instead of the preset's: {', '.join(compare.PROGRAMS)}")
-    b.add_argument("--models", choices=experiment.MODELS, nargs="+", default=["mlp"], help="the networks to time")
+    b.add_argument("--models", choices=MODELS, nargs="+", default=["mlp"], help="the networks to time")
     _add_data(b, config)
     b.add_argument("--epochs", type=int, default=5, help="passes over the training data; samples/s is the median after the first")
     b.add_argument("--batch-sizes", type=int, nargs="+", default=[config.batch_size], metavar="B", help="the batch sizes to sweep")
@@ -309,7 +311,7 @@ def _parity(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    config = _from_flags(experiment.Config, args)
+    config = _from_flags(Config, args)
     programs = args.programs or compare.PRESETS[args.preset]
     compare.bench_check(config, args.models, programs)
     _check_writable(args.report)
@@ -343,7 +345,7 @@ def _command(args: argparse.Namespace) -> str:
 
 def _message(error: Exception) -> str:
     """An error as the user should read it: a configuration field by the flag that sets it."""
-    if isinstance(error, experiment.ConfigError):
+    if isinstance(error, ConfigError):
         return f"{error.field.replace('_', ' ')} {error.value!r} (--{error.field.replace('_', '-')}): expected {error.expected}"
     return str(error)
 
@@ -362,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or os.environ.get("JAXTRAIN_DEBUG"):
             traceback.print_exc()
         print(f"jaxtrain {_command(args)}: error: {_message(error)}", file=sys.stderr)
-        return 2 if isinstance(error, experiment.ConfigError) else 1
+        return 2 if isinstance(error, ConfigError) else 1
     except KeyboardInterrupt:
         print(f"jaxtrain {_command(args)}: interrupted", file=sys.stderr)
         return 130

@@ -2,23 +2,23 @@
 
 A dataset is anything with ``__getitem__`` and ``__len__``, as in PyTorch; ``Subset``, ``random_split`` and
 ``ConcatDataset`` make datasets of datasets. ``DataLoader`` yields batches of numpy arrays with torch's
-semantics for ``batch_size``, ``shuffle``, ``drop_last``, ``sampler`` and ``default_collate``, and draws
-each epoch's order from ``(seed, epoch)``: a run is reproducible, and resumes mid-epoch from ``state_dict()``.
+semantics for ``batch_size``, ``shuffle``, ``drop_last``, ``sampler`` (``jaxtrain.samplers``) and
+``collate_fn`` (``jaxtrain.collate``), and draws each epoch's order from ``(seed, epoch)``: a run is
+reproducible, and resumes mid-epoch from ``state_dict()``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import os
-import queue
-import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, MutableSequence, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import jax
 import numpy as np
+
+from jaxtrain.collate import default_collate
+from jaxtrain.samplers import Sampler, WeightedRandomSampler
 
 
 @runtime_checkable
@@ -26,15 +26,6 @@ class Dataset(Protocol):
     """What a ``DataLoader`` needs of a dataset: PyTorch's map-style protocol."""
 
     def __getitem__(self, index: int) -> Any: ...
-
-    def __len__(self) -> int: ...
-
-
-@runtime_checkable
-class Sampler(Protocol):
-    """What ``DataLoader(sampler=...)`` needs: each epoch's dataset indices, a pure function of ``(seed, epoch)``."""
-
-    def indices(self, seed: int, epoch: int) -> np.ndarray: ...
 
     def __len__(self) -> int: ...
 
@@ -171,59 +162,6 @@ def _take(arrays: Arrays, index: np.ndarray) -> Arrays:
     return jax.tree.map(lambda a: np.take(a, index, axis=0), arrays)
 
 
-# The names that ``select`` looks for in a dict batch, in order: those of tfds, grain, Hugging Face and torch code.
-INPUT_NAMES = ("image", "images", "inputs", "x", "features")
-LABEL_NAMES = ("label", "labels", "target", "targets", "y")
-
-
-def select(batch: Any, inputs: str | int | None = None, labels: str | int | None = None) -> tuple[Any, Any]:
-    """The ``(inputs, labels)`` of a batch (or an item) that is a tuple or a dict.
-
-    Args:
-      batch: a tuple (or list, namedtuple) or a mapping, e.g. ``{"image": (B, 28, 28, 1), "label": (B,)}``.
-      inputs: which entry holds the inputs: a key of a dict, a position (or a field name) of a tuple. None:
-        position 0 of a tuple; of a dict, the first key present of ``INPUT_NAMES`` ("image", "images",
-        "inputs", "x", "features").
-      labels: the same for the labels: None is position 1, or the first of ``LABEL_NAMES`` ("label",
-        "labels", "target", "targets", "y").
-
-    Returns:
-      ``(inputs, labels)``.
-
-    Raises:
-      ValueError: one line naming the entries the batch has, e.g. ``inputs='img'; expected a key of the
-        batch: 'image', 'label'``.
-
-    Example:
-      >>> select({"pixels": x, "label": y}, inputs="pixels")   # (x, y)
-    """
-    return _entry(batch, inputs, INPUT_NAMES, 0, "inputs"), _entry(batch, labels, LABEL_NAMES, 1, "labels")
-
-
-def _entry(batch: Any, key: str | int | None, names: tuple[str, ...], position: int, role: str) -> Any:
-    """One entry of ``select``; ``role`` ("inputs" or "labels") names the argument in errors."""
-    if isinstance(batch, Mapping):
-        present = ", ".join(repr(k) for k in batch) or "none"
-        if key is None:
-            key = next((name for name in names if name in batch), None)
-            if key is None:
-                raise ValueError(
-                    f"{role}=None and the batch has none of the keys {', '.join(names)}; "
-                    f"expected {role}= one of its keys: {present}"
-                )
-        if key not in batch:
-            raise ValueError(f"{role}={key!r}; expected a key of the batch: {present}")
-        return batch[key]
-    if isinstance(batch, Sequence) and not isinstance(batch, str | bytes | np.ndarray):
-        fields = getattr(batch, "_fields", ())  # a namedtuple's
-        index = position if key is None else fields.index(key) if key in fields else key
-        if not _is_int(index) or not -len(batch) <= index < len(batch):
-            named = f" or a field: {', '.join(fields)}" if fields else ""
-            raise ValueError(f"{role}={key!r}; expected a position of the batch's {len(batch)} entries (0..{len(batch) - 1}){named}")
-        return batch[index]
-    raise ValueError(f"batch ({type(batch).__name__}): neither a tuple nor a dict; expected (inputs, labels) or a dict of them")
-
-
 def random_split(dataset: Dataset, lengths: Sequence[int | float], seed: int = 0) -> list[Subset]:
     """Splits ``dataset`` into disjoint random ``Subset``s, like ``torch.utils.data.random_split``.
 
@@ -253,113 +191,6 @@ def random_split(dataset: Dataset, lengths: Sequence[int | float], seed: int = 0
     _require("lengths", list(lengths), valid, f"ints >= 0 summing to len(dataset)={n}, or fractions summing to 1")
     order = np.random.default_rng(seed).permutation(n).tolist()
     return [Subset(dataset, order[end - count : end]) for end, count in zip(np.cumsum(counts).tolist(), counts)]
-
-
-class WeightedRandomSampler:
-    """Draws examples in proportion to ``weights``, like ``torch.utils.data.WeightedRandomSampler``.
-
-    For imbalanced classes, weight each example by ``1 / count(its class)``. Epoch ``e`` draws
-    ``indices(seed, e)``, a pure function of the loader's seed and the epoch: runs and resumptions agree.
-
-    Args:
-      weights: ``(N,)`` non-negative weights, one per dataset example; they need not sum to 1.
-      num_samples: draws per epoch, which ``len(loader)`` follows.
-      replacement: draw with replacement; without, an example appears at most once per epoch.
-
-    Example:
-      >>> sampler = WeightedRandomSampler(1.0 / np.bincount(labels)[labels], num_samples=len(labels))
-      >>> loader = DataLoader(ArrayDataset(images, labels), batch_size=32, sampler=sampler, seed=0)
-    """
-
-    def __init__(self, weights: Sequence[float] | np.ndarray, num_samples: int, replacement: bool = True):
-        _require("num_samples", num_samples, _is_int(num_samples) and num_samples > 0, "a positive int")
-        _require("replacement", replacement, isinstance(replacement, bool), "a bool")
-        self.weights = w = np.asarray(weights, np.float64)
-        _require("weights.shape", w.shape, w.ndim == 1, "one dimension, (N,)")
-        positive = int(np.sum(w > 0))
-        if not (np.all(np.isfinite(w)) and np.all(w >= 0) and positive > 0):
-            shown = np.array2string(w, threshold=6)  # one line, however many weights
-            raise ValueError(f"weights={shown}; expected finite, non-negative numbers, at least one positive")
-        expected = f"at most {positive}, the examples with a positive weight, when replacement=False"
-        _require("num_samples", num_samples, replacement or num_samples <= positive, expected)
-        self.num_samples, self.replacement = num_samples, replacement
-
-    def indices(self, seed: int, epoch: int) -> np.ndarray:
-        """Epoch ``epoch``'s draws: ``(num_samples,)`` int64 dataset indices."""
-        p = self.weights / self.weights.sum()
-        draws = np.random.default_rng([seed, epoch]).choice(len(p), self.num_samples, self.replacement, p)
-        return draws.astype(np.int64)
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
-def default_collate(items: Sequence[Any]) -> Any:
-    """Stacks a list of examples into a batch with ``torch.utils.data.default_collate``'s rules.
-
-    Arrays, numpy scalars, Python numbers and bools stack along a new axis 0 with torch's dtypes (int64,
-    float64, bool for Python's); strings into a numpy string array. Mappings collate key by key, sequences
-    position by position, recursively, rebuilt as their own type where torch rebuilds them (a namedtuple,
-    an ``OrderedDict``, a dict subclass), else as a dict or a list; a tuple stays a tuple (torch: a list).
-
-    Args:
-      items: the examples, e.g. ``[(image, label), ...]`` from a dataset's ``__getitem__``.
-
-    Returns:
-      The batch, structured as one example. Ragged examples raise a ``ValueError`` naming the field
-      (``batch[0]``, ``batch['image']``) and two shapes; other types (``None``) a ``TypeError``.
-
-    Example:
-      >>> default_collate([{"x": np.zeros(2), "y": 1}, {"x": np.ones(2), "y": 0}])["x"].shape
-      (2, 2)
-    """
-    _require("items", items, len(items) > 0, "at least one example")
-    return _collate(list(items), "batch")
-
-
-def _collate(items: list, path: str) -> Any:
-    """``default_collate`` of one field of every example; ``path`` names the field in errors."""
-    first = items[0]
-    if isinstance(first, Mapping):
-        values = {key: _collate([item[key] for item in items], f"{path}[{key!r}]") for key in first}
-        try:  # rebuilt as torch does: a copy updated in place, else the type called on a dict
-            if isinstance(first, MutableMapping):
-                clone = copy.copy(first)
-                clone.update(values)
-                return clone
-            return type(first)(values)
-        except TypeError:
-            return values
-    if isinstance(first, str | bytes):
-        return np.array(items)
-    if isinstance(first, Sequence):
-        if (i := next((i for i, item in enumerate(items) if len(item) != len(first)), None)) is not None:
-            message = f"{path} has length {len(first)} in item 0 but {len(items[i])} in item {i}"
-            raise ValueError(f"default_collate: {message}")
-        named = isinstance(first, tuple) and hasattr(first, "_fields")  # a namedtuple
-        names = [f".{name}" for name in first._fields] if named else [f"[{i}]" for i in range(len(first))]
-        columns = [_collate(list(column), path + name) for name, column in zip(names, zip(*items))]
-        if named:
-            return type(first)(*columns)
-        try:  # rebuilt as torch does
-            if isinstance(first, MutableSequence):
-                clone = copy.copy(first)
-                for i, column in enumerate(columns):
-                    clone[i] = column
-                return clone
-            return type(first)(columns)
-        except TypeError:  # a type that cannot be rebuilt from a list, e.g. range
-            return columns
-    if isinstance(first, int | float) or hasattr(first, "__array__"):
-        arrays = [np.asarray(item) for item in items]
-        if (i := next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)) is not None:
-            message = f"{path} has shape {arrays[0].shape} in item 0 but {arrays[i].shape} in item {i}"
-            raise ValueError(f"default_collate: {message}; pad ragged fields in a collate_fn")
-        if (i := next((i for i, a in enumerate(arrays) if a.dtype == object), None)) is not None:
-            raise TypeError(f"default_collate: {path} is an object array in item {i}; expected numbers or strings")
-        return np.stack(arrays)
-    expected = "arrays, numbers, strings, or tuples, lists and mappings of them"
-    raise TypeError(f"default_collate: {path} is a {type(first).__name__} in item 0; expected {expected}")
 
 
 class DataLoader:
@@ -530,56 +361,3 @@ class DataLoader:
         directly (an array-backed dataset and no ``collate_fn``), else None: ``gather(index)`` is then each
         array's rows ``index``, in the same structure."""
         return _arrays_of(self.dataset) if self.collate_fn is None else None
-
-
-def prefetch_to_device(batches: Iterator[Any], size: int = 2, device: jax.Device | None = None) -> Iterator[Any]:
-    """Moves batches onto the device in a background thread, ``size`` ahead of the consumer.
-
-    Host-side gathering and the host-to-device copy then overlap the compiled step. The thread stops
-    when the input ends, when the consumer stops early (``close()`` or garbage collection), or on error,
-    which is re-raised in the consumer.
-
-    Example:
-      >>> for inputs, labels in prefetch_to_device(iter(loader)): ...
-    """
-    slots: queue.Queue = queue.Queue(maxsize=size)
-    stop = threading.Event()
-    done = object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for batch in batches:
-                if not put(jax.device_put(batch, device)):
-                    return
-            put(done)
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            put(error)
-
-    thread = threading.Thread(target=produce, daemon=True, name="jaxtrain-prefetch")
-    thread.start()
-    try:
-        while (item := slots.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
-def fits_on_device(nbytes: int, device: jax.Device | None = None, fraction: float = 0.25) -> bool:
-    """Whether ``nbytes`` of data take at most ``fraction`` of the device's memory (host RAM for a CPU)."""
-    device = device or jax.devices()[0]
-    limit = (device.memory_stats() or {}).get("bytes_limit")
-    if limit is None:
-        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return nbytes <= fraction * limit

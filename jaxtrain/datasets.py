@@ -3,7 +3,7 @@ user's own: any image-classification dataset of tensorflow-datasets, a folder of
 ``ImageFolder`` layout, or an ``.npz`` file. ``load(name, split)`` reads any of them by name:
 
   mnist, digits          the two built in
-  fashion_mnist, cifar10 any tensorflow-datasets image-classification name, read with ``tfds.data_source``
+  fashion_mnist, cifar10 any tensorflow-datasets image-classification name (``jaxtrain.tfds_source``)
   folder:PATH            PATH/train/<class>/*.png and PATH/test/<class>/*.png, or PATH/<class>/*.png
   npz:FILE               a NumPy archive holding x_train, y_train, x_test, y_test
 
@@ -19,13 +19,12 @@ trains to a NaN loss or a traceback from deep inside JAX.
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import math
 import numbers
-import zlib
 from pathlib import Path
 
 import numpy as np
+
+from jaxtrain.idx import read_idx
 
 SPLITS = ("train", "test")
 BUILT_IN = ("mnist", "digits")
@@ -38,58 +37,10 @@ NAMES_EXPECTED = (
 # A folder without train/ and test/ holds this fraction of its images out for testing, drawn by this seed.
 FOLDER_TEST_FRACTION, FOLDER_SEED = 0.2, 0
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
-# The element type byte of an IDX header (http://yann.lecun.com/exdb/mnist/).
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 class DatasetUnavailableError(RuntimeError):
     """The data could be neither read locally nor downloaded."""
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Reads one IDX file, gzipped or not, into an array of the shape and type its header gives.
-
-    Args:
-      path: the file, e.g. ``train-labels-idx1-ubyte`` or ``train-labels-idx1-ubyte.gz``.
-
-    Returns:
-      The array, in native byte order.
-
-    Raises:
-      ValueError: the file is a damaged gzip file, not an IDX file, or shorter or longer than its header
-        says; the one-line message names the file.
-
-    Example:
-      >>> read_idx("mnist/t10k-labels-idx1-ubyte.gz").shape
-      (10000,)
-    """
-    path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = _gunzip(raw, path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"IDX file ({path}): header {raw[:4].hex() or 'empty'}, not an IDX file; expected 0000 <type> <ndim>")
-    ndim = raw[3]
-    offset = 4 + 4 * ndim
-    if len(raw) < offset:
-        raise ValueError(f"IDX file ({path}): {len(raw)} bytes, cut inside its header; expected {offset} header bytes for {ndim} dimensions")
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = offset + math.prod(shape) * dtype.itemsize
-    if len(raw) != expected:
-        raise ValueError(f"IDX file ({path}): {len(raw)} bytes, but the header's shape {shape} asks for {expected}; expected a complete file")
-    return np.frombuffer(raw, dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def _gunzip(raw: bytes, path: Path) -> bytes:
-    """``gzip.decompress``, with a damaged file reported in one line that names it."""
-    try:
-        return gzip.decompress(raw)
-    except EOFError:
-        problem = "truncated gzip data"
-    except (zlib.error, OSError) as error:  # gzip.BadGzipFile is an OSError: a CRC or length check failed
-        problem = f"corrupt gzip data ({error})"
-    raise ValueError(f"IDX file ({path}): {problem}; expected a complete .gz file (download it again)") from None
 
 
 def _check_split(split: str) -> None:
@@ -263,70 +214,9 @@ def load_mnist(split: str = "train", data_dir: str | Path | None = None) -> tupl
         images = _as_images(images, 255)
         _check_images(images, images_path)
         return images, labels.astype(np.int32)
-    return _load_tfds("mnist", split)
+    from jaxtrain import tfds_source  # tfds_source builds on this module: imported where it is used
 
-
-def _load_tfds(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a whole tensorflow-datasets image-classification split through ``tfds.data_source``."""
-    builder, image_key, label_key = _tfds_builder(name, data_dir)
-    shape = tuple(builder.info.features[image_key].shape)
-    num_classes = builder.info.features[label_key].num_classes
-    source = f"tensorflow-datasets {name}/{split}"
-    held = "a folder with MNIST's IDX files" if name == "mnist" else "a tensorflow-datasets folder that holds it prepared"
-    try:
-        import tensorflow_datasets as tfds
-
-        data = tfds.data_source(name, split=split, data_dir=data_dir, download=True)
-        examples = [data[i] for i in range(len(data))]
-    except Exception as error:
-        raise DatasetUnavailableError(
-            f"could not load {name!r} split {split!r} through tensorflow-datasets "
-            f"(tfds.data_source, download=True): {type(error).__name__}: {_first_line(error)}. "
-            f"Run once with network access (it is downloaded and prepared into tensorflow-datasets' folder), "
-            f"pass --data-dir (data_dir=) {held}, or use your own data: folder:PATH or npz:FILE"
-        ) from error
-    if not examples:
-        raise ValueError(f"images ({source}): no examples; expected at least one")
-    images = np.stack([np.asarray(example[image_key]) for example in examples])
-    labels = np.array([example[label_key] for example in examples])
-    if images.shape[1:] != shape:  # a grayscale image may come without its channel axis
-        images = images.reshape(len(images), *shape)
-    _check_labels(labels, num_classes, source)
-    images = np.asarray(images, np.float32) / np.float32(255)
-    validate(images, labels, num_classes, source, image_shape=shape)
-    return images, labels.astype(np.int32)
-
-
-def _tfds_builder(name: str, data_dir: str | Path | None = None):
-    """The tensorflow-datasets builder of ``name``, and the keys of its image and label features.
-
-    Raises:
-      ValueError: ``name`` is not a tensorflow-datasets name, or not an image classification of one size.
-    """
-    problem = unknown_name(name)
-    if problem:
-        raise ValueError(f"dataset={name!r}; expected {problem}")
-    import tensorflow_datasets as tfds  # heavy: imported only on this path
-
-    builder = tfds.builder(name, data_dir=data_dir)
-    features = builder.info.features
-    images = [key for key, f in features.items() if isinstance(f, tfds.features.Image)]
-    labels = [key for key, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
-    pick = lambda keys, name: name if name in keys else keys[0] if len(keys) == 1 else None  # noqa: E731
-    image_key, label_key = pick(images, "image"), pick(labels, "label")
-    if image_key is None or label_key is None:
-        kinds = ", ".join(f"{key} ({type(f).__name__})" for key, f in features.items())
-        raise ValueError(
-            f"dataset={name!r}: its features are {kinds}; expected an image classification: "
-            f"one Image feature and one ClassLabel (or ones named image and label)"
-        )
-    shape = features[image_key].shape
-    if None in shape:
-        raise ValueError(
-            f"images (tensorflow-datasets {name}): shape {shape} varies from image to image; expected one size "
-            f"(resize them, then use folder:PATH or npz:FILE)"
-        )
-    return builder, image_key, label_key
+    return tfds_source.load("mnist", split)
 
 
 def _first_line(error: BaseException) -> str:
@@ -403,11 +293,9 @@ def unknown_name(name: str) -> str | None:
         return None if path else f"{kind}:{'PATH' if kind == 'folder' else 'FILE'}, a path after {kind}:"
     if name in BUILT_IN:
         return None
-    import tensorflow_datasets as tfds  # heavy: imported only for a name that needs it
+    from jaxtrain import tfds_source  # tfds_source builds on this module: imported where it is used
 
-    try:
-        tfds.builder_cls(name.split(":")[0].split("/")[0])
-    except Exception:  # tfds' DatasetNotFoundError, or a malformed name
+    if not tfds_source.knows(name):
         return (
             f"{NAMES_EXPECTED}; {name!r} is not a tensorflow-datasets name "
             f"(python -c 'import tensorflow_datasets as tfds; print(tfds.list_builders())' lists them)"
@@ -425,7 +313,7 @@ def info(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
       >>> info("folder:data/pets")
       DatasetInfo(num_classes=2, class_names=('cat', 'dog'))
     """
-    from jaxtrain import files  # files builds on this module: imported where it is used
+    from jaxtrain import files, tfds_source  # both build on this module: imported where they are used
 
     kind, _, path = name.partition(":")
     if name in BUILT_IN:
@@ -434,9 +322,7 @@ def info(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
         return DatasetInfo(len(classes := files.classes(path)), classes)
     if kind == "npz":
         return files.npz_info(path)
-    builder, _, label_key = _tfds_builder(name, data_dir)
-    label = builder.info.features[label_key]
-    return DatasetInfo(label.num_classes, tuple(label.names))
+    return tfds_source.info(name, data_dir)
 
 
 def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -455,7 +341,7 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
     Example:
       >>> images, labels = load("folder:data/pets", "train")
     """
-    from jaxtrain import files  # files builds on this module: imported where it is used
+    from jaxtrain import files, tfds_source  # both build on this module: imported where they are used
 
     _check_split(split)
     kind, _, path = name.partition(":") if isinstance(name, str) else ("", "", "")
@@ -467,4 +353,4 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
         return files.load_folder(path, split)
     if kind == "npz" and path:
         return files.load_npz(path, split)
-    return _load_tfds(name, split, data_dir)
+    return tfds_source.load(name, split, data_dir)

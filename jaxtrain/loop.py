@@ -17,8 +17,10 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxtrain import devices
-from jaxtrain.data import DataLoader, prefetch_to_device, select
+from jaxtrain.collate import select
+from jaxtrain.data import DataLoader
 from jaxtrain.train import Batch, Key, TrainState, evaluate, gather_steps, train_steps
+from jaxtrain.transfer import prefetch_to_device
 
 if TYPE_CHECKING:
     from jaxtrain.runs import Run
@@ -203,7 +205,7 @@ def fit(
       run: a ``jaxtrain.runs.Run``: log each epoch to its folder, checkpoint by its policy, and with
         ``Run(..., resume=True)`` continue from its latest checkpoint, to the same bits as a run that
         was never stopped (the epochs already done are not repeated).
-      inputs: which entry of a batch (training and evaluation) holds the inputs (``data.select``): a dict's
+      inputs: which entry of a batch (training and evaluation) holds the inputs (``collate.select``): a dict's
         key or a tuple's position; None for position 0 or the first of "image", "images", "inputs", "x",
         "features". The entries picked are all that go to the device.
       labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",

@@ -125,12 +125,7 @@ class NNXCNN(nnx.Module):
 
     Args:
       input_shape: the shape of one input image ``(H, W, C)``, e.g. ``(28, 28, 1)`` or ``(32, 32, 3)``.
-      channels: the output channels of each block.
-      hidden: the widths of the head's hidden layers (``()``: a single Dense layer).
-      num_classes: the number of output logits.
-      dropout: the dropout rate before each Dense layer of the head (0 disables it).
-      batch_norm: use BatchNorm (torch semantics) after each convolution.
-      dtype: the computation dtype; parameters stay float32.
+      channels, hidden, num_classes, dropout, batch_norm, dtype: as the attributes of ``CNN`` of those names.
       rngs: initializes the weights, and seeds dropout until a training step reseeds it.
 
     Example:

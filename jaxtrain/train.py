@@ -22,12 +22,13 @@ import optax
 from flax import nnx, struct
 
 from jaxtrain import devices
-from jaxtrain.data import DataLoader, select
+from jaxtrain.collate import select
+from jaxtrain.data import DataLoader
 from jaxtrain.losses import cross_entropy
 from jaxtrain.modules import NNXModel, is_nnx
 
-Batch = tuple[Any, Any]  # (inputs, labels); a dict batch is read by data.select
-Key = str | int | None  # which entry of a batch: a dict's key or a tuple's position (data.select)
+Batch = tuple[Any, Any]  # (inputs, labels); a dict batch is read by collate.select
+Key = str | int | None  # which entry of a batch: a dict's key or a tuple's position (collate.select)
 
 
 class TrainState(struct.PyTreeNode):
@@ -281,7 +282,7 @@ def eval_step(state: TrainState, batch: Batch, mask: jax.Array | None = None) ->
 
     Args:
       state: the train state (not donated, not changed).
-      batch: ``(inputs, labels)``, or a dict read by ``data.select``'s common names.
+      batch: ``(inputs, labels)``, or a dict read by ``collate.select``'s common names.
       mask: ``(N,)`` booleans marking real examples in a padded batch; None counts them all.
 
     Returns:
@@ -327,7 +328,7 @@ def evaluate(state: TrainState, loader: DataLoader, *, inputs: Key = None, label
     Args:
       state: the train state.
       loader: the batches: tuples or dicts.
-      inputs: which entry of a batch holds the inputs (``data.select``): a dict's key or a tuple's position;
+      inputs: which entry of a batch holds the inputs (``collate.select``): a dict's key or a tuple's position;
         None for position 0 or the first of "image", "images", "inputs", "x", "features".
       labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",
         "targets", "y".

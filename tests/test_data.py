@@ -1,8 +1,5 @@
-import collections
 import json
 import math
-import threading
-import types
 
 import jax
 import numpy as np
@@ -19,11 +16,8 @@ from jaxtrain import (
     WeightedRandomSampler,
     adam,
     create_train_state,
-    default_collate,
     fit,
-    prefetch_to_device,
     random_split,
-    select,
     train_step,
 )
 
@@ -125,47 +119,6 @@ def test_an_empty_dataset_is_an_error_only_when_shuffled():
         ArrayDataset(np.arange(3), np.arange(4))
 
 
-Point = collections.namedtuple("Point", "x y")
-
-
-def test_collate_keeps_the_structure_of_an_example():
-    items = [{"image": np.full((2, 2), i, np.float32), "meta": (i, [i * 0.5, True]), "p": Point(i, "ab"[i])} for i in range(2)]
-    batch = default_collate(items)
-    assert batch["image"].shape == (2, 2, 2) and batch["image"].dtype == np.float32
-    ids, (halves, flags) = batch["meta"]
-    assert type(batch["meta"]) is tuple and type(batch["meta"][1]) is list
-    assert ids.dtype == np.int64 and halves.dtype == np.float64 and flags.dtype == bool
-    assert type(batch["p"]) is Point and batch["p"].y.tolist() == ["a", "b"]
-    proxy = default_collate([types.MappingProxyType({"a": 1}), types.MappingProxyType({"a": 2})])
-    assert type(proxy) is types.MappingProxyType and proxy["a"].tolist() == [1, 2]
-    assert default_collate([range(2), range(2)])[1].tolist() == [1, 1]  # range cannot be rebuilt: a list
-
-
-@pytest.mark.parametrize(
-    "items,message",
-    [
-        ([(1,), (2, 3)], r"^default_collate: batch has length 1 in item 0 but 2 in item 1"),
-        ([np.zeros(2), np.zeros(2), np.zeros(3)], r"^default_collate: batch has shape \(2,\) in item 0 but \(3,\) in item 2"),
-        ([{"image": np.zeros((2, 2)), "y": 0}, {"image": np.zeros((2, 3)), "y": 1}], r"batch\['image'\] has shape \(2, 2\)"),
-        ([(np.zeros(1), [1, 2]), (np.zeros(1), [1])], r"batch\[1\] has length 2 in item 0 but 1 in item 1"),
-        ([Point(1, np.zeros(2)), Point(2, 0.0)], r"batch\.y has shape \(2,\) in item 0 but \(\) in item 1"),
-    ],
-)
-def test_ragged_examples_raise_one_line_naming_the_field(items, message):
-    with pytest.raises(ValueError, match=message) as error:
-        default_collate(items)
-    assert "\n" not in str(error.value)
-
-
-def test_collate_rejects_what_it_cannot_stack():
-    with pytest.raises(TypeError, match=r"batch\[1\] is a NoneType"):
-        default_collate([(1, None), (2, None)])
-    with pytest.raises(TypeError, match="object array"):
-        default_collate([np.array([None]), np.array([None])])
-    with pytest.raises(ValueError, match="items=\\[\\]"):
-        default_collate([])
-
-
 def test_subset_and_concat_index_like_their_parts_and_keep_the_array_path():
     base = ArrayDataset(np.arange(10) * 10, np.arange(10))
     sub = Subset(base, [7, 2, 5])
@@ -199,33 +152,6 @@ def test_named_arrays_give_dict_items_and_batches_through_every_path():
         ArrayDataset(images, label=labels)
 
 
-def test_select_picks_inputs_and_labels_from_tuples_and_dicts():
-    x, y = np.zeros((2, 3)), np.ones(2)
-    assert select((x, y))[1] is y
-    assert select((y, x, "id"), inputs=1, labels=0) == (x, y)
-    assert select({"image": x, "label": y, "id": "a"}) == (x, y)
-    assert select({"features": x, "targets": y}) == (x, y)
-    assert select({"pixels": x, "class": y}, inputs="pixels", labels="class") == (x, y)
-    Pair = collections.namedtuple("Pair", "inputs targets")
-    assert select(Pair(x, y), labels="targets")[1] is y
-
-
-@pytest.mark.parametrize(
-    "batch, keys, message",
-    [
-        ({"pixels": 0, "label": 1}, {}, "inputs=None and the batch has none of the keys image, images, inputs, x, "
-         "features; expected inputs= one of its keys: 'pixels', 'label'"),
-        ({"image": 0, "label": 1}, {"labels": "class"}, "labels='class'; expected a key of the batch: 'image', 'label'"),
-        ((0, 1), {"inputs": 2}, "inputs=2; expected a position of the batch's 2 entries (0..1)"),
-        ((0,), {}, "labels=None; expected a position of the batch's 1 entries (0..0)"),
-    ],
-)
-def test_select_names_what_the_batch_has_in_one_line(batch, keys, message):
-    with pytest.raises(ValueError) as info:
-        select(batch, **keys)
-    assert str(info.value) == message
-
-
 def test_random_split_is_a_seeded_partition():
     base = ArrayDataset(np.arange(10))
     parts = random_split(base, [0.5, 0.3, 0.2], seed=4)
@@ -241,38 +167,6 @@ def test_random_split_is_a_seeded_partition():
         random_split(base, [1.5, -0.5])
     with pytest.warns(UserWarning, match="index 1 is empty"):
         random_split(ArrayDataset(np.arange(2)), [0.9, 0.1])
-
-
-def test_weighted_sampler_draws_in_proportion_and_from_seed_and_epoch():
-    weights = np.array([1.0, 0.0, 3.0, 4.0])
-    sampler = WeightedRandomSampler(weights, num_samples=8000)
-    draws = sampler.indices(seed=0, epoch=0)
-    assert draws.shape == (8000,) and 1 not in draws
-    np.testing.assert_allclose(np.bincount(draws, minlength=4) / 8000, weights / 8, atol=0.02)
-    assert (sampler.indices(0, 0) == draws).all() and not (sampler.indices(0, 1) == draws).all()
-    assert not (sampler.indices(1, 0) == draws).all()
-    unique = WeightedRandomSampler(weights, 3, replacement=False).indices(0, 0)
-    assert sorted(unique.tolist()) == [0, 2, 3]
-    loader = DataLoader(ArrayDataset(np.arange(4)), batch_size=3, sampler=WeightedRandomSampler(weights, 7), seed=2)
-    assert len(loader) == 3 and [len(b[0]) for b in loader] == [3, 3, 1]
-    assert np.concatenate([b[0] for b in loader]).tolist() == loader.indices(1).tolist()
-
-
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (([1, 1], 0), r"^num_samples=0; expected a positive int"),
-        (([1, 1], True), r"^num_samples=True"),
-        (([1, 1], 2, 1), r"^replacement=1; expected a bool"),
-        (([[1, 1]], 2), r"^weights.shape=\(1, 2\); expected one dimension"),
-        (([1, -1], 2), r"^weights=\[ 1. -1.\]; expected finite, non-negative"),
-        (([0, 0], 2), r"^weights=\[0. 0.\]; expected"),
-        (([1, 0, 1], 3, False), r"^num_samples=3; expected at most 2, the examples with a positive weight"),
-    ],
-)
-def test_weighted_sampler_rejects_bad_arguments(args, message):
-    with pytest.raises(ValueError, match=message):
-        WeightedRandomSampler(*args)
 
 
 LOADERS = {
@@ -387,30 +281,6 @@ def test_matches_torch_dataloader(n, batch_size, drop_last):
     shuffled = DataLoader(ArrayDataset(data), batch_size, shuffle=True, drop_last=drop_last)
     torch_shuffled = torch.utils.data.DataLoader(torch.tensor(data), batch_size, shuffle=True, drop_last=drop_last)
     assert [len(b[0]) for b in shuffled] == [len(b) for b in torch_shuffled]
-
-
-def test_prefetch_yields_the_same_batches_on_the_device():
-    loader = DataLoader(ArrayDataset(np.arange(20.0), np.arange(20)), batch_size=6)
-    fetched = list(prefetch_to_device(iter(loader)))
-    assert [b[1].tolist() for b in fetched] == _labels(loader)
-    assert all(hasattr(b[0], "devices") for b in fetched)
-
-
-def test_prefetch_stops_its_thread_when_iteration_stops_early():
-    before = threading.active_count()
-    batches = prefetch_to_device(iter(DataLoader(ArrayDataset(np.arange(1000)), batch_size=1)), size=2)
-    next(batches)
-    batches.close()
-    assert threading.active_count() == before
-
-
-def test_prefetch_reraises_the_producers_error():
-    def broken():
-        yield np.zeros(2)
-        raise OSError("disk gone")
-
-    with pytest.raises(OSError, match="disk gone"):
-        list(prefetch_to_device(broken()))
 
 
 @pytest.mark.parametrize("feed", [dict(), dict(data_on_device=True, steps_per_call=3)])

@@ -1,10 +1,9 @@
 import gzip
-import sys
 
 import numpy as np
 import pytest
 
-from jaxtrain import DatasetUnavailableError, load_digits, load_folder, load_mnist, load_npz, read_idx
+from jaxtrain import load_digits, load_folder, load_mnist, load_npz
 from jaxtrain.datasets import FOLDER_TEST_FRACTION, DatasetInfo, info, load, unknown_name
 
 
@@ -31,26 +30,6 @@ def _write_mnist(folder, n_train=5, n_test=3, gz=True):
     return data
 
 
-@pytest.mark.parametrize("array", [np.arange(24, dtype=np.uint8).reshape(2, 3, 4), np.array([-5, 7], np.int32),
-                                   np.array([[1.5, -2.0]], np.float32)])
-def test_read_idx_round_trips_each_type(tmp_path, array):
-    (tmp_path / "a").write_bytes(_idx_bytes(array))
-    (tmp_path / "a.gz").write_bytes(gzip.compress(_idx_bytes(array)))
-    for name in ("a", "a.gz"):
-        out = read_idx(tmp_path / name)
-        assert out.dtype == array.dtype and out.dtype.isnative
-        np.testing.assert_array_equal(out, array)
-
-
-def test_read_idx_rejects_a_bad_file(tmp_path):
-    (tmp_path / "bad").write_bytes(b"PK\x03\x04rest")
-    with pytest.raises(ValueError, match="not an IDX file"):
-        read_idx(tmp_path / "bad")
-    (tmp_path / "short").write_bytes(_idx_bytes(np.zeros((4, 2), np.uint8))[:-3])
-    with pytest.raises(ValueError, match="asks for"):
-        read_idx(tmp_path / "short")
-
-
 @pytest.mark.parametrize("gz", [True, False])
 def test_load_mnist_from_an_idx_folder(tmp_path, gz):
     data = _write_mnist(tmp_path, gz=gz)
@@ -70,27 +49,6 @@ def test_load_mnist_says_what_is_missing(tmp_path):
         load_mnist("train", tmp_path / "nowhere")
     with pytest.raises(ValueError, match="split='validation'"):
         load_mnist("validation", tmp_path)
-
-
-def test_load_mnist_through_tensorflow_datasets_without_tensorflow():
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=7):
-        images, labels = load_mnist("train")
-    assert images.shape == (7, 28, 28, 1) and images.dtype == np.float32
-    assert labels.shape == (7,) and labels.dtype == np.int32
-    assert 0 <= images.min() and images.max() <= 1
-    assert "tensorflow" not in sys.modules
-
-
-def test_load_mnist_explains_how_to_provide_the_data(tmp_path, monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
-
-    def offline(*args, **kwargs):
-        raise ConnectionError("no route to host")
-
-    monkeypatch.setattr(tfds, "data_source", offline)
-    with pytest.raises(DatasetUnavailableError, match="no route to host.*--data-dir"):
-        load_mnist("test")
 
 
 def test_load_digits_is_a_fixed_seeded_split():
@@ -173,14 +131,6 @@ def test_a_gzip_file_with_a_wrong_crc_is_named(tmp_path):
     )
 
 
-def test_an_idx_header_cut_short_is_named(tmp_path):
-    path = tmp_path / "short"
-    path.write_bytes(bytes([0, 0, 0x08, 3, 0, 0, 0, 5]))
-    assert _one_line_error(read_idx, path) == (
-        f"IDX file ({path}): 8 bytes, cut inside its header; expected 16 header bytes for 3 dimensions"
-    )
-
-
 def test_images_of_another_size_are_refused_at_load_time(tmp_path):
     _write_mnist(tmp_path)
     path = _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((3, 20, 20), np.uint8), gz=True)
@@ -207,15 +157,6 @@ def test_labels_and_images_must_pair_up(tmp_path):
     path = _write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(4, np.uint8))
     assert _one_line_error(load_mnist, "train", tmp_path) == (
         f"labels ({path}): 4 labels for the 5 images of train-images-idx3-ubyte; expected one label per image"
-    )
-
-
-def test_tensorflow_datasets_labels_are_checked_too(monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    examples = [{"image": np.zeros((28, 28, 1), np.uint8), "label": label} for label in (0, 12, 3)]
-    monkeypatch.setattr(tfds, "data_source", lambda *args, **kwargs: examples)
-    assert _one_line_error(load_mnist, "test") == (
-        "labels (tensorflow-datasets mnist/test): 1 of 3 outside 0..9 (values 12); expected class indices in 0..9"
     )
 
 
@@ -268,18 +209,6 @@ def test_check_splits_refuses_test_images_of_another_shape():
     assert _one_line_error(check_splits, train, train.astype(np.float64), "a", "b") == (
         "test images (b): dtype float64; expected float32, the dtype of the training images (a)"
     )
-
-
-@pytest.mark.parametrize("name, shape", [("fashion_mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
-def test_any_tensorflow_datasets_image_classification_loads_by_name(name, shape):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=9):
-        images, labels = load(name, "test")
-        about = info(name)
-    assert images.shape == (9, *shape) and images.dtype == np.float32 and 0 <= images.min() and images.max() <= 1
-    assert labels.dtype == np.int32 and labels.max() < 10
-    assert about.num_classes == 10 and len(about.class_names) == 10  # from builder.info.features
-    assert "tensorflow" not in sys.modules
 
 
 def test_a_name_tensorflow_datasets_does_not_know_says_what_to_do():

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from jaxtrain import devices
-from jaxtrain.experiment import Config
+from jaxtrain.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 

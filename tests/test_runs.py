@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 from jaxtrain import MLP, NNXMLP, ArrayDataset, DataLoader, adam, cli, create_train_state, curves, experiment, fit, runs
+from jaxtrain.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,10 +111,10 @@ def test_resume_mid_epoch_and_after_an_epoch_is_bitwise(mode, nnx_model, tmp_pat
 
 def test_resuming_another_configuration_is_refused_in_one_line(tmp_path):
     folder = tmp_path / "run"
-    experiment.run(experiment.Config(epochs=1), log=None, folder=runs.Run(folder, checkpoint_seconds=0))
+    experiment.run(Config(epochs=1), log=None, folder=runs.Run(folder, checkpoint_seconds=0))
     with pytest.raises(ValueError, match=r"^batch_size=64 differs from the run in .*\(batch_size=32\); expected the same"):
-        experiment.run(experiment.Config(epochs=2, batch_size=64), log=None, folder=runs.Run(folder, resume=True))
-    report = experiment.run(experiment.Config(epochs=2), log=None, folder=runs.Run(folder, resume=True))  # longer: allowed
+        experiment.run(Config(epochs=2, batch_size=64), log=None, folder=runs.Run(folder, resume=True))
+    report = experiment.run(Config(epochs=2), log=None, folder=runs.Run(folder, resume=True))  # longer: allowed
     assert [h["epoch"] for h in report["history"]] == [1, 2]
 
 
@@ -190,7 +191,7 @@ def test_export_loads_strictly_into_the_torch_model_and_predicts_the_same(model,
     state, _ = experiment.load_run(folder)
     ours = np.asarray(state.model.apply(state.variables, images)).argmax(-1)
     assert (theirs == ours).mean() == 1.0
-    accuracy = experiment.evaluate(state, experiment.loaders(experiment.Config())["test"])["accuracy"]
+    accuracy = experiment.evaluate(state, experiment.loaders(Config())["test"])["accuracy"]
     assert (theirs == labels).mean() == pytest.approx(accuracy)
 
 

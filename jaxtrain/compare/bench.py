@@ -23,7 +23,7 @@ import numpy as np
 from jaxtrain import experiment
 from jaxtrain.compare.measure import checkpoint_seconds, flops_per_example, machine, measure_in_child
 from jaxtrain.compare.torch_side import TORCH_VARIANTS, torch_run
-from jaxtrain.experiment import Config
+from jaxtrain.config import MODELS, Config, ConfigError
 from jaxtrain.runs import Run
 
 PRIMER = "pytorch-dataloader"  # the primer's program as written: every ratio is to it
@@ -112,10 +112,10 @@ def check(config: Config, models: Sequence[str], programs: Sequence[str]) -> Non
         if name not in PROGRAMS:
             raise ValueError(f"program={name!r}; expected one of {', '.join(PROGRAMS)}")
     for name in models:
-        if name not in experiment.MODELS:
-            raise ValueError(f"model={name!r}; expected one of {', '.join(experiment.MODELS)}")
+        if name not in MODELS:
+            raise ValueError(f"model={name!r}; expected one of {', '.join(MODELS)}")
     if config.epochs < 2:
-        raise experiment.ConfigError("epochs", config.epochs, "at least 2 (samples/s is the median after the first)")
+        raise ConfigError("epochs", config.epochs, "at least 2 (samples/s is the median after the first)")
 
 
 def bench(
@@ -130,7 +130,7 @@ def bench(
     Args:
       config: the training run that all share (dataset, epochs, lr, seed); its ``model`` and
         ``batch_size`` are replaced by each of ``models`` and ``batch_sizes``.
-      models: names of ``experiment.MODELS``.
+      models: names of ``config.MODELS``.
       programs: names of ``PROGRAMS`` (``PRESETS`` has two views). "lax.scan" is left out for models
         with BatchNorm, which it does not handle.
       batch_sizes: the batch sizes to sweep; None: ``config.batch_size``.
@@ -159,7 +159,7 @@ def bench(
                 saves[model], _ = measure_in_child(checkpoint_seconds, run_config)
             primer = None
             for name in programs:
-                linen = issubclass(experiment.MODELS[model].module, flax.linen.Module)
+                linen = issubclass(MODELS[model].module, flax.linen.Module)
                 if name == "lax.scan" and (experiment.model_options(run_config)["batch_norm"] or not linen):
                     continue
                 fn, args, kwargs = _program(name, run_config)

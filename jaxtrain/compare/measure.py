@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jaxtrain import experiment
+from jaxtrain.config import Config
 
 
 def measure_in_child(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Any, float]:
@@ -80,7 +81,7 @@ def machine(size: int = 2048, copy_mib: int = 256, repeats: int = 5) -> dict[str
     }
 
 
-def flops_per_example(config: experiment.Config) -> float:
+def flops_per_example(config: Config) -> float:
     """A training step's floating-point operations per example, as XLA counts them for ``config``."""
     import jax.numpy as jnp
 
@@ -96,7 +97,7 @@ def flops_per_example(config: experiment.Config) -> float:
     return float(cost["flops"]) / config.batch_size
 
 
-def checkpoint_seconds(config: experiment.Config, repeats: int = 5) -> dict[str, float]:
+def checkpoint_seconds(config: Config, repeats: int = 5) -> dict[str, float]:
     """The median seconds of one checkpoint save (until it is complete on disk) and one restore of
     ``config``'s initial ``TrainState``, and its size in MB."""
     import tempfile

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxtrain import datasets, experiment, interop, optim
 from jaxtrain.compare.torch_side import _torch, flatten_shape, to_labels, to_nchw, torch_accuracy, torch_model, torch_optimizer, torch_step
+from jaxtrain.config import Config, check_config
 from jaxtrain.data import ArrayDataset, DataLoader
 from jaxtrain.train import create_train_state, evaluate, train_step
 
@@ -51,7 +52,7 @@ class ParityConfig:
     float64_reference: bool = False
 
     def __post_init__(self):
-        experiment.check_config(self, dtype=PARITY_DTYPES)
+        check_config(self, dtype=PARITY_DTYPES)
         if self.optimizer != "sgd" and (self.momentum or self.dampening or self.nesterov):
             raise ValueError(f"momentum, dampening and nesterov apply to sgd; expected none of them with optimizer={self.optimizer!r}")
         if self.optimizer == "sgd" and (tuple(self.betas) != (0.9, 0.999) or self.eps != 1e-8):
@@ -124,7 +125,7 @@ def parity(config: ParityConfig, log: Callable[[str], None] | None = print) -> d
     net = torch_model(config.model, images.shape[1:3], dropout=0.0, channels=images.shape[3], num_classes=num_classes)
     net = net.to(getattr(torch, config.dtype))
     variables = jax.tree.map(jnp.asarray, interop.from_torch(net, flatten_shape(config.model, images.shape[1:])))
-    model = experiment.build_model(experiment.Config(model=config.model, dropout=0.0), num_classes, images.shape[1:])
+    model = experiment.build_model(Config(model=config.model, dropout=0.0), num_classes, images.shape[1:])
 
     args = config.optimizer_args()
     optimizer = torch_optimizer(config, net.parameters())

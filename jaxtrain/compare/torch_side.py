@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from jaxtrain import datasets, experiment, models
-from jaxtrain.experiment import Config
+from jaxtrain.config import MODELS, Config
 
 TORCH_VARIANTS = ("dataloader", "tensors", "compile")
 
@@ -103,7 +103,7 @@ def torch_model(
     and of their NNX twins.
 
     Args:
-      name: a name of ``experiment.MODELS``: "mlp", "cnn", "nnx-mlp", "nnx-cnn".
+      name: a name of ``config.MODELS``: "mlp", "cnn", "nnx-mlp", "nnx-cnn".
       image_size: the side of square input images (28 for MNIST, 8 for digits), or their ``(H, W)``.
       dropout: the CNN's dropout rate before its head.
       channels: the images' channels (1 for grayscale, 3 for RGB).
@@ -116,9 +116,9 @@ def torch_model(
       >>> model = torch_model("cnn", 28, dropout=0.0)
     """
     t = _torch()
-    if name not in experiment.MODELS:
-        raise ValueError(f"model={name!r}; expected one of {', '.join(experiment.MODELS)}")
-    mirror = getattr(t, experiment.MODELS[name].torch)
+    if name not in MODELS:
+        raise ValueError(f"model={name!r}; expected one of {', '.join(MODELS)}")
+    mirror = getattr(t, MODELS[name].torch)
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     if mirror is t.MyModel:
         return mirror(in_features=height * width * channels, num_classes=num_classes)
@@ -133,7 +133,7 @@ def flatten_shape(name: str, image_shape: Sequence[int]) -> tuple[int, int, int]
       >>> flatten_shape("cnn", (32, 32, 3))
       (128, 4, 4)
     """
-    parameters = inspect.signature(experiment.MODELS[name].module.__init__).parameters
+    parameters = inspect.signature(MODELS[name].module.__init__).parameters
     if "channels" not in parameters:
         return None
     blocks = tuple(parameters["channels"].default)

@@ -6,11 +6,12 @@ import pytest
 
 from jaxtrain import compare, experiment
 from jaxtrain.cli import main
+from jaxtrain.config import Config
 
 
 @pytest.mark.slow
 def test_the_feeding_preset_times_every_mode_beside_the_primer(torch):
-    result = compare.bench(experiment.Config(dataset="digits", epochs=2), programs=compare.PRESETS["feeding"], log=None)
+    result = compare.bench(Config(dataset="digits", epochs=2), programs=compare.PRESETS["feeding"], log=None)
     rows = result["rows"]
     assert [row["program"] for row in rows] == list(compare.PRESETS["feeding"])
     assert result["machine"]["matmul_gflops"] > 0 and result["machine"]["copy_gbps"] > 0
@@ -41,6 +42,6 @@ def test_the_cli_sweeps_batch_sizes_and_draws_the_plot(tmp_path, torch, capsys):
 
 def test_unknown_programs_and_models_are_refused():
     with pytest.raises(ValueError, match="program='keras'"):
-        compare.bench(experiment.Config(), programs=["keras"], log=None)
+        compare.bench(Config(), programs=["keras"], log=None)
     with pytest.raises(ValueError, match="model='vit'"):
-        compare.bench(experiment.Config(), models=["vit"], log=None)
+        compare.bench(Config(), models=["vit"], log=None)

@@ -1,7 +1,8 @@
 """The primer's PyTorch program, timed with the report that jaxtrain's runs give (jaxtrain.compare.torch_side)."""
 
 from jaxtrain import compare
-from jaxtrain.experiment import Config, run
+from jaxtrain.config import Config
+from jaxtrain.experiment import run
 
 
 def test_torch_run_reports_what_experiment_run_reports(torch):

@@ -1,0 +1,179 @@
+"""A run's configuration: ``Config``, the flat dataclass that ``python -m jaxtrain train`` maps its flags
+onto, the registries its names come from (``MODELS``, ``COMPUTE_DTYPES``), and ``check_config``, the one
+validation path of every configuration, whose ``ConfigError`` names the field out of range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax.numpy as jnp
+
+from jaxtrain import datasets, models, nnx_models, optim, schedules
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A network that the CLI, parity and the benchmark know by name.
+
+    Attributes:
+      module: the Flax module: a Linen one, or an NNX one (built with the input's shape and ``nnx.Rngs``).
+      torch: the class of ``jaxtrain.compare.torch_side`` that mirrors it layer for layer.
+      schedule: the learning-rate schedule that ``Config(schedule="auto")`` gives it.
+      steps_per_call: the steps per compiled call that ``Config(steps_per_call="auto")`` gives it.
+    """
+
+    module: type[models.MLP] | type[models.CNN] | type[nnx_models.NNXMLP] | type[nnx_models.NNXCNN]
+    torch: str
+    schedule: str
+    steps_per_call: int | str
+
+
+# The defaults were measured (README, "Measured" and "Speed"). The MLP keeps the primer's constant rate,
+# and its step is so cheap that per-call overhead dominates: a whole epoch per call over device-resident
+# data is fastest. The CNN anneals its rate (with a constant 1e-3 its test accuracy swung between 98.4% and
+# 98.8% from epoch to epoch). Its step (about 27 ms on a 2-core CPU) dwarfs a call's overhead: 16 steps or
+# a whole epoch per call measured no faster (902 and 892 against 906 samples/s) and compile more shapes,
+# so it takes one step a call.
+# The NNX twins compute the same, from parameters laid out the same.
+MODELS = {
+    "mlp": ModelSpec(models.MLP, torch="MyModel", schedule="constant", steps_per_call="epoch"),
+    "cnn": ModelSpec(models.CNN, torch="CNN", schedule="cosine", steps_per_call=1),
+    "nnx-mlp": ModelSpec(nnx_models.NNXMLP, torch="MyModel", schedule="constant", steps_per_call="epoch"),
+    "nnx-cnn": ModelSpec(nnx_models.NNXCNN, torch="CNN", schedule="cosine", steps_per_call=1),
+}
+# The built-in datasets; Config.dataset also takes a tensorflow-datasets name, folder:PATH and npz:FILE.
+DATASETS = datasets.BUILT_IN
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # the model's compute dtype; None keeps float32
+
+
+class ConfigError(ValueError):
+    """A setting out of range: ``str()`` names the field, the CLI the flag."""
+
+    def __init__(self, field: str, value: Any, expected: str):
+        super().__init__(f"{field}={value!r}; expected {expected}")
+        self.field, self.value, self.expected = field, value, expected
+
+
+_CHOICES = {"model": tuple(MODELS), "optimizer": tuple(optim.OPTIMIZERS), "schedule": schedules.SCHEDULES}
+_POSITIVE_INTEGERS = ("epochs", "batch_size", "eval_batch_size", "step_size", "grad_accum", "steps")
+_POSITIVE_NUMBERS = ("lr", "gamma", "clip_norm")
+_NON_NEGATIVE_NUMBERS = ("momentum", "weight_decay", "dampening")
+
+
+def check_config(config: Any, **choices: Sequence[str]) -> None:
+    """Checks every field of a configuration dataclass that has a rule here, by its name.
+
+    The one validation path of ``Config`` and of ``jaxtrain.compare.ParityConfig``: a field means the same
+    in both, so it is checked the same way. ``choices`` adds or overrides the allowed values of fields.
+
+    Raises:
+      ConfigError: the first field out of range.
+    """
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for name, allowed in {**_CHOICES, **choices}.items():
+        if name in values and values[name] not in allowed:
+            raise ConfigError(name, values[name], f"one of {', '.join(allowed)}")
+    for name in _POSITIVE_INTEGERS:
+        value = values.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(name, value, "a positive integer")
+    for name in _POSITIVE_NUMBERS:
+        value = values.get(name)
+        if value is not None and not (isinstance(value, int | float) and 0 < value < math.inf):
+            raise ConfigError(name, value, "a positive finite number")
+    for name in _NON_NEGATIVE_NUMBERS:
+        value = values.get(name)
+        if value is not None and not (isinstance(value, int | float) and 0 <= value < math.inf):
+            raise ConfigError(name, value, "a finite number >= 0")
+    if not 0 <= values.get("warmup_steps", 0):
+        raise ConfigError("warmup_steps", values["warmup_steps"], "an integer >= 0")
+    if values.get("dropout") is not None and not 0 <= values["dropout"] < 1:
+        raise ConfigError("dropout", values["dropout"], "a probability in [0, 1)")
+    seed = values.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError("seed", seed, "an integer in [0, 2**32)")
+    if "dataset" in values and (expected := datasets.unknown_name(values["dataset"])):
+        raise ConfigError("dataset", values["dataset"], expected)
+    if values.get("data_dir") is not None and values.get("dataset") == "digits":
+        raise ConfigError("data_dir", values["data_dir"], "none with dataset='digits', which is bundled")
+    if values.get("data_dir") is not None and str(values.get("dataset")).startswith(("folder:", "npz:")):
+        raise ConfigError("data_dir", values["data_dir"], f"none with dataset={values['dataset']!r}, which names its path")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A training run. The defaults are the primer's: MLP, Adam at 1e-3, batch 32, 10 epochs, constant lr.
+
+    Data: ``dataset`` is "digits", "mnist" (from IDX files in ``data_dir``, or tensorflow-datasets), any
+    tensorflow-datasets image-classification name ("fashion_mnist", "cifar10"; ``data_dir`` its data
+    folder), "folder:PATH" (an image folder) or "npz:FILE" (``datasets.load``). The model takes the data's
+    image shape and number of classes.
+
+    Model: ``dropout`` and ``batch_norm`` of None keep the model's own default (the MLP has neither; the CNN
+    has BatchNorm and dropout 0.25). ``dtype`` is the compute dtype; parameters and optimizer state stay
+    float32.
+
+    Learning rate: ``schedule`` is "auto" (the model's ``ModelSpec.schedule``) or one of
+    ``schedules.SCHEDULES``: "constant"; "step", torch's ``StepLR(step_size, gamma)`` with ``step_size`` in
+    epochs, as torch scripts step it once per epoch (the defaults are those of pytorch/examples' MNIST
+    script); "multistep", ``MultiStepLR(milestones, gamma)`` with milestones in epochs; or "cosine",
+    ``CosineAnnealingLR`` to 0 over the run. Any of them after ``warmup_steps`` optimizer steps of linear
+    warmup. ``grad_accum`` batches make one optimizer step; ``clip_norm`` clips the gradient's global norm
+    first. ``momentum`` applies to SGD only.
+
+    Devices: ``devices`` per process (None: all) train data-parallel; ``batch_size`` is the global batch,
+    split over them, so it must be a multiple of their number.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str = "mlp"
+    dropout: float | None = None
+    batch_norm: bool | None = None
+    dtype: str = "float32"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "auto"  # "auto": the model's ModelSpec.schedule
+    warmup_steps: int = 0
+    step_size: int = 1
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.7
+    grad_accum: int = 1
+    clip_norm: float | None = None
+    seed: int = 0
+    val_fraction: float = 0.0
+    eval_batch_size: int = 1000
+    steps_per_call: int | str = "auto"  # an int, "epoch" or "auto" (the model's ModelSpec.steps_per_call)
+    data_on_device: bool | None = None  # None: when the training set fits (transfer.fits_on_device)
+    devices: int | None = None  # devices per process to train on, data-parallel; None: all of them
+
+    def __post_init__(self):
+        if self.schedule == "auto" and self.model in MODELS:
+            object.__setattr__(self, "schedule", MODELS[self.model].schedule)
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+        check_config(self, dtype=tuple(COMPUTE_DTYPES))
+        if self.devices is not None and (isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1):
+            raise ConfigError("devices", self.devices, "a positive integer, or None for every device")
+        if self.steps_per_call not in ("auto", "epoch") and not (isinstance(self.steps_per_call, int) and self.steps_per_call >= 1):
+            raise ConfigError("steps_per_call", self.steps_per_call, "a positive integer, 'epoch' or 'auto'")
+        if self.momentum and self.optimizer != "sgd":
+            raise ConfigError("momentum", self.momentum, f"0 with optimizer={self.optimizer!r} (momentum is sgd's)")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError("val_fraction", self.val_fraction, "a fraction in [0, 1) of the training data")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ConfigError("milestones", self.milestones, "at least one epoch with schedule='multistep'")
+        self.optimizer_args()  # the optimizer's own checks, before any work
+
+    def optimizer_args(self) -> dict[str, Any]:
+        """The keyword arguments of ``optim.OPTIMIZERS[self.optimizer]`` (and of its ``torch.optim`` twin),
+        the learning rate as a float."""
+        args = {"lr": self.lr, "weight_decay": self.weight_decay}
+        return {**args, "momentum": self.momentum} if self.optimizer == "sgd" else args

@@ -1,0 +1,122 @@
+"""Learning-rate schedules with torch.optim.lr_scheduler's values, step by step (jaxtrain.schedules)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtrain.optim import sgd
+from jaxtrain.schedules import schedule
+
+
+def _torch_lrs(make_scheduler, lr, steps):
+    """The lr of each of ``steps`` optimizer steps under a torch scheduler stepped once per optimizer step."""
+    torch = pytest.importorskip("torch")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    scheduler = make_scheduler(torch.optim.lr_scheduler, optimizer)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return np.array(lrs)
+
+
+def _ours(sched, steps):
+    return np.array(jax.vmap(sched)(jnp.arange(steps)), np.float64)
+
+
+def test_schedule_constant():
+    np.testing.assert_array_equal(_ours(schedule("constant", 0.1), 5), np.full(5, 0.1, np.float32))
+
+
+def test_schedule_step_matches_torch_steplr():
+    expected = _torch_lrs(lambda s, o: s.StepLR(o, step_size=7, gamma=0.5), 0.1, 40)
+    np.testing.assert_allclose(_ours(schedule("step", 0.1, step_size=7, gamma=0.5), 40), expected, rtol=1e-6)
+
+
+def test_schedule_cosine_matches_torch_cosineannealinglr():
+    expected = _torch_lrs(lambda s, o: s.CosineAnnealingLR(o, T_max=50, eta_min=1e-4), 1e-2, 51)
+    ours = _ours(schedule("cosine", 1e-2, total_steps=50, eta_min=1e-4), 51)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5)
+
+
+def test_schedule_warmup_then_cosine_matches_torch_sequentiallr():
+    def torch_schedule(s, o):
+        warmup = s.LinearLR(o, start_factor=0.1, total_iters=10)
+        return s.SequentialLR(o, [warmup, s.CosineAnnealingLR(o, T_max=30)], milestones=[10])
+
+    expected = _torch_lrs(torch_schedule, 1e-3, 40)
+    ours = _ours(schedule("cosine", 1e-3, total_steps=40, warmup_steps=10, warmup_start_factor=0.1), 40)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-12)
+
+
+def test_schedule_warmup_then_step_matches_torch_sequentiallr():
+    def torch_schedule(s, o):
+        warmup = s.LinearLR(o, total_iters=4)  # torch's default start factor, 1/3
+        return s.SequentialLR(o, [warmup, s.StepLR(o, step_size=5, gamma=0.7)], milestones=[4])
+
+    expected = _torch_lrs(torch_schedule, 0.05, 30)
+    ours = _ours(schedule("step", 0.05, step_size=5, gamma=0.7, warmup_steps=4), 30)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+
+
+def test_schedule_warmup_then_constant_matches_torch_linearlr():
+    expected = _torch_lrs(lambda s, o: s.LinearLR(o, start_factor=0.25, total_iters=6), 0.1, 12)
+    ours = _ours(schedule("constant", 0.1, warmup_steps=6, warmup_start_factor=0.25), 12)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "linear"}, "schedule='linear'"),
+        ({"name": "cosine"}, "total_steps=None"),
+        ({"name": "cosine", "total_steps": 10, "warmup_steps": 10}, "warmup_steps=10"),
+        ({"name": "step"}, "step_size=None"),
+        ({"name": "multistep"}, "milestones=None"),
+        ({"name": "constant", "warmup_steps": -1}, "warmup_steps=-1"),
+        ({"name": "constant", "warmup_start_factor": 0.0}, "warmup_start_factor=0.0"),
+    ],
+)
+def test_schedule_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        schedule(lr=0.1, **kwargs)
+
+
+def test_a_schedule_drives_the_optimizer_step_by_step():
+    lr = schedule("step", 1.0, step_size=2, gamma=0.5)
+    tx = sgd(lr)
+    params = {"w": jnp.zeros(())}
+    state = tx.init(params)
+    moves = []
+    for _ in range(5):
+        updates, state = tx.update({"w": jnp.ones(())}, state, params)
+        moves.append(float(updates["w"]))
+    assert moves == [-1.0, -1.0, -0.5, -0.5, -0.25]
+
+
+def test_schedule_multistep_matches_torch_multisteplr():
+    expected = _torch_lrs(lambda s, o: s.MultiStepLR(o, milestones=[3, 10, 10, 17], gamma=0.5), 0.2, 25)
+    ours = _ours(schedule("multistep", 0.2, milestones=[3, 10, 10, 17], gamma=0.5), 25)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "constant", "lr": float("nan")}, "lr=nan; expected a finite number > 0"),
+        ({"name": "constant", "lr": float("inf")}, "lr=inf; expected a finite number > 0"),
+        ({"name": "step", "step_size": 2, "gamma": float("nan")}, "gamma=nan; expected a finite number > 0"),
+        ({"name": "step", "step_size": True}, "step_size=True; expected a positive integer (optimizer steps)"),
+        ({"name": "multistep", "milestones": [3, -1]}, "milestones[1]=-1; expected an integer >= 0 (an optimizer step)"),
+        ({"name": "cosine", "total_steps": 10, "eta_min": float("nan")}, "eta_min=nan; expected a number in [0, lr=0.1]"),
+        ({"name": "cosine", "total_steps": 5, "warmup_steps": 8},
+         "warmup_steps=8; expected fewer than total_steps=5 (cosine annealing needs optimizer steps after the warmup)"),
+    ],
+)
+def test_schedule_names_one_bad_argument_per_message(kwargs, message):
+    kwargs = {"lr": 0.1, **kwargs}
+    with pytest.raises(ValueError) as info:
+        schedule(**kwargs)
+    assert str(info.value) == message
