@@ -9,6 +9,7 @@
   python -m jaxtrain train --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # and 1 on the other host
   python -m jaxtrain compare parity --model cnn --optimizer adam --dtype float64 --steps 600
   python -m jaxtrain compare bench --preset feeding --dataset mnist --data-dir DIR --report bench.json
+  python -m jaxtrain compare figures --data-dir DIR --only primer checkpoints
 """
 
 from __future__ import annotations
@@ -251,7 +252,7 @@ def _plot(args: argparse.Namespace) -> None:
 
 
 def _add_compare(commands) -> None:
-    parser = commands.add_parser("compare", help="the PyTorch program beside jaxtrain's: parity and benchmarks")
+    parser = commands.add_parser("compare", help="the PyTorch program beside jaxtrain's: parity, benchmarks and the docs' figures")
     studies = parser.add_subparsers(dest="study", required=True, parser_class=_Parser)
     defaults = compare.ParityConfig()
 
@@ -298,6 +299,22 @@ def _add_compare(commands) -> None:
     b.add_argument("--plot", type=Path, default=None, help="draw test accuracy per epoch and samples/s by batch size into this PNG")
     b.set_defaults(handler=_bench)
 
+    f = studies.add_parser(
+        "figures", formatter_class=_Help,
+        help="rerun the commands behind the docs' tables and pictures, one at a time, and write them into "
+        "README.md and docs/paradigms.md between their markers",
+    )
+    f.add_argument("--data-dir", default=None,
+                   help="MNIST's IDX folder, which most figures train on, as the docs should show it")
+    f.add_argument("--only", nargs="+", choices=compare.FIGURES, default=None, metavar="NAME",
+                   help=f"these figures only (default: all of them): {', '.join(compare.FIGURES)}")
+    f.add_argument("--list", action="store_true", help="list the figures, their commands and estimated minutes; run nothing")
+    f.add_argument("--print", action="store_true", dest="print_blocks",
+                   help="print the blocks instead of writing them and the pictures into the docs")
+    f.add_argument("--quick", action="store_true",
+                   help="shrink every command (digits, at most 2 epochs or 20 steps): a check of the commands, not figures")
+    f.set_defaults(handler=_figures)
+
 
 def _parity(args: argparse.Namespace) -> None:
     config = _from_flags(compare.ParityConfig, args)
@@ -326,6 +343,27 @@ def _bench(args: argparse.Namespace) -> None:
         compare.plot_bench(result, args.plot)
 
 
+def _figures(args: argparse.Namespace) -> None:
+    names = args.only or list(compare.FIGURES)
+    compare.check_markers()
+    if args.list:
+        if args.print_blocks:
+            raise experiment.ConfigError("print", True, "no --print with --list, which runs nothing")
+        print(compare.figures.listing(names, args.data_dir, quick=args.quick))
+        return
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def done(name: str, block: str) -> None:  # each figure as soon as it is done: a later failure keeps it
+        if args.print_blocks:
+            print(f"<!-- figure: {name} -->\n\n{block}\n\n<!-- /figure: {name} -->\n", flush=True)
+        else:
+            log(f"{name}: written into {compare.FIGURES[name].doc}")
+
+    compare.generate_figures(names, args.data_dir, quick=args.quick, write=not args.print_blocks, log=log, done=done)
+
+
 def _from_flags(config_type: type, args: argparse.Namespace):
     """The dataclass ``config_type`` with the flags that name its fields."""
     fields = {f.name for f in dataclasses.fields(config_type)}
@@ -350,14 +388,19 @@ def _message(error: Exception) -> str:
     return str(error)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line's parser: every command and flag."""
     parser = _Parser(prog="jaxtrain", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set JAXTRAIN_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(commands)
     _add_use(commands)
     _add_compare(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         args.handler(args)
     except (ValueError, OSError, ImportError, ArithmeticError, DatasetUnavailableError) as error:

@@ -78,9 +78,15 @@ def write_json(path: str | Path, data: Any) -> None:
     A symbolic link is followed (its target is updated), and the file gets the permissions that the umask
     gives a new file.
     """
+    write_text(path, to_json(data, indent=2) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Writes ``text`` atomically, as ``write_json`` writes JSON: a crash mid-write leaves any earlier file
+    at ``path`` whole."""
     path = Path(path).resolve()
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
-        out.write(to_json(data, indent=2) + "\n")
+        out.write(text)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(out.name, 0o666 & ~umask)

@@ -4,22 +4,27 @@
 - ``parity``: both frameworks from the same weights on the same batches, and their differences;
 - ``measure``: each program in a fresh process, and the machine's facts and rates;
 - ``bench``: the one benchmark runner, with its presets;
-- ``plot``: its pictures.
+- ``plot``: its pictures;
+- ``figures``: the docs' tables and pictures, each with the commands that regenerate it.
 
 torch and matplotlib are imported only when a function here is called: ``pip install 'jaxtrain[compare]'``.
 
   python -m jaxtrain compare parity --model cnn --optimizer adam --dtype float64 --steps 600
   python -m jaxtrain compare bench --preset frameworks --dataset mnist --data-dir DIR --report bench.json
+  python -m jaxtrain compare figures --data-dir DIR --only primer
 """
 
 from jaxtrain.compare.bench import PRESETS, PROGRAMS, bench, format_bench
 from jaxtrain.compare.bench import check as bench_check
+from jaxtrain.compare.figures import FIGURES, check_markers
+from jaxtrain.compare.figures import generate as generate_figures
 from jaxtrain.compare.measure import machine, measure_in_child
 from jaxtrain.compare.parity import PARITY_DTYPES, ParityConfig, format_parity, parity
-from jaxtrain.compare.plot import plot_bench
+from jaxtrain.compare.plot import plot_batch_sizes, plot_bench
 from jaxtrain.compare.torch_side import TORCH_VARIANTS, flatten_shape, torch_model, torch_run
 
 __all__ = [
+    "FIGURES",
     "PARITY_DTYPES",
     "PRESETS",
     "PROGRAMS",
@@ -27,12 +32,15 @@ __all__ = [
     "TORCH_VARIANTS",
     "bench",
     "bench_check",
+    "check_markers",
     "flatten_shape",
     "format_bench",
     "format_parity",
+    "generate_figures",
     "machine",
     "measure_in_child",
     "parity",
+    "plot_batch_sizes",
     "plot_bench",
     "torch_model",
     "torch_run",

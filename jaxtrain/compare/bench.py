@@ -197,13 +197,20 @@ def format_row(row: dict[str, Any]) -> str:
     )
 
 
-def format_bench(result: dict[str, Any]) -> str:
-    """The result as a Markdown table, the machine above it."""
+def format_machine(result: dict[str, Any]) -> str:
+    """The line above a result's table: the machine, its rates, the data and what samples/s means."""
     m, c = result["machine"], result["config"]
-    lines = [
+    return (
         f"{m['cpu']}, {m['cpus']} CPUs, {m['system']}; jax {m['jax']} on {m['device']}: matrix product "
         f"{m['matmul_gflops']:.0f} GFLOP/s, copy {m['copy_gbps']:.1f} GB/s. {c['dataset']}, {c['epochs']} epochs; "
-        f"samples/s: the median of epochs 2–{c['epochs']}.",
+        f"samples/s: the median of epochs 2–{c['epochs']}."
+    )
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    """The result as a Markdown table, the machine above it (``format_machine``)."""
+    lines = [
+        format_machine(result),
         "",
         "| model | batch | program | samples/s | ×primer | of bound | first step / compile s | epoch s | eval s "
         "| peak MiB | test acc. % |",

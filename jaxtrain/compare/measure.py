@@ -46,10 +46,47 @@ def _call_and_measure(fn: Callable[..., Any], args: tuple, kwargs: dict) -> tupl
     return result, peak / (2**20 if sys.platform == "darwin" else 2**10)  # bytes on macOS, KiB on Linux
 
 
+def facts() -> dict[str, Any]:
+    """The machine and the software that a measurement ran on: ``cpu`` (its model), ``cpus`` (the cores
+    this process sees), ``system``, ``device`` (JAX's default one, as "platform: kind"), and the versions of
+    ``jax``, ``flax``, ``optax`` and ``torch`` (None where it is not installed). Run it in a child process:
+    it starts JAX's backend.
+
+    Example:
+      >>> about, _ = measure_in_child(facts)
+      >>> about["device"]
+      'cpu: cpu'
+    """
+    import importlib.metadata
+
+    import jax
+
+    def version(package: str) -> str | None:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "system": f"{platform.system()} {platform.machine()}",
+        "device": experiment.device_name(),
+        "jax": jax.__version__,
+        **{package: version(package) for package in ("flax", "optax", "torch")},
+    }
+
+
 def machine(size: int = 2048, copy_mib: int = 256, repeats: int = 5) -> dict[str, Any]:
-    """The machine in facts and rates: ``cpu``, ``cpus``, ``system``, ``device`` (JAX's), and the float32
-    matrix-product rate (``matmul_gflops``) and copy bandwidth (``copy_gbps``, bytes read + written) that
-    XLA reaches on the default device, medians over ``repeats``. Run it in a child process."""
+    """The machine in facts and rates: ``facts()``, and the float32 matrix-product rate (``matmul_gflops``)
+    and copy bandwidth (``copy_gbps``, bytes read + written) that XLA reaches on the default device, medians
+    over ``repeats``. Run it in a child process."""
     import jax
     import jax.numpy as jnp
 
@@ -62,20 +99,10 @@ def machine(size: int = 2048, copy_mib: int = 256, repeats: int = 5) -> dict[str
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
     b = jnp.arange(copy_mib * 2**20 // 4, dtype=jnp.float32)
     return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "system": f"{platform.system()} {platform.machine()}",
-        "device": experiment.device_name(),
-        "jax": jax.__version__,
+        **facts(),
         "matmul_gflops": 2 * size**3 / median_seconds(jax.jit(lambda x: x @ x), a) / 1e9,
         "copy_gbps": 2 * b.nbytes / median_seconds(jax.jit(lambda x: x + 1), b) / 1e9,
     }
@@ -84,11 +111,14 @@ def machine(size: int = 2048, copy_mib: int = 256, repeats: int = 5) -> dict[str
 def flops_per_example(config: Config) -> float:
     """A training step's floating-point operations per example, as XLA counts them for ``config``."""
     import jax.numpy as jnp
+    import numpy as np
 
     from jaxtrain.train import create_train_state, train_step
 
     images, _ = experiment.datasets.load(config.dataset, "test", config.data_dir)
-    batch = (jnp.asarray(images[: config.batch_size]), jnp.zeros(config.batch_size, jnp.int32))
+    # A whole batch even where the test set is smaller (digits' 449 images against a batch of 512).
+    rows = np.arange(config.batch_size) % len(images)
+    batch = (jnp.asarray(images[rows]), jnp.zeros(config.batch_size, jnp.int32))
     num_classes = experiment.datasets.info(config.dataset, config.data_dir).num_classes
     model = experiment.build_model(config, num_classes, images.shape[1:])
     state = create_train_state(model, experiment.build_optimizer(config, 1), images[:1])

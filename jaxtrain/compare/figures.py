@@ -1,0 +1,540 @@
+"""The docs' figures, regenerated from the code: every table and picture of measured numbers in README.md
+and docs/paradigms.md, and the commands that measure them.
+
+A figure is a list of CLI commands and a formatter. ``generate`` runs the commands one after another, each
+in a fresh process (``python -m jaxtrain ...``, never two at once) that writes a JSON report
+(``--report``) into a temporary folder; the formatter turns the reports into a Markdown block, whose first
+line names the commands, the machine and the date. The block replaces what stands between
+``<!-- figure: NAME -->`` and ``<!-- /figure: NAME -->`` in the figure's document.
+
+  python -m jaxtrain compare figures --data-dir DIR                  # every figure: about 44 minutes on 2 cores
+  python -m jaxtrain compare figures --data-dir DIR --only primer checkpoints
+  python -m jaxtrain compare figures --list                          # the figures, their commands and run times
+  python -m jaxtrain compare figures --quick --print                 # digits, 2 epochs: a check, not figures
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jaxtrain
+from jaxtrain.compare import plot
+from jaxtrain.compare.bench import PRESETS, PRIMER, format_bench, format_machine
+from jaxtrain.compare.measure import facts, measure_in_child
+from jaxtrain.experiment import ConfigError
+from jaxtrain.runs import write_text
+
+ROOT = Path(jaxtrain.__file__).resolve().parents[1]  # the repository: README.md, docs/, jaxtrain/
+DOCS = ("README.md", "docs/paradigms.md")  # the documents that hold figures, relative to ROOT
+_MARKER = re.compile(r"^<!-- (/?)figure: ([\w.-]+) -->$", re.M)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One command of a figure, run: ``command`` as the docs show it, ``flags`` (the words after the
+    figure's ``common`` start, the whole command without one) and its ``report`` (None for ``plot``)."""
+
+    command: str
+    flags: str
+    report: dict[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A table (and maybe a picture) of the docs, and the commands behind it.
+
+    Attributes:
+      doc: the document that holds its markers, relative to the repository.
+      rows: the commands, or with ``common`` the flags that each command adds to it. ``{data}`` stands for
+        MNIST's folder (``--data-dir``), ``{runs}`` for a folder of run folders, ``{docs}`` for ``docs/``.
+      format: turns the commands' ``Result``s into Markdown.
+      minutes: the estimated run time on the 2-core CPU that the docs' epoch times were measured on.
+      common: the start that every command shares; the table then shows each row's flags.
+      picture: the picture it writes, relative to the repository (``docs/NAME.png``): by a command (with
+        ``{docs}``), or by ``draw(results, path)``.
+      caption: the picture's alternative text.
+    """
+
+    doc: str
+    rows: tuple[str, ...]
+    format: Callable[[Sequence[Result]], str]
+    minutes: float
+    common: str = ""
+    picture: str | None = None
+    draw: Callable[[Sequence[Result], Path], None] | None = None
+    caption: str = ""
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        return tuple(f"{self.common} {row}".strip() for row in self.rows)
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether a command trains on MNIST's IDX files."""
+        return any("{data}" in command for command in self.commands)
+
+
+def _percent(fraction: float | None) -> str:
+    return "—" if fraction is None else f"{100 * fraction:.2f}%"
+
+
+def _epoch_seconds(report: dict[str, Any]) -> float:
+    """The median epoch's seconds after the first, as samples/s is the median after the first."""
+    return statistics.median(e["seconds"] for e in report["history"][1:] or report["history"])
+
+
+def _common(result: Result) -> str:
+    return result.command[: len(result.command) - len(result.flags)].strip()
+
+
+def _model_and_flags(result: Result) -> tuple[str, str]:
+    """A parity row's ``--model`` and its other flags."""
+    words = shlex.split(result.flags)
+    at = words.index("--model")
+    return words[at + 1], shlex.join(words[:at] + words[at + 2:])
+
+
+def _runs_table(results: Sequence[Result]) -> str:
+    """Training runs, one row per command: the data, test accuracy, samples/s."""
+    lines = [
+        "| command | training / test images | test accuracy | samples/s |",
+        "| --- | ---: | ---: | ---: |",
+        *(f"| `{r.command}` | {r.report['train_examples']:,} / {r.report['test_examples']:,} | "
+          f"{_percent(r.report['test_accuracy'])} | {r.report['samples_per_second']:,.0f} |" for r in results),
+    ]
+    return "\n".join(lines + ["", "samples/s: the median over the epochs after the first, which includes compiling."])
+
+
+def _options_table(results: Sequence[Result]) -> str:
+    """Training runs that share a start, one row per flags: test accuracy, per epoch too, and speed."""
+    lines = [
+        f"| command (`{_common(results[0])}` and) | test accuracy | test accuracy by epoch (%) | samples/s | epoch (s) |",
+        "| --- | ---: | --- | ---: | ---: |",
+    ]
+    for r in results:
+        by_epoch = " ".join(f"{100 * e['test_accuracy']:.2f}" for e in r.report["history"])
+        lines.append(f"| `{r.flags}` | {_percent(r.report['test_accuracy'])} | {by_epoch} | "
+                     f"{r.report['samples_per_second']:,.0f} | {_epoch_seconds(r.report):.2f} |")
+    return "\n".join(lines + ["", "samples/s and epoch: the median over the epochs after the first."])
+
+
+def _bench_table(results: Sequence[Result]) -> str:
+    return format_bench(results[0].report)
+
+
+def _checkpoints_table(results: Sequence[Result]) -> str:
+    """What checkpoints cost: one save and one restore, and each policy's speed against no run folder."""
+    result = results[0].report
+    plain, policy, each = PRESETS["checkpoints"]
+    lines = [
+        format_machine(result),
+        "",
+        "| model | one save (complete on disk) | one restore | state size | no run folder | default policy (60 s) "
+        "| a checkpoint every epoch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for model, saves in result["checkpoints"].items():
+        rows = {row["program"]: row for row in result["rows"] if row["model"] == model}
+        base = rows[plain]["samples_per_second"]
+        lines.append(
+            f"| {model} | {saves['save_seconds']:.3f} s | {saves['restore_seconds']:.3f} s | {saves['megabytes']:.1f} MB "
+            f"| {base:,.0f} samples/s ({rows[plain]['epoch_seconds']:.2f} s an epoch) "
+            + " ".join(f"| {rows[p]['samples_per_second']:,.0f} ({rows[p]['samples_per_second'] / base:.0%})" for p in (policy, each))
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def _curves_table(results: Sequence[Result]) -> str:
+    """The run folders' final test accuracy and best validation accuracy."""
+    lines = ["| run | final test accuracy | best validation accuracy (epoch) |", "| --- | ---: | ---: |"]
+    for r in results:
+        if r.report is None:
+            continue  # the plot
+        words = shlex.split(r.command)
+        best = max(r.report["history"], key=lambda e: e["val_accuracy"])  # the first of equals
+        lines.append(f"| `{words[words.index('--run-dir') + 1]}` | {_percent(r.report['test_accuracy'])} "
+                     f"| {_percent(best['val_accuracy'])} ({best['epoch']} of {len(r.report['history'])}) |")
+    return "\n".join(lines)
+
+
+def _parity_table(results: Sequence[Result]) -> str:
+    """float64 parity: the largest differences of losses, weights and running statistics, and accuracy."""
+    lines = [
+        "| `--model` | optimizer flags | max rel. loss diff | max param diff | max running-stats diff | test acc. torch / jax |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        model, flags = _model_and_flags(r)
+        stats, p = r.report["max_batch_stats_diff"], r.report
+        lines.append(
+            f"| {model} | `{flags}` | {p['max_rel_loss_diff']:.1e} | {p['max_param_diff']:.1e} "
+            f"| {'—' if stats is None else f'{stats:.1e}'} "
+            f"| {_percent(p['torch']['test_accuracy'])} / {_percent(p['jax']['test_accuracy'])} |"
+        )
+    worst = {key: max((r.report[key] or 0) for r in results) for key in ("max_rel_loss_diff", "max_param_diff", "max_batch_stats_diff")}
+    lines += ["", f"Largest over the rows: {worst['max_rel_loss_diff']:.1e} (loss), {worst['max_param_diff']:.1e} "
+              f"(parameters), {worst['max_batch_stats_diff']:.1e} (running statistics); the tests' bound is 1e-10."]
+    return "\n".join(lines)
+
+
+def _reference_table(results: Sequence[Result]) -> str:
+    """float32 parity against torch's float64 run from the same start."""
+    lines = [
+        "| `--model` | optimizer flags | max rel. loss diff | torch f32 vs f64 | jax f32 vs f64 |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        model, flags = _model_and_flags(r)
+        ref = r.report["float64_reference"]
+        lines.append(f"| {model} | `{flags}` | {r.report['max_rel_loss_diff']:.1e} | {ref['torch_max_rel_loss_diff']:.1e} "
+                     f"| {ref['jax_max_rel_loss_diff']:.1e} |")
+    return "\n".join(lines)
+
+
+def _accuracy_table(results: Sequence[Result]) -> str:
+    """Long float32 parity runs: the two test accuracies."""
+    lines = [
+        "| `--model` | optimizer flags | test acc. torch | test acc. jax | difference (points) | max rel. loss diff |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        model, flags = _model_and_flags(r)
+        p = r.report
+        lines.append(f"| {model} | `{flags}` | {_percent(p['torch']['test_accuracy'])} | {_percent(p['jax']['test_accuracy'])} "
+                     f"| {p['test_accuracy_diff']:+.2f} | {p['max_rel_loss_diff']:.1e} |")
+    widest = max(abs(r.report["test_accuracy_diff"]) for r in results)
+    lines += ["", f"The test accuracies differ by at most {widest:.2f} percentage points (the tests' bound is 0.5)."]
+    return "\n".join(lines)
+
+
+def _batch_sizes_table(results: Sequence[Result]) -> str:
+    """samples/s by batch size, one row per model and program, with the ratio to the primer's."""
+    result = results[0].report
+    sizes = sorted({row["batch_size"] for row in result["rows"]})
+    lines = [
+        format_machine(result),
+        "",
+        "| model | program | " + " | ".join(f"batch {b}: samples/s (×primer)" for b in sizes) + " |",
+        "| --- | --- |" + " ---: |" * len(sizes),
+    ]
+    for model, program in dict.fromkeys((row["model"], row["program"]) for row in result["rows"]):
+        cells = {row["batch_size"]: row for row in result["rows"] if (row["model"], row["program"]) == (model, program)}
+        lines.append(f"| {model} | {program} | " + " | ".join(
+            f"{cells[b]['samples_per_second']:,.0f} ({cells[b]['vs_primer']:.2f})" if b in cells else "—" for b in sizes) + " |")
+    return "\n".join(lines + ["", f"×primer: against {PRIMER} at the same batch size."])
+
+
+def _draw_batch_sizes(results: Sequence[Result], path: Path) -> None:
+    plot.plot_batch_sizes(results[0].report, path)
+
+
+_MNIST = "--dataset mnist --data-dir {data}"
+_TRAIN = f"python -m jaxtrain train {_MNIST}"
+_BENCH = "python -m jaxtrain compare bench"
+_PARITY = "python -m jaxtrain compare parity"
+_MLP_OPTIMIZERS = (
+    "--optimizer sgd",
+    "--optimizer sgd --momentum 0.9",
+    "--optimizer sgd --momentum 0.9 --nesterov",
+    "--optimizer sgd --weight-decay 1e-4",
+    "--optimizer adam",
+    "--optimizer adam --weight-decay 1e-2",
+    "--optimizer adamw",
+)
+_MLP_ROWS = tuple(f"--model mlp {flags}" for flags in _MLP_OPTIMIZERS)
+_PARITY_ROWS = (*_MLP_ROWS, "--model nnx-mlp --optimizer adam", "--model cnn --optimizer adam",
+                "--model cnn --optimizer sgd --momentum 0.9")
+
+# In the order of the docs. minutes: estimated from the docs' epoch times on a 2-core CPU (a jaxtrain CNN
+# epoch of MNIST's 19,690 images about 22 s, torch's about 10 s, an MLP epoch under a second), plus 4 to 6
+# seconds to start each process (jax, and torch) and a few to compile. The CNN's runs are most of the total.
+FIGURES: dict[str, Figure] = {
+    "checkpoints": Figure(
+        "README.md", (f"{_BENCH} --preset checkpoints --models mlp cnn {_MNIST} --epochs 3",), _checkpoints_table, 4.5,
+    ),
+    "curves": Figure(
+        "README.md",
+        (f"{_TRAIN} --val-fraction 0.1 --run-dir {{runs}}/mlp",
+         f"{_TRAIN} --val-fraction 0.1 --dropout 0.2 --batch-norm --run-dir {{runs}}/mlp-dropout-bn",
+         "python -m jaxtrain plot {runs}/mlp {runs}/mlp-dropout-bn -o {docs}/curves.png"),
+        _curves_table, 0.5, picture="docs/curves.png", caption="Loss and accuracy per epoch of two MNIST runs",
+    ),
+    "feeding-mlp": Figure(
+        "README.md", (f"{_BENCH} --preset feeding --models mlp {_MNIST} --epochs 10",), _bench_table, 1.5,
+    ),
+    "feeding-cnn": Figure(
+        "README.md", (f"{_BENCH} --preset feeding --models cnn {_MNIST} --epochs 3",), _bench_table, 4.5,
+    ),
+    "primer": Figure(
+        "README.md",
+        ("python -m jaxtrain train --dataset digits",
+         f"{_TRAIN} --epochs 10 --batch-size 32 --lr 1e-3 --optimizer adam"),
+        _runs_table, 0.5,
+    ),
+    "training-options": Figure(
+        "README.md",
+        ("--model cnn --epochs 5",
+         "--model cnn --epochs 5 --dtype bfloat16",
+         "--model cnn --epochs 5 --warmup-steps 100 --clip-norm 1.0",
+         "--model mlp --dropout 0.2 --batch-norm --epochs 10",
+         "--model mlp --dropout 0.2 --batch-norm --epochs 10 --dtype bfloat16",
+         "--model mlp --dropout 0.2 --batch-norm --epochs 10 --schedule step --grad-accum 4 --lr 2e-3"),
+        _options_table, 8, common=_TRAIN,
+    ),
+    "parity-float64": Figure(
+        "docs/paradigms.md", _PARITY_ROWS, _parity_table, 5, common=f"{_PARITY} --dtype float64 --steps 600 {_MNIST}",
+    ),
+    "parity-float32": Figure(
+        "docs/paradigms.md", _PARITY_ROWS, _reference_table, 2,
+        common=f"{_PARITY} --dtype float32 --steps 50 --float64-reference {_MNIST}",
+    ),
+    "parity-float32-epochs": Figure(
+        "docs/paradigms.md", (*_MLP_ROWS, "--model cnn --optimizer adam"), _accuracy_table, 5.5,
+        common=f"{_PARITY} --dtype float32 --steps 6160 {_MNIST}",
+    ),
+    "bench": Figure(
+        "docs/paradigms.md",
+        (f"{_BENCH} --preset frameworks --models mlp cnn {_MNIST} --epochs 4 --plot {{docs}}/compare_bench.png",),
+        _bench_table, 4, picture="docs/compare_bench.png",
+        caption="test accuracy per epoch and samples/s, both frameworks",
+    ),
+    "batch-sizes": Figure(
+        "docs/paradigms.md",
+        (f"{_BENCH} --preset frameworks --models mlp cnn --batch-sizes 32 128 512 {_MNIST} --epochs 3",),
+        _batch_sizes_table, 8, picture="docs/sweep.png", draw=_draw_batch_sizes,
+        caption="samples/s by batch size, per model and program",
+    ),
+}
+
+QUICK = {"--epochs": 2, "--steps": 20, "--warmup-steps": 10}  # --quick: digits, and at most these
+
+
+def words(command: str, data: str | None, runs: str = "runs", docs: str = "docs", quick: bool = False) -> list[str]:
+    """A figure's command as the words of a command line: ``{data}``, ``{runs}`` and ``{docs}`` filled in.
+
+    With ``quick``, MNIST becomes the bundled digits (``--data-dir`` dropped) and ``QUICK``'s flags are
+    capped, so that every command runs in seconds.
+
+    Example:
+      >>> words("python -m jaxtrain train --dataset mnist --data-dir {data} --epochs 10", None, quick=True)
+      ['python', '-m', 'jaxtrain', 'train', '--dataset', 'digits', '--epochs', '2']
+    """
+    out: list[str] = []
+    given = iter(shlex.split(command))
+    for word in given:
+        if quick and word == "--data-dir":
+            next(given)
+            continue
+        word = word.format(data=data or "DIR", runs=runs, docs=docs)
+        flag = out[-1] if out else None
+        if quick and flag == "--dataset" and word == "mnist":
+            word = "digits"
+        elif quick and flag in QUICK:
+            word = str(min(int(word), QUICK[flag]))
+        out.append(word)
+    return out
+
+
+def command_line(command: str, data: str | None = None, quick: bool = False) -> str:
+    """A figure's command as the docs show it: ``words`` joined, run folders under ``runs/``."""
+    return shlex.join(words(command, data, quick=quick))
+
+
+def listing(names: Sequence[str] | None = None, data: str | None = None, quick: bool = False) -> str:
+    """The figures ``names`` (None: all), each with its document, estimated minutes and commands."""
+    names = list(FIGURES) if names is None else list(names)
+    lines = []
+    for name in names:
+        figure = FIGURES[name]
+        lines.append(f"{name} ({figure.doc}, about {figure.minutes:g} minutes)")
+        lines += [f"  {command_line(command, data, quick)}" for command in figure.commands]
+    minutes = sum(FIGURES[name].minutes for name in names)
+    return "\n".join(lines + [f"{len(names)} figures, about {minutes:g} minutes on a 2-core CPU"])
+
+
+def check_markers(root: str | Path = ROOT) -> None:
+    """Checks that the documents' markers and ``FIGURES`` agree: each figure opens and closes exactly once,
+    in its own document, and every marker names a figure.
+
+    Raises:
+      ValueError: one line naming the first disagreement and where it is.
+
+    Example:
+      >>> check_markers()   # the repository's README.md and docs/paradigms.md
+    """
+    seen: dict[str, str] = {}
+    for doc in DOCS:
+        text = (Path(root) / doc).read_text()
+        opened = None
+        for match in _MARKER.finditer(text):
+            closing, name = match.group(1) == "/", match.group(2)
+            where = f"{doc}:{text.count(chr(10), 0, match.start()) + 1}"
+            if name not in FIGURES:
+                raise ValueError(f"{where}: a marker of figure {name!r}, which is not registered; expected one of {', '.join(FIGURES)}")
+            if closing and opened != name:
+                raise ValueError(f"{where}: <!-- /figure: {name} --> closes no open figure; expected <!-- figure: {name} --> before it")
+            if closing:
+                opened = None
+            elif opened:
+                raise ValueError(f"{where}: figure {name!r} opens inside {opened!r}; expected <!-- /figure: {opened} --> first")
+            elif name in seen:
+                raise ValueError(f"{where}: figure {name!r} a second time (first at {seen[name]}); expected each figure once")
+            elif FIGURES[name].doc != doc:
+                raise ValueError(f"{where}: figure {name!r} in the wrong document; expected it in {FIGURES[name].doc}")
+            else:
+                opened, seen[name] = name, where
+        if opened:
+            raise ValueError(f"{doc}: <!-- figure: {opened} --> is never closed; expected <!-- /figure: {opened} -->")
+    for name, figure in FIGURES.items():
+        if name not in seen:
+            raise ValueError(f"figure {name!r} has no markers in {figure.doc}; expected <!-- figure: {name} --> and <!-- /figure: {name} -->")
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+    r"""``text`` with what stands between figure ``name``'s markers replaced by ``block`` (blank lines
+    around it); every other byte stays as it was.
+
+    Raises:
+      ValueError: the markers are not there exactly once.
+
+    Example:
+      >>> replace_block("<!-- figure: a -->\nold\n<!-- /figure: a -->\n", "a", "new")
+      '<!-- figure: a -->\n\nnew\n\n<!-- /figure: a -->\n'
+    """
+    pattern = re.compile(rf"^<!-- figure: {re.escape(name)} -->\n(.*?)^<!-- /figure: {re.escape(name)} -->$", re.M | re.S)
+    matches = list(pattern.finditer(text))
+    if len(matches) != 1:
+        raise ValueError(f"figure {name!r}: {len(matches)} marked blocks; expected exactly one")
+    return text[: matches[0].start(1)] + f"\n{block.strip()}\n\n" + text[matches[0].end(1):]
+
+
+def _machine(about: dict[str, Any]) -> str:
+    platform, _, kind = about["device"].partition(": ")
+    device = "no GPU (JAX on the CPU)" if platform == "cpu" else f"JAX on {kind or platform}"
+    versions = ", ".join(f"{name} {about[name]}" for name in ("jax", "flax", "optax", "torch") if about.get(name))
+    return f"{about['cpu']} ({about['cpus']} CPUs), {device}, {about['system']}; {versions}"
+
+
+def _header(name: str, figure: Figure, about: dict[str, Any], date: str, data_dir: str | None, quick: bool) -> str:
+    """The block's first line: the command that regenerates it, what that ran, the machine and the date."""
+    rerun = ["python", "-m", "jaxtrain", "compare", "figures", "--only", name]
+    rerun += ["--quick"] if quick else ["--data-dir", data_dir or "DIR"] if figure.needs_data else []
+    if figure.common:
+        ran = f"`{command_line(figure.common, data_dir, quick)}` with each row's flags, a process a row"
+    else:
+        ran = ", then ".join(f"`{command_line(command, data_dir, quick)}`" for command in figure.commands)
+    if figure.draw:
+        ran += f", and drew {figure.picture} from the report"
+    shrunk = " (--quick: digits and at most 2 epochs or 20 steps, a check of the commands, not a measurement)" if quick else ""
+    return f"Generated on {date} by `{shlex.join(rerun)}`{shrunk}, which ran {ran}; on {_machine(about)}."
+
+
+def _run(name: str, figure: Figure, data_dir: str | None, quick: bool, work: Path, pictures: Path,
+         log: Callable[[str], None] | None) -> list[Result]:
+    """Runs the figure's commands one after another, each in a fresh process, and reads their reports."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    results = []
+    for i, (row, command) in enumerate(zip(figure.rows, figure.commands), 1):
+        shown = command_line(command, data_dir, quick)
+        argv = words(command, data_dir, runs=str(work / name), docs=str(pictures), quick=quick)
+        report = work / f"{name}-{i}.json"
+        if argv[3] != "plot":  # python -m jaxtrain COMMAND: every command but plot writes a report
+            argv += ["--report", str(report)]
+        if log:
+            log(f"{name} [{i}/{len(figure.rows)}]: {shown}")
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, *argv[1:]], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        if done.returncode:
+            last = (done.stdout.strip().splitlines() or ["no output"])[-1]
+            raise ChildProcessError(f"figure {name}: `{shown}` exited with {done.returncode}: {last}")
+        if log:
+            log(f"  {time.perf_counter() - start:.0f} s")
+        flags = command_line(row, data_dir, quick) if figure.common else shown
+        results.append(Result(shown, flags, json.loads(report.read_text()) if argv[3] != "plot" else None))
+    return results
+
+
+def generate(
+    names: Sequence[str] | None = None,
+    data_dir: str | None = None,
+    quick: bool = False,
+    write: bool = True,
+    root: str | Path = ROOT,
+    log: Callable[[str], None] | None = None,
+    done: Callable[[str, str], None] | None = None,
+) -> dict[str, str]:
+    """Regenerates figures: runs their commands, formats their blocks and writes them into the docs.
+
+    Args:
+      names: names of ``FIGURES`` (None: all of them, in order).
+      data_dir: MNIST's IDX folder, as the commands should show it (relative to the working directory).
+      quick: shrink every command (``words``): digits, at most 2 epochs or 20 steps.
+      write: write each block into its document between its markers, and the pictures into ``docs/``, as
+        soon as the figure is done; False: write nothing (the pictures go to a temporary folder).
+      root: the repository whose documents get the blocks.
+      log: where progress goes, a line per command (None: nowhere).
+      done: called with each figure's name and block as soon as it is done.
+
+    Returns:
+      The blocks by figure name.
+
+    Raises:
+      ValueError: an unknown name, or documents whose markers disagree with ``FIGURES`` (before any work).
+      ConfigError: ``data_dir`` missing for figures that train on MNIST, or given with ``quick``.
+      ChildProcessError: a command failed; the figures done before it are written.
+
+    Example:
+      >>> blocks = generate(["primer"], quick=True, write=False)
+    """
+    names = list(FIGURES) if names is None else list(names)
+    for name in names:
+        if name not in FIGURES:
+            raise ValueError(f"figure {name!r} is not registered; expected one of {', '.join(FIGURES)}")
+    root = Path(root)
+    check_markers(root)
+    if quick and data_dir is not None:
+        raise ConfigError("data_dir", data_dir, "none with --quick, whose commands train on digits")
+    mnist = [name for name in names if FIGURES[name].needs_data]
+    if not quick and mnist and data_dir is None:
+        raise ConfigError("data_dir", None, f"MNIST's IDX folder, for {', '.join(mnist)} (or --quick, which trains on digits)")
+    if not quick and mnist and not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"--data-dir {data_dir}: no such folder; expected MNIST's IDX files")
+    about, _ = measure_in_child(facts)
+    date = datetime.date.today().isoformat()
+    blocks = {}
+    with tempfile.TemporaryDirectory(prefix="jaxtrain-figures-") as work:
+        work = Path(work)
+        pictures = root / "docs" if write else work
+        for name in names:
+            figure = FIGURES[name]
+            results = _run(name, figure, data_dir, quick, work, pictures, log)
+            parts = [_header(name, figure, about, date, data_dir, quick), figure.format(results)]
+            if figure.picture:
+                picture = pictures / Path(figure.picture).name
+                if figure.draw:
+                    figure.draw(results, picture)
+                link = os.path.relpath(root / figure.picture, (root / figure.doc).parent)
+                parts.append(f"![{figure.caption}]({Path(link).as_posix()})")
+            blocks[name] = "\n\n".join(parts)
+            if write:
+                path = root / figure.doc
+                write_text(path, replace_block(path.read_text(), name, blocks[name]))
+            if done:
+                done(name, blocks[name])
+    return blocks
