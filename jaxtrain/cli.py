@@ -348,7 +348,7 @@ def _figures(args: argparse.Namespace) -> None:
     compare.check_markers()
     if args.list:
         if args.print_blocks:
-            raise experiment.ConfigError("print", True, "no --print with --list, which runs nothing")
+            raise ConfigError("print", True, "no --print with --list, which runs nothing")
         print(compare.figures.listing(names, args.data_dir, quick=args.quick))
         return
 

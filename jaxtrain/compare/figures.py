@@ -33,7 +33,7 @@ import jaxtrain
 from jaxtrain.compare import plot
 from jaxtrain.compare.bench import PRESETS, PRIMER, format_bench, format_machine
 from jaxtrain.compare.measure import facts, measure_in_child
-from jaxtrain.experiment import ConfigError
+from jaxtrain.config import ConfigError
 from jaxtrain.runs import write_text
 
 ROOT = Path(jaxtrain.__file__).resolve().parents[1]  # the repository: README.md, docs/, jaxtrain/

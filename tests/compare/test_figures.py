@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from jaxtrain import cli, compare, experiment
+from jaxtrain import cli, compare, config
 from jaxtrain.compare import figures
 from jaxtrain.compare.figures import FIGURES, ROOT
 
@@ -83,12 +83,12 @@ def test_every_command_is_one_the_command_line_takes(quick):
                 for flag, most in figures.QUICK.items():
                     assert flag not in argv or int(argv[argv.index(flag) + 1]) <= most
             if args.command == "train":
-                experiment.Config(**{k: v for k, v in vars(args).items() if k in experiment.Config.__dataclass_fields__})
+                config.Config(**{k: v for k, v in vars(args).items() if k in config.Config.__dataclass_fields__})
             elif getattr(args, "study", None) == "parity":
                 compare.ParityConfig(**{k: v for k, v in vars(args).items() if k in compare.ParityConfig.__dataclass_fields__})
             elif getattr(args, "study", None) == "bench":
-                config = experiment.Config(**{k: v for k, v in vars(args).items() if k in experiment.Config.__dataclass_fields__})
-                compare.bench_check(config, args.models, args.programs or compare.PRESETS[args.preset])
+                setup = config.Config(**{k: v for k, v in vars(args).items() if k in config.Config.__dataclass_fields__})
+                compare.bench_check(setup, args.models, args.programs or compare.PRESETS[args.preset])
             else:
                 assert args.command == "plot", command
 
