@@ -32,12 +32,11 @@ class ModelSpec:
     steps_per_call: int | str
 
 
-# The defaults were measured (README, "Measured" and "Speed"). The MLP keeps the primer's constant rate,
-# and its step is so cheap that per-call overhead dominates: a whole epoch per call over device-resident
-# data is fastest. The CNN anneals its rate (with a constant 1e-3 its test accuracy swung between 98.4% and
-# 98.8% from epoch to epoch). Its step (about 27 ms on a 2-core CPU) dwarfs a call's overhead: 16 steps or
-# a whole epoch per call measured no faster (902 and 892 against 906 samples/s) and compile more shapes,
-# so it takes one step a call.
+# The defaults follow the README's feeding tables (`python -m jaxtrain compare figures --only feeding-mlp
+# feeding-cnn`). The MLP keeps the primer's constant rate, and its step is so cheap that per-call overhead
+# dominates: a whole epoch per call over device-resident data is fastest. The CNN anneals its rate (cosine:
+# with a constant rate its test accuracy swung from epoch to epoch). Its step dwarfs a call's overhead, so
+# several steps per call save little and compile more shapes: it takes one step a call.
 # The NNX twins compute the same, from parameters laid out the same.
 MODELS = {
     "mlp": ModelSpec(models.MLP, torch="MyModel", schedule="constant", steps_per_call="epoch"),

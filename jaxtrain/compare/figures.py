@@ -20,7 +20,6 @@ import datetime
 import os
 import re
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import jaxtrain
-from jaxtrain.compare import plot
-from jaxtrain.compare.bench import PRESETS, PRIMER, format_bench, format_machine
+from jaxtrain.compare import tables
+from jaxtrain.compare.tables import Result
 from jaxtrain.compare.measure import facts, measure_in_child
 from jaxtrain.config import ConfigError
 from jaxtrain.runs import write_text
@@ -39,16 +38,6 @@ from jaxtrain.runs import write_text
 ROOT = Path(jaxtrain.__file__).resolve().parents[1]  # the repository: README.md, docs/, jaxtrain/
 DOCS = ("README.md", "docs/paradigms.md")  # the documents that hold figures, relative to ROOT
 _MARKER = re.compile(r"^<!-- (/?)figure: ([\w.-]+) -->$", re.M)
-
-
-@dataclasses.dataclass(frozen=True)
-class Result:
-    """One command of a figure, run: ``command`` as the docs show it, ``flags`` (the words after the
-    figure's ``common`` start, the whole command without one) and its ``report`` (None for ``plot``)."""
-
-    command: str
-    flags: str
-    report: dict[str, Any] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,161 +75,6 @@ class Figure:
         return any("{data}" in command for command in self.commands)
 
 
-def _percent(fraction: float | None) -> str:
-    return "—" if fraction is None else f"{100 * fraction:.2f}%"
-
-
-def _epoch_seconds(report: dict[str, Any]) -> float:
-    """The median epoch's seconds after the first, as samples/s is the median after the first."""
-    return statistics.median(e["seconds"] for e in report["history"][1:] or report["history"])
-
-
-def _common(result: Result) -> str:
-    return result.command[: len(result.command) - len(result.flags)].strip()
-
-
-def _model_and_flags(result: Result) -> tuple[str, str]:
-    """A parity row's ``--model`` and its other flags."""
-    words = shlex.split(result.flags)
-    at = words.index("--model")
-    return words[at + 1], shlex.join(words[:at] + words[at + 2:])
-
-
-def _runs_table(results: Sequence[Result]) -> str:
-    """Training runs, one row per command: the data, test accuracy, samples/s."""
-    lines = [
-        "| command | training / test images | test accuracy | samples/s |",
-        "| --- | ---: | ---: | ---: |",
-        *(f"| `{r.command}` | {r.report['train_examples']:,} / {r.report['test_examples']:,} | "
-          f"{_percent(r.report['test_accuracy'])} | {r.report['samples_per_second']:,.0f} |" for r in results),
-    ]
-    return "\n".join(lines + ["", "samples/s: the median over the epochs after the first, which includes compiling."])
-
-
-def _options_table(results: Sequence[Result]) -> str:
-    """Training runs that share a start, one row per flags: test accuracy, per epoch too, and speed."""
-    lines = [
-        f"| command (`{_common(results[0])}` and) | test accuracy | test accuracy by epoch (%) | samples/s | epoch (s) |",
-        "| --- | ---: | --- | ---: | ---: |",
-    ]
-    for r in results:
-        by_epoch = " ".join(f"{100 * e['test_accuracy']:.2f}" for e in r.report["history"])
-        lines.append(f"| `{r.flags}` | {_percent(r.report['test_accuracy'])} | {by_epoch} | "
-                     f"{r.report['samples_per_second']:,.0f} | {_epoch_seconds(r.report):.2f} |")
-    return "\n".join(lines + ["", "samples/s and epoch: the median over the epochs after the first."])
-
-
-def _bench_table(results: Sequence[Result]) -> str:
-    return format_bench(results[0].report)
-
-
-def _checkpoints_table(results: Sequence[Result]) -> str:
-    """What checkpoints cost: one save and one restore, and each policy's speed against no run folder."""
-    result = results[0].report
-    plain, policy, each = PRESETS["checkpoints"]
-    lines = [
-        format_machine(result),
-        "",
-        "| model | one save (complete on disk) | one restore | state size | no run folder | default policy (60 s) "
-        "| a checkpoint every epoch |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for model, saves in result["checkpoints"].items():
-        rows = {row["program"]: row for row in result["rows"] if row["model"] == model}
-        base = rows[plain]["samples_per_second"]
-        lines.append(
-            f"| {model} | {saves['save_seconds']:.3f} s | {saves['restore_seconds']:.3f} s | {saves['megabytes']:.1f} MB "
-            f"| {base:,.0f} samples/s ({rows[plain]['epoch_seconds']:.2f} s an epoch) "
-            + " ".join(f"| {rows[p]['samples_per_second']:,.0f} ({rows[p]['samples_per_second'] / base:.0%})" for p in (policy, each))
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-def _curves_table(results: Sequence[Result]) -> str:
-    """The run folders' final test accuracy and best validation accuracy."""
-    lines = ["| run | final test accuracy | best validation accuracy (epoch) |", "| --- | ---: | ---: |"]
-    for r in results:
-        if r.report is None:
-            continue  # the plot
-        words = shlex.split(r.command)
-        best = max(r.report["history"], key=lambda e: e["val_accuracy"])  # the first of equals
-        lines.append(f"| `{words[words.index('--run-dir') + 1]}` | {_percent(r.report['test_accuracy'])} "
-                     f"| {_percent(best['val_accuracy'])} ({best['epoch']} of {len(r.report['history'])}) |")
-    return "\n".join(lines)
-
-
-def _parity_table(results: Sequence[Result]) -> str:
-    """float64 parity: the largest differences of losses, weights and running statistics, and accuracy."""
-    lines = [
-        "| `--model` | optimizer flags | max rel. loss diff | max param diff | max running-stats diff | test acc. torch / jax |",
-        "| --- | --- | ---: | ---: | ---: | --- |",
-    ]
-    for r in results:
-        model, flags = _model_and_flags(r)
-        stats, p = r.report["max_batch_stats_diff"], r.report
-        lines.append(
-            f"| {model} | `{flags}` | {p['max_rel_loss_diff']:.1e} | {p['max_param_diff']:.1e} "
-            f"| {'—' if stats is None else f'{stats:.1e}'} "
-            f"| {_percent(p['torch']['test_accuracy'])} / {_percent(p['jax']['test_accuracy'])} |"
-        )
-    worst = {key: max((r.report[key] or 0) for r in results) for key in ("max_rel_loss_diff", "max_param_diff", "max_batch_stats_diff")}
-    lines += ["", f"Largest over the rows: {worst['max_rel_loss_diff']:.1e} (loss), {worst['max_param_diff']:.1e} "
-              f"(parameters), {worst['max_batch_stats_diff']:.1e} (running statistics); the tests' bound is 1e-10."]
-    return "\n".join(lines)
-
-
-def _reference_table(results: Sequence[Result]) -> str:
-    """float32 parity against torch's float64 run from the same start."""
-    lines = [
-        "| `--model` | optimizer flags | max rel. loss diff | torch f32 vs f64 | jax f32 vs f64 |",
-        "| --- | --- | ---: | ---: | ---: |",
-    ]
-    for r in results:
-        model, flags = _model_and_flags(r)
-        ref = r.report["float64_reference"]
-        lines.append(f"| {model} | `{flags}` | {r.report['max_rel_loss_diff']:.1e} | {ref['torch_max_rel_loss_diff']:.1e} "
-                     f"| {ref['jax_max_rel_loss_diff']:.1e} |")
-    return "\n".join(lines)
-
-
-def _accuracy_table(results: Sequence[Result]) -> str:
-    """Long float32 parity runs: the two test accuracies."""
-    lines = [
-        "| `--model` | optimizer flags | test acc. torch | test acc. jax | difference (points) | max rel. loss diff |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    for r in results:
-        model, flags = _model_and_flags(r)
-        p = r.report
-        lines.append(f"| {model} | `{flags}` | {_percent(p['torch']['test_accuracy'])} | {_percent(p['jax']['test_accuracy'])} "
-                     f"| {p['test_accuracy_diff']:+.2f} | {p['max_rel_loss_diff']:.1e} |")
-    widest = max(abs(r.report["test_accuracy_diff"]) for r in results)
-    lines += ["", f"The test accuracies differ by at most {widest:.2f} percentage points (the tests' bound is 0.5)."]
-    return "\n".join(lines)
-
-
-def _batch_sizes_table(results: Sequence[Result]) -> str:
-    """samples/s by batch size, one row per model and program, with the ratio to the primer's."""
-    result = results[0].report
-    sizes = sorted({row["batch_size"] for row in result["rows"]})
-    lines = [
-        format_machine(result),
-        "",
-        "| model | program | " + " | ".join(f"batch {b}: samples/s (×primer)" for b in sizes) + " |",
-        "| --- | --- |" + " ---: |" * len(sizes),
-    ]
-    for model, program in dict.fromkeys((row["model"], row["program"]) for row in result["rows"]):
-        cells = {row["batch_size"]: row for row in result["rows"] if (row["model"], row["program"]) == (model, program)}
-        lines.append(f"| {model} | {program} | " + " | ".join(
-            f"{cells[b]['samples_per_second']:,.0f} ({cells[b]['vs_primer']:.2f})" if b in cells else "—" for b in sizes) + " |")
-    return "\n".join(lines + ["", f"×primer: against {PRIMER} at the same batch size."])
-
-
-def _draw_batch_sizes(results: Sequence[Result], path: Path) -> None:
-    plot.plot_batch_sizes(results[0].report, path)
-
-
 _MNIST = "--dataset mnist --data-dir {data}"
 _TRAIN = f"python -m jaxtrain train {_MNIST}"
 _BENCH = "python -m jaxtrain compare bench"
@@ -263,26 +97,26 @@ _PARITY_ROWS = (*_MLP_ROWS, "--model nnx-mlp --optimizer adam", "--model cnn --o
 # seconds to start each process (jax, and torch) and a few to compile. The CNN's runs are most of the total.
 FIGURES: dict[str, Figure] = {
     "checkpoints": Figure(
-        "README.md", (f"{_BENCH} --preset checkpoints --models mlp cnn {_MNIST} --epochs 3",), _checkpoints_table, 4.5,
+        "README.md", (f"{_BENCH} --preset checkpoints --models mlp cnn {_MNIST} --epochs 3",), tables.checkpoints_table, 4.5,
     ),
     "curves": Figure(
         "README.md",
         (f"{_TRAIN} --val-fraction 0.1 --run-dir {{runs}}/mlp",
          f"{_TRAIN} --val-fraction 0.1 --dropout 0.2 --batch-norm --run-dir {{runs}}/mlp-dropout-bn",
          "python -m jaxtrain plot {runs}/mlp {runs}/mlp-dropout-bn -o {docs}/curves.png"),
-        _curves_table, 0.5, picture="docs/curves.png", caption="Loss and accuracy per epoch of two MNIST runs",
+        tables.curves_table, 0.5, picture="docs/curves.png", caption="Loss and accuracy per epoch of two MNIST runs",
     ),
     "feeding-mlp": Figure(
-        "README.md", (f"{_BENCH} --preset feeding --models mlp {_MNIST} --epochs 10",), _bench_table, 1.5,
+        "README.md", (f"{_BENCH} --preset feeding --models mlp {_MNIST} --epochs 10",), tables.bench_table, 1.5,
     ),
     "feeding-cnn": Figure(
-        "README.md", (f"{_BENCH} --preset feeding --models cnn {_MNIST} --epochs 3",), _bench_table, 4.5,
+        "README.md", (f"{_BENCH} --preset feeding --models cnn {_MNIST} --epochs 3",), tables.bench_table, 4.5,
     ),
     "primer": Figure(
         "README.md",
         ("python -m jaxtrain train --dataset digits",
          f"{_TRAIN} --epochs 10 --batch-size 32 --lr 1e-3 --optimizer adam"),
-        _runs_table, 0.5,
+        tables.runs_table, 0.5,
     ),
     "training-options": Figure(
         "README.md",
@@ -292,29 +126,29 @@ FIGURES: dict[str, Figure] = {
          "--model mlp --dropout 0.2 --batch-norm --epochs 10",
          "--model mlp --dropout 0.2 --batch-norm --epochs 10 --dtype bfloat16",
          "--model mlp --dropout 0.2 --batch-norm --epochs 10 --schedule step --grad-accum 4 --lr 2e-3"),
-        _options_table, 8, common=_TRAIN,
+        tables.options_table, 8, common=_TRAIN,
     ),
     "parity-float64": Figure(
-        "docs/paradigms.md", _PARITY_ROWS, _parity_table, 5, common=f"{_PARITY} --dtype float64 --steps 600 {_MNIST}",
+        "docs/paradigms.md", _PARITY_ROWS, tables.parity_table, 5, common=f"{_PARITY} --dtype float64 --steps 600 {_MNIST}",
     ),
     "parity-float32": Figure(
-        "docs/paradigms.md", _PARITY_ROWS, _reference_table, 2,
+        "docs/paradigms.md", _PARITY_ROWS, tables.reference_table, 2,
         common=f"{_PARITY} --dtype float32 --steps 50 --float64-reference {_MNIST}",
     ),
     "parity-float32-epochs": Figure(
-        "docs/paradigms.md", (*_MLP_ROWS, "--model cnn --optimizer adam"), _accuracy_table, 5.5,
+        "docs/paradigms.md", (*_MLP_ROWS, "--model cnn --optimizer adam"), tables.accuracy_table, 5.5,
         common=f"{_PARITY} --dtype float32 --steps 6160 {_MNIST}",
     ),
     "bench": Figure(
         "docs/paradigms.md",
         (f"{_BENCH} --preset frameworks --models mlp cnn {_MNIST} --epochs 4 --plot {{docs}}/compare_bench.png",),
-        _bench_table, 4, picture="docs/compare_bench.png",
+        tables.bench_table, 4, picture="docs/compare_bench.png",
         caption="test accuracy per epoch and samples/s, both frameworks",
     ),
     "batch-sizes": Figure(
         "docs/paradigms.md",
         (f"{_BENCH} --preset frameworks --models mlp cnn --batch-sizes 32 128 512 {_MNIST} --epochs 3",),
-        _batch_sizes_table, 8, picture="docs/sweep.png", draw=_draw_batch_sizes,
+        tables.batch_sizes_table, 8, picture="docs/sweep.png", draw=tables.draw_batch_sizes,
         caption="samples/s by batch size, per model and program",
     ),
 }
