@@ -27,42 +27,18 @@ import numpy as np
 
 from jaxtrain import compare, curves, devices, experiment, interop, optim, runs
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config, ConfigError
+from jaxtrain.cli_compare import add_compare
 from jaxtrain.datasets import DatasetUnavailableError
+from jaxtrain.flags import Help, Parser, add_data, check_writable, from_flags
 from jaxtrain.files import read_images
 from jaxtrain.schedules import SCHEDULES
 from jaxtrain.train import evaluate, predict
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        """Bad flags: one line naming the value, no usage dump (``--help`` has it)."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default where there is one to show: not for switches, nor for None, whose meaning the
-    help text gives."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def _add_data(p: argparse.ArgumentParser, defaults) -> None:
-    p.add_argument("--dataset", default=defaults.dataset, metavar="NAME",
-                   help="the training data: mnist, digits, a tensorflow-datasets image-classification name "
-                   "(fashion_mnist, cifar10, ...), folder:PATH (PATH/train/<class>/*.png and PATH/test/<class>/*.png, "
-                   "or PATH/<class>/*.png) or npz:FILE (x_train, y_train, x_test, y_test)")
-    p.add_argument("--data-dir", default=None,
-                   help="mnist: a folder with its IDX files (default: read through tensorflow-datasets); "
-                   "another tensorflow-datasets name: its data folder")
-
-
 def _add_train(commands) -> None:
     defaults = Config()
-    p = commands.add_parser("train", help="train and evaluate a model (the primer's program)", formatter_class=_Help)
-    _add_data(p, defaults)
+    p = commands.add_parser("train", help="train and evaluate a model (the primer's program)", formatter_class=Help)
+    add_data(p, defaults)
     p.add_argument("--model", choices=MODELS, default=defaults.model, help="the network")
     p.add_argument("--dropout", type=float, default=defaults.dropout, metavar="P",
                    help="dropout rate in [0, 1) (default: the model's; mlp: 0, cnn: 0.25)")
@@ -128,8 +104,8 @@ def _add_run_folder(p: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    config = _from_flags(Config, args)
-    _check_writable(args.report)
+    config = from_flags(Config, args)
+    check_writable(args.report)
     flags = {"--coordinator": args.coordinator, "--num-processes": args.num_processes, "--process-id": args.process_id}
     missing = [flag for flag, value in flags.items() if value is None]
     if 0 < len(missing) < len(flags):
@@ -161,7 +137,7 @@ def _add_use(commands) -> None:
     """The commands that put a trained run to use: evaluate, predict, export, plot."""
     checkpoint = dict(default="latest", metavar="WHICH", type=_checkpoint,
                       help="latest, best (by validation accuracy, else test accuracy) or a checkpoint's step")
-    p = commands.add_parser("evaluate", help="the saved model's test loss and accuracy", formatter_class=_Help)
+    p = commands.add_parser("evaluate", help="the saved model's test loss and accuracy", formatter_class=Help)
     p.add_argument("--run-dir", type=Path, required=True, metavar="DIR", help="a run folder (train --run-dir)")
     p.add_argument("--checkpoint", **checkpoint)
     p.add_argument("--dataset", default=None, metavar="NAME", help="evaluate on this dataset (default: the run's), as train --dataset")
@@ -169,21 +145,21 @@ def _add_use(commands) -> None:
     p.add_argument("--report", type=Path, default=None, help="write the result as JSON here")
     p.set_defaults(handler=_evaluate)
 
-    p = commands.add_parser("predict", help="classify image files (PNG, JPEG, .npy) with a saved model", formatter_class=_Help)
+    p = commands.add_parser("predict", help="classify image files (PNG, JPEG, .npy) with a saved model", formatter_class=Help)
     p.add_argument("--run-dir", type=Path, required=True, metavar="DIR", help="a run folder (train --run-dir)")
     p.add_argument("--checkpoint", **checkpoint)
     p.add_argument("--json", action="store_true", help="print JSON instead of a line per image")
     p.add_argument("files", type=Path, nargs="+", metavar="FILE", help="images, resized and converted as the training data was")
     p.set_defaults(handler=_predict)
 
-    p = commands.add_parser("export", help="write the saved model as a PyTorch state_dict", formatter_class=_Help)
+    p = commands.add_parser("export", help="write the saved model as a PyTorch state_dict", formatter_class=Help)
     p.add_argument("--run-dir", type=Path, required=True, metavar="DIR", help="a run folder (train --run-dir)")
     p.add_argument("--checkpoint", **checkpoint)
     p.add_argument("--torch", type=Path, required=True, metavar="FILE",
                    help="the .pt file: torch.load it into the primer's MyModel or jaxtrain's torch CNN")
     p.set_defaults(handler=_export)
 
-    p = commands.add_parser("plot", help="draw the loss and accuracy curves of run folders", formatter_class=_Help)
+    p = commands.add_parser("plot", help="draw the loss and accuracy curves of run folders", formatter_class=Help)
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="DIR", help="run folders (train --run-dir)")
     p.add_argument("-o", "--output", type=Path, default=Path("curves.png"), help="the PNG to write")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events into DIR/tensorboard (tensorboardX)")
@@ -197,7 +173,7 @@ def _checkpoint(text: str) -> int | str:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    _check_writable(args.report)
+    check_writable(args.report)
     state, config = experiment.load_run(args.run_dir, args.checkpoint)
     if args.dataset or args.data_dir:
         data = {"dataset": args.dataset or config.dataset, "data_dir": args.data_dir}
@@ -227,7 +203,7 @@ def _predict(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     import torch
 
-    _check_writable(args.torch, "--torch")
+    check_writable(args.torch, "--torch")
     state, config = experiment.load_run(args.run_dir, args.checkpoint)
     settings = json.loads((args.run_dir / "config.json").read_text())
     (height, width, channels), num_classes = settings["input_shape"], settings.get("num_classes", 10)
@@ -242,138 +218,13 @@ def _export(args: argparse.Namespace) -> None:
 def _plot(args: argparse.Namespace) -> None:
     if args.output.suffix.lower() != ".png":
         raise ValueError(f"-o {args.output}: expected a .png file")
-    _check_writable(args.output, "-o")
+    check_writable(args.output, "-o")
     for folder in args.run_dirs:
         curves.read_metrics(folder)  # every folder readable before any drawing
     curves.plot_runs(args.run_dirs, args.output)
     if args.tensorboard:
         for folder in args.run_dirs:
             print(f"{curves.write_tensorboard(folder)}: TensorBoard events")
-
-
-def _add_compare(commands) -> None:
-    parser = commands.add_parser("compare", help="the PyTorch program beside jaxtrain's: parity, benchmarks and the docs' figures")
-    studies = parser.add_subparsers(dest="study", required=True, parser_class=_Parser)
-    defaults = compare.ParityConfig()
-
-    p = studies.add_parser(
-        "parity", formatter_class=_Help,
-        help="train in PyTorch and in jaxtrain from the same weights on the same batches; report the differences",
-    )
-    p.add_argument("--model", choices=MODELS, default=defaults.model, help="the network (dropout off)")
-    p.add_argument("--optimizer", choices=optim.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 for adam and adamw, 1e-2 for sgd)")
-    p.add_argument("--momentum", type=float, default=defaults.momentum, help="sgd")
-    p.add_argument("--dampening", type=float, default=defaults.dampening, help="sgd")
-    p.add_argument("--nesterov", action="store_true", help="sgd: Nesterov momentum")
-    p.add_argument("--weight-decay", type=float, default=None, help="default: the optimizer's (1e-2 for adamw, else 0)")
-    p.add_argument("--betas", type=float, nargs=2, default=defaults.betas, metavar=("B1", "B2"), help="adam, adamw")
-    p.add_argument("--eps", type=float, default=defaults.eps, help="adam, adamw")
-    p.add_argument("--dtype", choices=compare.PARITY_DTYPES, default=defaults.dtype, help="both frameworks' dtype")
-    p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps, epoch after epoch")
-    _add_data(p, defaults)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="seeds torch's initialization and the batch order")
-    p.add_argument("--float64-reference", action="store_true",
-                   help="float32 only: also train torch in float64, and report each side's distance from it")
-    p.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
-    p.set_defaults(handler=_parity)
-
-    config = Config()
-    b = studies.add_parser(
-        "bench", formatter_class=_Help,
-        help="time the primer's PyTorch program and jaxtrain's on the same data, each in its own process",
-    )
-    b.add_argument("--preset", choices=compare.PRESETS, default="frameworks",
-                   help="frameworks: the PyTorch variants beside jaxtrain's defaults; "
-                   "feeding: jaxtrain's feeding modes beside the primer and a hand-written lax.scan epoch")
-    b.add_argument("--programs", choices=compare.PROGRAMS, nargs="+", default=None, metavar="PROGRAM",
-                   help=f"the programs to time instead of the preset's: {', '.join(compare.PROGRAMS)}")
-    b.add_argument("--models", choices=MODELS, nargs="+", default=["mlp"], help="the networks to time")
-    _add_data(b, config)
-    b.add_argument("--epochs", type=int, default=5, help="passes over the training data; samples/s is the median after the first")
-    b.add_argument("--batch-sizes", type=int, nargs="+", default=[config.batch_size], metavar="B", help="the batch sizes to sweep")
-    b.add_argument("--lr", type=float, default=config.lr, help="Adam's learning rate")
-    b.add_argument("--seed", type=int, default=config.seed, help="seeds both frameworks")
-    b.add_argument("--report", type=Path, default=None, help="write the results as JSON here")
-    b.add_argument("--plot", type=Path, default=None, help="draw test accuracy per epoch and samples/s by batch size into this PNG")
-    b.set_defaults(handler=_bench)
-
-    f = studies.add_parser(
-        "figures", formatter_class=_Help,
-        help="rerun the commands behind the docs' tables and pictures, one at a time, and write them into "
-        "README.md and docs/paradigms.md between their markers",
-    )
-    f.add_argument("--data-dir", default=None,
-                   help="MNIST's IDX folder, which most figures train on, as the docs should show it")
-    f.add_argument("--only", nargs="+", choices=compare.FIGURES, default=None, metavar="NAME",
-                   help=f"these figures only (default: all of them): {', '.join(compare.FIGURES)}")
-    f.add_argument("--list", action="store_true", help="list the figures, their commands and estimated minutes; run nothing")
-    f.add_argument("--print", action="store_true", dest="print_blocks",
-                   help="print the blocks instead of writing them and the pictures into the docs")
-    f.add_argument("--quick", action="store_true",
-                   help="shrink every command (digits, at most 2 epochs or 20 steps): a check of the commands, not figures")
-    f.set_defaults(handler=_figures)
-
-
-def _parity(args: argparse.Namespace) -> None:
-    config = _from_flags(compare.ParityConfig, args)
-    _check_writable(args.report)
-    if config.dtype == "float64":
-        # 64-bit JAX for the whole process: the float64 proof of equivalence needs float64 everywhere.
-        jax.config.update("jax_enable_x64", True)
-    report = compare.parity(config)
-    if args.report:
-        runs.write_json(args.report, report)
-
-
-def _bench(args: argparse.Namespace) -> None:
-    config = _from_flags(Config, args)
-    programs = args.programs or compare.PRESETS[args.preset]
-    compare.bench_check(config, args.models, programs)
-    _check_writable(args.report)
-    _check_writable(args.plot, "--plot")
-    if args.plot is not None and args.plot.suffix.lower() != ".png":
-        raise ValueError(f"--plot {args.plot}: expected a .png file")
-    result = compare.bench(config, models=args.models, programs=programs, batch_sizes=args.batch_sizes, log=None)
-    print(compare.format_bench(result))
-    if args.report:
-        runs.write_json(args.report, result)
-    if args.plot:
-        compare.plot_bench(result, args.plot)
-
-
-def _figures(args: argparse.Namespace) -> None:
-    names = args.only or list(compare.FIGURES)
-    compare.check_markers()
-    if args.list:
-        if args.print_blocks:
-            raise ConfigError("print", True, "no --print with --list, which runs nothing")
-        print(compare.figures.listing(names, args.data_dir, quick=args.quick))
-        return
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    def done(name: str, block: str) -> None:  # each figure as soon as it is done: a later failure keeps it
-        if args.print_blocks:
-            print(f"<!-- figure: {name} -->\n\n{block}\n\n<!-- /figure: {name} -->\n", flush=True)
-        else:
-            log(f"{name}: written into {compare.FIGURES[name].doc}")
-
-    compare.generate_figures(names, args.data_dir, quick=args.quick, write=not args.print_blocks, log=log, done=done)
-
-
-def _from_flags(config_type: type, args: argparse.Namespace):
-    """The dataclass ``config_type`` with the flags that name its fields."""
-    fields = {f.name for f in dataclasses.fields(config_type)}
-    return config_type(**{k: v for k, v in vars(args).items() if k in fields})
-
-
-def _check_writable(path: Path | None, flag: str = "--report") -> None:
-    """Fails before any work when an output could not be written afterwards."""
-    if path is not None:
-        runs.check_writable(path, flag)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -390,12 +241,12 @@ def _message(error: Exception) -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The command line's parser: every command and flag."""
-    parser = _Parser(prog="jaxtrain", description=__doc__.splitlines()[0])
+    parser = Parser(prog="jaxtrain", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set JAXTRAIN_DEBUG=1)")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_train(commands)
     _add_use(commands)
-    _add_compare(commands)
+    add_compare(commands)
     return parser
 
 

@@ -1,0 +1,127 @@
+"""``python -m jaxtrain compare``: the study's flags onto ``jaxtrain.compare``: parity, the benchmark and the
+docs' figures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import jax
+
+from jaxtrain import compare, optim, runs
+from jaxtrain.config import MODELS, Config, ConfigError
+from jaxtrain.flags import Help, Parser, add_data, check_writable, from_flags
+
+
+def add_compare(commands) -> None:
+    parser = commands.add_parser("compare", help="the PyTorch program beside jaxtrain's: parity, benchmarks and the docs' figures")
+    studies = parser.add_subparsers(dest="study", required=True, parser_class=Parser)
+    defaults = compare.ParityConfig()
+
+    p = studies.add_parser(
+        "parity", formatter_class=Help,
+        help="train in PyTorch and in jaxtrain from the same weights on the same batches; report the differences",
+    )
+    p.add_argument("--model", choices=MODELS, default=defaults.model, help="the network (dropout off)")
+    p.add_argument("--optimizer", choices=optim.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 for adam and adamw, 1e-2 for sgd)")
+    p.add_argument("--momentum", type=float, default=defaults.momentum, help="sgd")
+    p.add_argument("--dampening", type=float, default=defaults.dampening, help="sgd")
+    p.add_argument("--nesterov", action="store_true", help="sgd: Nesterov momentum")
+    p.add_argument("--weight-decay", type=float, default=None, help="default: the optimizer's (1e-2 for adamw, else 0)")
+    p.add_argument("--betas", type=float, nargs=2, default=defaults.betas, metavar=("B1", "B2"), help="adam, adamw")
+    p.add_argument("--eps", type=float, default=defaults.eps, help="adam, adamw")
+    p.add_argument("--dtype", choices=compare.PARITY_DTYPES, default=defaults.dtype, help="both frameworks' dtype")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps, epoch after epoch")
+    add_data(p, defaults)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seeds torch's initialization and the batch order")
+    p.add_argument("--float64-reference", action="store_true",
+                   help="float32 only: also train torch in float64, and report each side's distance from it")
+    p.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
+    p.set_defaults(handler=_parity)
+
+    config = Config()
+    b = studies.add_parser(
+        "bench", formatter_class=Help,
+        help="time the primer's PyTorch program and jaxtrain's on the same data, each in its own process",
+    )
+    b.add_argument("--preset", choices=compare.PRESETS, default="frameworks",
+                   help="frameworks: the PyTorch variants beside jaxtrain's defaults; "
+                   "feeding: jaxtrain's feeding modes beside the primer and a hand-written lax.scan epoch")
+    b.add_argument("--programs", choices=compare.PROGRAMS, nargs="+", default=None, metavar="PROGRAM",
+                   help=f"the programs to time instead of the preset's: {', '.join(compare.PROGRAMS)}")
+    b.add_argument("--models", choices=MODELS, nargs="+", default=["mlp"], help="the networks to time")
+    add_data(b, config)
+    b.add_argument("--epochs", type=int, default=5, help="passes over the training data; samples/s is the median after the first")
+    b.add_argument("--batch-sizes", type=int, nargs="+", default=[config.batch_size], metavar="B", help="the batch sizes to sweep")
+    b.add_argument("--lr", type=float, default=config.lr, help="Adam's learning rate")
+    b.add_argument("--seed", type=int, default=config.seed, help="seeds both frameworks")
+    b.add_argument("--report", type=Path, default=None, help="write the results as JSON here")
+    b.add_argument("--plot", type=Path, default=None, help="draw test accuracy per epoch and samples/s by batch size into this PNG")
+    b.set_defaults(handler=_bench)
+
+    f = studies.add_parser(
+        "figures", formatter_class=Help,
+        help="rerun the commands behind the docs' tables and pictures, one at a time, and write them into "
+        "README.md and docs/paradigms.md between their markers",
+    )
+    f.add_argument("--data-dir", default=None,
+                   help="MNIST's IDX folder, which most figures train on, as the docs should show it")
+    f.add_argument("--only", nargs="+", choices=compare.FIGURES, default=None, metavar="NAME",
+                   help=f"these figures only (default: all of them): {', '.join(compare.FIGURES)}")
+    f.add_argument("--list", action="store_true", help="list the figures, their commands and estimated minutes; run nothing")
+    f.add_argument("--print", action="store_true", dest="print_blocks",
+                   help="print the blocks instead of writing them and the pictures into the docs")
+    f.add_argument("--quick", action="store_true",
+                   help="shrink every command (digits, at most 2 epochs or 20 steps): a check of the commands, not figures")
+    f.set_defaults(handler=_figures)
+
+
+def _parity(args: argparse.Namespace) -> None:
+    config = from_flags(compare.ParityConfig, args)
+    check_writable(args.report)
+    if config.dtype == "float64":
+        # 64-bit JAX for the whole process: the float64 proof of equivalence needs float64 everywhere.
+        jax.config.update("jax_enable_x64", True)
+    report = compare.parity(config)
+    if args.report:
+        runs.write_json(args.report, report)
+
+
+def _bench(args: argparse.Namespace) -> None:
+    config = from_flags(Config, args)
+    programs = args.programs or compare.PRESETS[args.preset]
+    compare.bench_check(config, args.models, programs)
+    check_writable(args.report)
+    check_writable(args.plot, "--plot")
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise ValueError(f"--plot {args.plot}: expected a .png file")
+    result = compare.bench(config, models=args.models, programs=programs, batch_sizes=args.batch_sizes, log=None)
+    print(compare.format_bench(result))
+    if args.report:
+        runs.write_json(args.report, result)
+    if args.plot:
+        compare.plot_bench(result, args.plot)
+
+
+def _figures(args: argparse.Namespace) -> None:
+    names = args.only or list(compare.FIGURES)
+    compare.check_markers()
+    if args.list:
+        if args.print_blocks:
+            raise ConfigError("print", True, "no --print with --list, which runs nothing")
+        print(compare.figures.listing(names, args.data_dir, quick=args.quick))
+        return
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def done(name: str, block: str) -> None:  # each figure as soon as it is done: a later failure keeps it
+        if args.print_blocks:
+            print(f"<!-- figure: {name} -->\n\n{block}\n\n<!-- /figure: {name} -->\n", flush=True)
+        else:
+            log(f"{name}: written into {compare.FIGURES[name].doc}")
+
+    compare.generate_figures(names, args.data_dir, quick=args.quick, write=not args.print_blocks, log=log, done=done)

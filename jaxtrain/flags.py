@@ -1,0 +1,48 @@
+"""The command line's shared pieces: a parser that errs in one line, a help formatter with true defaults,
+the data flags, and flags onto a configuration dataclass (``jaxtrain.cli``, ``jaxtrain.cli_compare``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from jaxtrain import runs
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """Bad flags: one line naming the value, no usage dump (``--help`` has it)."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default where there is one to show: not for switches, nor for None, whose meaning the
+    help text gives."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_data(p: argparse.ArgumentParser, defaults) -> None:
+    p.add_argument("--dataset", default=defaults.dataset, metavar="NAME",
+                   help="the training data: mnist, digits, a tensorflow-datasets image-classification name "
+                   "(fashion_mnist, cifar10, ...), folder:PATH (PATH/train/<class>/*.png and PATH/test/<class>/*.png, "
+                   "or PATH/<class>/*.png) or npz:FILE (x_train, y_train, x_test, y_test)")
+    p.add_argument("--data-dir", default=None,
+                   help="mnist: a folder with its IDX files (default: read through tensorflow-datasets); "
+                   "another tensorflow-datasets name: its data folder")
+
+
+def from_flags(config_type: type, args: argparse.Namespace):
+    """The dataclass ``config_type`` with the flags that name its fields."""
+    fields = {f.name for f in dataclasses.fields(config_type)}
+    return config_type(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def check_writable(path: Path | None, flag: str = "--report") -> None:
+    """Fails before any work when an output could not be written afterwards."""
+    if path is not None:
+        runs.check_writable(path, flag)
