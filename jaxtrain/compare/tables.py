@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,20 +110,24 @@ def curves_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def parity_table(results: Sequence[Result]) -> str:
-    """float64 parity: the largest differences of losses, weights and running statistics, and accuracy."""
-    lines = [
-        "| `--model` | optimizer flags | max rel. loss diff | max param diff | max running-stats diff | test acc. torch / jax |",
-        "| --- | --- | ---: | ---: | ---: | --- |",
-    ]
+def _parity_rows(results: Sequence[Result], columns: Sequence[str], cells: Callable[[dict[str, Any]], Sequence[str]]) -> list[str]:
+    """A parity table's lines: a row per command, its model and optimizer flags, then ``cells(report)``."""
+    lines = ["| " + " | ".join(["`--model`", "optimizer flags", *columns]) + " |", "| --- | --- |" + " ---: |" * len(columns)]
     for r in results:
         model, flags = _model_and_flags(r)
-        stats, p = r.report["max_batch_stats_diff"], r.report
-        lines.append(
-            f"| {model} | `{flags}` | {p['max_rel_loss_diff']:.1e} | {p['max_param_diff']:.1e} "
-            f"| {'—' if stats is None else f'{stats:.1e}'} "
-            f"| {_percent(p['torch']['test_accuracy'])} / {_percent(p['jax']['test_accuracy'])} |"
-        )
+        lines.append("| " + " | ".join([model, f"`{flags}`", *cells(r.report)]) + " |")
+    return lines
+
+
+def parity_table(results: Sequence[Result]) -> str:
+    """float64 parity: the largest differences of losses, weights and running statistics, and accuracy."""
+    lines = _parity_rows(
+        results, ("max rel. loss diff", "max param diff", "max running-stats diff", "test acc. torch / jax"),
+        lambda p: (f"{p['max_rel_loss_diff']:.1e}", f"{p['max_param_diff']:.1e}",
+                   "—" if p["max_batch_stats_diff"] is None else f"{p['max_batch_stats_diff']:.1e}",
+                   f"{_percent(p['torch']['test_accuracy'])} / {_percent(p['jax']['test_accuracy'])}"),
+    )
+    lines[1] = lines[1].removesuffix(" ---: |") + " --- |"  # the accuracies: text, left-aligned
     worst = {key: max((r.report[key] or 0) for r in results) for key in ("max_rel_loss_diff", "max_param_diff", "max_batch_stats_diff")}
     lines += ["", f"Largest over the rows: {worst['max_rel_loss_diff']:.1e} (loss), {worst['max_param_diff']:.1e} "
               f"(parameters), {worst['max_batch_stats_diff']:.1e} (running statistics); the tests' bound is 1e-10."]
@@ -132,29 +136,20 @@ def parity_table(results: Sequence[Result]) -> str:
 
 def reference_table(results: Sequence[Result]) -> str:
     """float32 parity against torch's float64 run from the same start."""
-    lines = [
-        "| `--model` | optimizer flags | max rel. loss diff | torch f32 vs f64 | jax f32 vs f64 |",
-        "| --- | --- | ---: | ---: | ---: |",
-    ]
-    for r in results:
-        model, flags = _model_and_flags(r)
-        ref = r.report["float64_reference"]
-        lines.append(f"| {model} | `{flags}` | {r.report['max_rel_loss_diff']:.1e} | {ref['torch_max_rel_loss_diff']:.1e} "
-                     f"| {ref['jax_max_rel_loss_diff']:.1e} |")
-    return "\n".join(lines)
+    return "\n".join(_parity_rows(
+        results, ("max rel. loss diff", "torch f32 vs f64", "jax f32 vs f64"),
+        lambda p: (f"{p['max_rel_loss_diff']:.1e}", f"{p['float64_reference']['torch_max_rel_loss_diff']:.1e}",
+                   f"{p['float64_reference']['jax_max_rel_loss_diff']:.1e}"),
+    ))
 
 
 def accuracy_table(results: Sequence[Result]) -> str:
     """Long float32 parity runs: the two test accuracies."""
-    lines = [
-        "| `--model` | optimizer flags | test acc. torch | test acc. jax | difference (points) | max rel. loss diff |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    for r in results:
-        model, flags = _model_and_flags(r)
-        p = r.report
-        lines.append(f"| {model} | `{flags}` | {_percent(p['torch']['test_accuracy'])} | {_percent(p['jax']['test_accuracy'])} "
-                     f"| {p['test_accuracy_diff']:+.2f} | {p['max_rel_loss_diff']:.1e} |")
+    lines = _parity_rows(
+        results, ("test acc. torch", "test acc. jax", "difference (points)", "max rel. loss diff"),
+        lambda p: (_percent(p["torch"]["test_accuracy"]), _percent(p["jax"]["test_accuracy"]),
+                   f"{p['test_accuracy_diff']:+.2f}", f"{p['max_rel_loss_diff']:.1e}"),
+    )
     widest = max(abs(r.report["test_accuracy_diff"]) for r in results)
     lines += ["", f"The test accuracies differ by at most {widest:.2f} percentage points (the tests' bound is 0.5)."]
     return "\n".join(lines)
