@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import re
 import shlex
@@ -279,8 +280,6 @@ def _header(name: str, figure: Figure, about: dict[str, Any], date: str, data_di
 def _run(name: str, figure: Figure, data_dir: str | None, quick: bool, work: Path, pictures: Path,
          log: Callable[[str], None] | None) -> list[Result]:
     """Runs the figure's commands one after another, each in a fresh process, and reads their reports."""
-    import json
-
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
     results = []
     for i, (row, command) in enumerate(zip(figure.rows, figure.commands), 1):
