@@ -9,9 +9,8 @@ The CNN's layers are written for XLA:CPU's speed as well as torch's semantics: `
 gradient to the first maximum of each window, as torch does, without the scalar loop that XLA:CPU runs
 for ``nn.max_pool``'s gradient; ``conv2d`` hands XLA:CPU its gradient convolutions in the one form that
 its fast convolution takes everywhere, loops included; BatchNorm's gradient is the closed form; the
-head's dropout masks come from one draw. Together they halve the CNN's step on XLA:CPU (55.9 → 26.9 ms,
-batch 32, 2 cores), keep it as fast inside ``lax.scan`` (25.9 ms a step, against 346 ms before), and cut
-its compilation by a third (4.5 → 2.9 s of CPU time).
+head's dropout masks come from one draw. ``benchmarks/cnn_step.py`` times the resulting step beside
+torch's.
 
 An NNX module (``jaxtrain.nnx_models``) keeps torch's flags and its arrays; the training step splits it into the same pure
 function (``jaxtrain.modules``).
@@ -185,12 +184,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, padding: int = 1) -> jax.Array:
     in NHWC/HWIO/NHWC form, the one form that XLA:CPU hands to its fast convolution library wherever it
     appears. Autodiff's gradient convolutions come in other forms, which XLA:CPU's canonicalization
     pass rewrites only in a program's top level: inside a loop they run as naive loop nests, and the
-    CNN's step took 346 instead of 56 ms inside ``lax.scan`` (jax#12868 is the same cause).
-    Chosen by measuring the CNN's training step on XLA:CPU (batch 32, 2 cores): this lowering takes as
-    long as autodiff's outside loops (29.0 and 29.2 ms), and less than the alternatives, 36 ms against
-    43 ms for patches+matmul (im2col) in the gradient only and 60 ms for im2col throughout, although
-    im2col's gradient is the faster one for the convolutions alone (10 against 17 ms). Other backends
-    get XLA's own convolution and its autodiff gradient.
+    CNN's step took 390 instead of 23 ms inside ``lax.scan`` (jax#12868 is the same cause). Which
+    library runs the convolutions is the compiler's choice: jaxtrain's steps give them to XLA:CPU's own
+    (Eigen) kernels rather than YNNPACK's (``jaxtrain.compiler``). Patches and a matrix product
+    (im2col) measured slower for the whole step. Other backends get XLA's own convolution and its
+    autodiff gradient.
 
     Args:
       x: ``(N, H, W, C_in)`` images.
