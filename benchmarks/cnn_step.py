@@ -20,6 +20,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxtrain import models, optim, train
@@ -41,24 +42,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the CNN's computation dtype (torch's stays float32)")
     parser.add_argument("--setting", choices=SETTINGS, help="measure this setting alone and print JSON")
     args = parser.parse_args()
     if args.setting:
-        print(json.dumps(measure(SETTINGS[args.setting], args.batch_size, args.repeats)))
+        print(json.dumps(measure(SETTINGS[args.setting], args.batch_size, args.repeats, args.dtype)))
         return
-    print(f"CNN training step, batch {args.batch_size}; jax {jax.__version__} on {jax.devices()[0].device_kind}; "
+    print(f"CNN training step in {args.dtype}, batch {args.batch_size}; jax {jax.__version__} on {jax.devices()[0].device_kind}; "
           f"median of {args.repeats} repeats of {STEPS} steps; one process per setting")
     print("\n| YNNPACK fusions | calls | compile s | ms/step | samples/s | torch ms/step | ×torch |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name in SETTINGS:
-        command = [sys.executable, __file__, "--setting", name, "--batch-size", str(args.batch_size), "--repeats", str(args.repeats)]
+        command = [sys.executable, __file__, "--setting", name, "--batch-size", str(args.batch_size), "--repeats", str(args.repeats),
+                   "--dtype", args.dtype]
         result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         for calls, (compile_s, ms) in result["jax"].items():
             print(f"| {name} | {calls} | {compile_s:.2f} | {ms:.1f} | {args.batch_size / ms * 1e3:,.0f} | "
                   f"{result['torch']:.1f} | {result['torch'] / ms:.2f} |")
 
 
-def measure(fusions: str | None, batch_size: int, repeats: int) -> dict:
+def measure(fusions: str | None, batch_size: int, repeats: int, dtype: str = "float32") -> dict:
     """Compiles the CNN's step with ``fusions`` and times it beside torch's: medians in ms per step."""
     options = None if fusions is None else {"xla_cpu_experimental_ynn_fusion_type": fusions}
     rng = np.random.default_rng(0)
@@ -70,7 +73,7 @@ def measure(fusions: str | None, batch_size: int, repeats: int) -> dict:
         ("one step a call", train.train_step_fn, jax.tree.map(lambda a: a[0], batches), _stepped),
         ("16 steps a call (lax.scan)", train.train_steps_fn, batches, _looped),
     ):
-        state = train.create_train_state(models.CNN(), optim.adam(1e-3), images[0, :1])
+        state = train.create_train_state(models.CNN(dtype=jnp.dtype(dtype)), optim.adam(1e-3), images[0, :1])
         start = time.perf_counter()
         step = jax.jit(fn, donate_argnums=0, compiler_options=options).lower(state, sample).compile()
         compile_s[key] = time.perf_counter() - start

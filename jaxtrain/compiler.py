@@ -1,21 +1,27 @@
-"""The options that jaxtrain's compiled steps give XLA: ``COMPILER_OPTIONS``, passed to each ``jax.jit`` of
-``jaxtrain.train``.
+"""How jaxtrain's steps are compiled: ``jit``, which is ``jax.jit`` with the XLA options that suit the
+precision in use (``COMPILER_OPTIONS``).
 
 XLA:CPU hands the convolutions, matrix products and reductions of a program to the YNNPACK library
-(jaxlib 0.10's default). For convolutions, XLA:CPU's own (Eigen) kernels are the faster ones: with them
-the CNN's training step took 20 ms instead of 36 ms (batch 32, 2 cores), compiled in 2.3 s instead of
-3.1 s, and ran as fast inside ``lax.scan`` as alone, while the reductions (BatchNorm's statistics and
-its gradient) run 5 to 10 times faster in YNNPACK than in XLA's own loops. So jaxtrain's steps keep
-YNNPACK's reductions and matrix products and give it no convolution (``benchmarks/cnn_step.py``
-measures the choices side by side). The MLP's step, matrix products only, is the same either way.
+(jaxlib 0.10's default). For float32 convolutions, XLA:CPU's own (Eigen) kernels are the faster ones:
+with them the CNN's training step took about two thirds of the time, compiled sooner, and ran as fast
+inside ``lax.scan`` as alone, while the reductions (BatchNorm's statistics and gradient) are faster
+in YNNPACK than in XLA's own loops. So float32 steps keep YNNPACK's reductions and matrix products and
+give it no convolution. In float64 it is the other way round, Eigen's convolutions several times slower
+than YNNPACK's, so with 64-bit JAX (``jax_enable_x64``) steps compile with XLA's defaults; bfloat16
+convolutions, too, are slower in Eigen. ``benchmarks/cnn_step.py`` measures the choices side by side.
 
 The option is one of XLA:CPU's experimental ones, so it is given only to the jaxlib releases it was
-measured with (0.9.2 to 0.10); with others the steps compile with XLA's defaults. Other backends do not
-read it.
+measured with (0.9.2 to 0.10); with others every step compiles with XLA's defaults. Other backends do
+not read it.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
 import jaxlib
 
 # The fusion types that XLA:CPU gives to YNNPACK: XLA's default list without the convolutions.
@@ -29,3 +35,21 @@ def _release(version: str) -> tuple[int, ...]:
 COMPILER_OPTIONS: dict[str, str] | None = (
     {"xla_cpu_experimental_ynn_fusion_type": YNN_FUSIONS} if (0, 9, 2) <= _release(jaxlib.__version__) < (0, 11) else None
 )
+
+
+def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
+    """``jax.jit(fn, **jit_kwargs)``, compiled with ``COMPILER_OPTIONS`` unless 64-bit JAX is on.
+
+    The choice is made at each call (and ``.lower``), so turning ``jax_enable_x64`` on or off between
+    calls takes effect; each choice keeps its own compilations.
+    """
+    tuned = jax.jit(fn, compiler_options=COMPILER_OPTIONS, **jit_kwargs)
+    plain = jax.jit(fn, **jit_kwargs)
+    pick = lambda: plain if jax.config.jax_enable_x64 else tuned  # noqa: E731
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        return pick()(*args, **kwargs)
+
+    call.lower = lambda *args, **kwargs: pick().lower(*args, **kwargs)
+    return call

@@ -23,7 +23,7 @@ from flax import nnx, struct
 
 from jaxtrain import devices
 from jaxtrain.collate import select
-from jaxtrain.compiler import COMPILER_OPTIONS
+from jaxtrain.compiler import jit
 from jaxtrain.data import DataLoader
 from jaxtrain.losses import cross_entropy
 from jaxtrain.modules import NNXModel, is_nnx
@@ -237,7 +237,7 @@ def train_step_fn(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str
     return new_state, {"loss": loss}
 
 
-train_step = jax.jit(train_step_fn, donate_argnums=0, compiler_options=COMPILER_OPTIONS)
+train_step = jit(train_step_fn, donate_argnums=0)
 train_step.__doc__ = """``train_step(state, (inputs, labels)) -> (state, {"loss": batch loss})``, jit-compiled.
 
 The state is donated: its buffers are reused for the new state, so never touch the old one after the call.
@@ -273,11 +273,11 @@ def gather_steps_fn(state: TrainState, arrays: tuple[jax.Array, ...], index: jax
     return _loop(lambda s, i: train_step_fn(s, jax.tree.map(lambda a: a[i], arrays)), state, index)
 
 
-train_steps = jax.jit(train_steps_fn, donate_argnums=0, compiler_options=COMPILER_OPTIONS)
-gather_steps = jax.jit(gather_steps_fn, donate_argnums=0, compiler_options=COMPILER_OPTIONS)
+train_steps = jit(train_steps_fn, donate_argnums=0)
+gather_steps = jit(gather_steps_fn, donate_argnums=0)
 
 
-@functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+@jit
 def eval_step(state: TrainState, batch: Batch, mask: jax.Array | None = None) -> dict[str, jax.Array]:
     """Evaluation mode, no gradients: the sums of the loss and of correct predictions over a batch.
 
@@ -298,7 +298,7 @@ def eval_step(state: TrainState, batch: Batch, mask: jax.Array | None = None) ->
     return {"loss_sum": jnp.sum(jnp.where(mask, per_example, 0)), "correct": jnp.sum(correct), "count": jnp.sum(mask)}
 
 
-@functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+@jit
 def predict(state: TrainState, inputs: jax.Array) -> jax.Array:
     """Class probabilities in evaluation mode: ``model.eval()``, then ``model(x).softmax(-1)`` under
     ``torch.no_grad()``. Returns ``(N, C)`` float32 probabilities.

@@ -1,4 +1,4 @@
-"""The XLA options of jaxtrain's compiled steps (jaxtrain.compiler)."""
+"""How jaxtrain's steps are compiled: jaxtrain.compiler's jit and its XLA options."""
 
 import re
 
@@ -30,3 +30,10 @@ def test_the_cnn_steps_keep_their_convolutions_out_of_ynnpack_and_their_reductio
     assert "conv_general_dilated" not in ours
     assert "reduce_sum" in ours  # BatchNorm's statistics and gradient
     assert "conv_general_dilated" not in _in_ynnpack(eval_step.lower(state, (images, labels)).compile())
+
+
+def test_with_64_bit_jax_the_steps_compile_with_xlas_defaults(x64):
+    # Eigen's float64 convolutions are several times slower than YNNPACK's.
+    images, labels = np.zeros((8, 28, 28, 1)), np.zeros(8, np.int32)
+    state = create_train_state(CNN(channels=(16, 32)), adam(1e-3), images[:1])
+    assert "conv_general_dilated" in _in_ynnpack(train_step.lower(state, (images, labels)).compile())
