@@ -3,16 +3,16 @@ precision in use (``COMPILER_OPTIONS``).
 
 XLA:CPU hands the convolutions, matrix products and reductions of a program to the YNNPACK library
 (jaxlib 0.10's default). For float32 convolutions, XLA:CPU's own (Eigen) kernels are the faster ones:
-with them the CNN's training step took about two thirds of the time, compiled sooner, and ran as fast
-inside ``lax.scan`` as alone, while the reductions (BatchNorm's statistics and gradient) are faster
+with them the CNN's training step took about two thirds of the time and ran as fast inside
+``lax.scan`` as alone, while the reductions (BatchNorm's statistics and gradient) are faster
 in YNNPACK than in XLA's own loops. So float32 steps keep YNNPACK's reductions and matrix products and
 give it no convolution. In float64 it is the other way round, Eigen's convolutions several times slower
 than YNNPACK's, so with 64-bit JAX (``jax_enable_x64``) steps compile with XLA's defaults; bfloat16
 convolutions, too, are slower in Eigen. ``benchmarks/cnn_step.py`` measures the choices side by side.
 
-The option is one of XLA:CPU's experimental ones, so it is given only to the jaxlib releases it was
-measured with (0.9.2 to 0.10); with others every step compiles with XLA's defaults. Other backends do
-not read it.
+The option is one of XLA:CPU's experimental ones, so it is given only to the jaxlib releases known to
+have it (0.9.2 to 0.10; measured with 0.10.2); with others every step compiles with XLA's defaults.
+Other backends do not read it.
 """
 
 from __future__ import annotations
