@@ -43,8 +43,10 @@ def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
     The choice is made at each call (and ``.lower``), so turning ``jax_enable_x64`` on or off between
     calls takes effect; each choice keeps its own compilations.
     """
-    tuned = jax.jit(fn, compiler_options=COMPILER_OPTIONS, **jit_kwargs)
     plain = jax.jit(fn, **jit_kwargs)
+    if COMPILER_OPTIONS is None:  # nothing to choose between
+        return plain
+    tuned = jax.jit(fn, compiler_options=COMPILER_OPTIONS, **jit_kwargs)
     pick = lambda: plain if jax.config.jax_enable_x64 else tuned  # noqa: E731
 
     @functools.wraps(fn)
