@@ -29,7 +29,7 @@ from jaxtrain import compare, curves, devices, experiment, interop, optim, runs
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config, ConfigError
 from jaxtrain.cli_compare import add_compare
 from jaxtrain.datasets import DatasetUnavailableError
-from jaxtrain.flags import Help, Parser, add_data, check_writable, from_flags
+from jaxtrain.flags import Help, Parser, add_compile_cache, add_data, check_writable, from_flags, use_compile_cache
 from jaxtrain.files import read_images
 from jaxtrain.schedules import SCHEDULES
 from jaxtrain.train import evaluate, predict
@@ -87,6 +87,7 @@ def _add_train(commands) -> None:
                    help="how long to wait for the coordinator and for every process to join")
     p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here (process 0)")
     _add_run_folder(p)
+    add_compile_cache(p)
     p.set_defaults(handler=_train)
 
 
@@ -143,6 +144,7 @@ def _add_use(commands) -> None:
     p.add_argument("--dataset", default=None, metavar="NAME", help="evaluate on this dataset (default: the run's), as train --dataset")
     p.add_argument("--data-dir", default=None, help="its IDX or tensorflow-datasets folder (default: the run's)")
     p.add_argument("--report", type=Path, default=None, help="write the result as JSON here")
+    add_compile_cache(p)
     p.set_defaults(handler=_evaluate)
 
     p = commands.add_parser("predict", help="classify image files (PNG, JPEG, .npy) with a saved model", formatter_class=Help)
@@ -150,6 +152,7 @@ def _add_use(commands) -> None:
     p.add_argument("--checkpoint", **checkpoint)
     p.add_argument("--json", action="store_true", help="print JSON instead of a line per image")
     p.add_argument("files", type=Path, nargs="+", metavar="FILE", help="images, resized and converted as the training data was")
+    add_compile_cache(p)
     p.set_defaults(handler=_predict)
 
     p = commands.add_parser("export", help="write the saved model as a PyTorch state_dict", formatter_class=Help)
@@ -253,6 +256,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if "compile_cache" in args:
+            use_compile_cache(args)
         args.handler(args)
     except (ValueError, OSError, ImportError, ArithmeticError, DatasetUnavailableError) as error:
         if args.debug or os.environ.get("JAXTRAIN_DEBUG"):

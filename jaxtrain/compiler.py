@@ -1,5 +1,6 @@
 """How jaxtrain's steps are compiled: ``jit``, which is ``jax.jit`` with the XLA options that suit the
-precision in use (``COMPILER_OPTIONS``).
+precision in use (``COMPILER_OPTIONS``), and ``cache_compilations``, which keeps compiled programs on disk
+for the next process.
 
 XLA:CPU hands the convolutions, matrix products and reductions of a program to the YNNPACK library
 (jaxlib 0.10's default). For float32 convolutions, XLA:CPU's own (Eigen) kernels are the faster ones:
@@ -18,11 +19,14 @@ Other backends do not read it.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
 import jaxlib
+from jax.experimental.compilation_cache import compilation_cache
 
 # The fusion types that XLA:CPU gives to YNNPACK: XLA's default list without the convolutions.
 YNN_FUSIONS = "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
@@ -55,3 +59,33 @@ def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
 
     call.lower = lambda *args, **kwargs: pick().lower(*args, **kwargs)
     return call
+
+
+# Programs that compiled faster than this are not worth a file: a cached read costs milliseconds.
+CACHE_MIN_SECONDS = 0.2
+
+
+def default_cache_dir() -> Path:
+    """Where ``python -m jaxtrain`` keeps compiled programs: ``$JAXTRAIN_COMPILE_CACHE``, else
+    ``$XDG_CACHE_HOME/jaxtrain/xla`` (``~/.cache/jaxtrain/xla``)."""
+    if os.environ.get("JAXTRAIN_COMPILE_CACHE"):
+        return Path(os.environ["JAXTRAIN_COMPILE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxtrain" / "xla"
+
+
+def cache_compilations(directory: str | os.PathLike) -> None:
+    """Keeps each program that takes over ``CACHE_MIN_SECONDS`` to compile in ``directory``, so that a later
+    process compiling the same program (same code, shapes, options, jax and device) loads it instead: JAX's
+    persistent compilation cache, turned on (or moved to ``directory``) from this process's next compilation.
+
+    The CNN's training step compiles in about 2–3 s on a 2-core CPU and loads from the cache in about
+    0.15 s; tracing and lowering, which the cache does not skip, take another 0.5 s. The files are XLA
+    executables, tens to hundreds of kB each, never evicted: delete the folder to clear it. Of several
+    processes, only process 0 writes.
+
+    Example:
+      >>> cache_compilations(default_cache_dir())
+    """
+    jax.config.update("jax_compilation_cache_dir", os.fspath(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_SECONDS)
+    compilation_cache.reset_cache()  # a cache already opened in this process would keep its folder

@@ -1,13 +1,15 @@
 """The command line's shared pieces: a parser that errs in one line, a help formatter with true defaults,
-the data flags, and flags onto a configuration dataclass (``jaxtrain.cli``, ``jaxtrain.cli_compare``)."""
+the data flags, the compilation cache's flags, and flags onto a configuration dataclass (``jaxtrain.cli``,
+``jaxtrain.cli_compare``)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
-from jaxtrain import runs
+from jaxtrain import compiler, runs
 
 
 class Parser(argparse.ArgumentParser):
@@ -34,6 +36,30 @@ def add_data(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--data-dir", default=None,
                    help="mnist: a folder with its IDX files (default: read through tensorflow-datasets); "
                    "another tensorflow-datasets name: its data folder")
+
+
+def add_compile_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile-cache", type=Path, default=None, metavar="DIR",
+                   help="keep compiled programs in DIR, so that the next run of the same programs loads them "
+                   f"instead of compiling (default: $JAXTRAIN_COMPILE_CACHE or {compiler.default_cache_dir()})")
+    p.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
+                   help="compile every program afresh and keep none")
+
+
+def use_compile_cache(args: argparse.Namespace) -> None:
+    """Turns the compilation cache on as the flags say. A folder given with --compile-cache must be usable;
+    where the default one cannot be made, the run goes on without a cache and says so in one line."""
+    if args.compile_cache is False:
+        return
+    folder = args.compile_cache or compiler.default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if args.compile_cache:
+            raise OSError(f"--compile-cache {folder}: {error.strerror}; expected a folder that can be written") from error
+        print(f"jaxtrain: no compilation cache ({folder}: {error.strerror})", file=sys.stderr)
+        return
+    compiler.cache_compilations(folder)
 
 
 def from_flags(config_type: type, args: argparse.Namespace):

@@ -1,19 +1,32 @@
+import atexit
 import contextlib
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
 import pytest
 
+from jaxtrain.compiler import cache_compilations
+
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+
+# One compilation cache for the whole session, in-process and in the command lines that tests start, so
+# that a program compiled by one test loads in the next and nothing is written to the user's cache.
+_CACHE = tempfile.mkdtemp(prefix="jaxtrain-compile-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["JAXTRAIN_COMPILE_CACHE"] = _CACHE
+cache_compilations(_CACHE)
 
 _compiles = [0]
 
 
 def _count(event: str, duration: float, **kwargs) -> None:
-    if event == "/jax/core/compile/backend_compile_duration":
+    if event == "/jax/core/compile/backend_compile_duration":  # loads from the compilation cache included
         _compiles[0] += 1
 
 
@@ -28,7 +41,8 @@ def _count_compiles():
 
 @pytest.fixture
 def count_compiles():
-    """Counts XLA compilations inside a block: ``with count_compiles() as n: ...; n()``."""
+    """Counts XLA compilations inside a block, loads from the compilation cache included:
+    ``with count_compiles() as n: ...; n()``."""
     return _count_compiles
 
 

@@ -1,6 +1,7 @@
 """The command line: flags onto Config, reports, help texts and one-line errors (jaxtrain.cli)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -230,4 +231,35 @@ def test_an_unknown_dataset_name_is_one_line_saying_what_to_do(configs, capsys):
     err = capsys.readouterr().err
     assert err.startswith("jaxtrain train: error: dataset 'cifar11' (--dataset): expected mnist, digits, ")
     assert "'cifar11' is not a tensorflow-datasets name" in err and len(err.strip().splitlines()) == 1
+    assert not configs
+
+
+def test_the_compile_cache_keeps_the_programs_that_the_next_run_loads(tmp_path):
+    """--compile-cache DIR keeps the run's programs and a second run loads them and trains the same;
+    --no-compile-cache keeps none, not even in the default folder."""
+    def train(*flags: str, default_cache: Path) -> dict:
+        report = tmp_path / "report.json"
+        command = [sys.executable, "-m", "jaxtrain", "train", "--dataset", "digits", "--model", "cnn", "--epochs", "1",
+                   "--report", str(report), *flags]
+        env = {**os.environ, "JAXTRAIN_COMPILE_CACHE": str(default_cache)}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(report.read_text())
+
+    cache, default = tmp_path / "cache", tmp_path / "default"
+    first = train("--compile-cache", str(cache), default_cache=default)
+    assert any("_steps_fn-" in f.name for f in cache.iterdir())  # the training calls
+    second = train("--compile-cache", str(cache), default_cache=default)
+    assert [e["train_loss"] for e in second["history"]] == [e["train_loss"] for e in first["history"]]
+    assert second["test_accuracy"] == first["test_accuracy"]
+    train("--no-compile-cache", default_cache=default)
+    assert not default.exists()
+
+
+def test_an_unusable_compile_cache_fails_before_training(tmp_path, configs, capsys):
+    taken = tmp_path / "file"
+    taken.write_text("")
+    assert cli.main(["train", "--compile-cache", str(taken)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxtrain train: error: --compile-cache {taken}: ") and err.count("\n") == 1
     assert not configs

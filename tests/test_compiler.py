@@ -1,6 +1,9 @@
-"""How jaxtrain's steps are compiled: jaxtrain.compiler's jit and its XLA options."""
+"""How jaxtrain's steps are compiled: jaxtrain.compiler's jit and its XLA options, and the compilation cache."""
 
+import json
 import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -10,7 +13,7 @@ from jaxtrain import CNN, adam, create_train_state, eval_step, train_step
 from jaxtrain.compiler import COMPILER_OPTIONS
 from jaxtrain.train import train_step_fn
 
-pytestmark = pytest.mark.skipif(
+xla_cpu_options = pytest.mark.skipif(
     COMPILER_OPTIONS is None or jax.default_backend() != "cpu", reason="XLA:CPU's options, for jaxlib 0.9.2 to 0.10"
 )
 
@@ -21,6 +24,7 @@ def _in_ynnpack(compiled) -> set[str]:
     return {name for line in lines for name in re.findall(r'op_name="[^"]*/(\w+)"', line)}
 
 
+@xla_cpu_options
 def test_the_cnn_steps_keep_their_convolutions_out_of_ynnpack_and_their_reductions_in():
     images, labels = np.zeros((8, 28, 28, 1), np.float32), np.zeros(8, np.int32)
     state = create_train_state(CNN(channels=(16, 32)), adam(1e-3), images[:1])
@@ -32,8 +36,44 @@ def test_the_cnn_steps_keep_their_convolutions_out_of_ynnpack_and_their_reductio
     assert "conv_general_dilated" not in _in_ynnpack(eval_step.lower(state, (images, labels)).compile())
 
 
+@xla_cpu_options
 def test_with_64_bit_jax_the_steps_compile_with_xlas_defaults(x64):
     # Eigen's float64 convolutions are several times slower than YNNPACK's.
     images, labels = np.zeros((8, 28, 28, 1)), np.zeros(8, np.int32)
     state = create_train_state(CNN(channels=(16, 32)), adam(1e-3), images[:1])
     assert "conv_general_dilated" in _in_ynnpack(train_step.lower(state, (images, labels)).compile())
+
+
+# Compiles the CNN's step with the cache in argv[1]; prints the compilations (loads from the cache
+# included, as JAX counts them), the loads and the loss.
+_CACHED_STEP = """
+import json, sys
+import jax, numpy as np
+from jaxtrain import CNN, adam, create_train_state, train_step
+from jaxtrain.compiler import cache_compilations
+
+events = {"compiled": 0, "loaded": 0}
+names = {"/jax/core/compile/backend_compile_duration": "compiled", "/jax/compilation_cache/cache_retrieval_time_sec": "loaded"}
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, seconds, **_: events.__setitem__(names[event], events[names[event]] + 1) if event in names else None)
+images, labels = np.random.default_rng(0).random((8, 28, 28, 1), np.float32), np.arange(8, dtype=np.int32)
+state = create_train_state(CNN(channels=(16, 32)), adam(1e-3), images[:1])
+cache_compilations(sys.argv[1])
+before = dict(events)
+state, metrics = train_step(state, (images, labels))
+print(json.dumps({key: events[key] - before[key] for key in events} | {"loss": float(metrics["loss"])}))
+"""
+
+
+def test_a_second_process_loads_the_compiled_step_from_the_cache_and_computes_the_same(tmp_path):
+    def run() -> dict:
+        done = subprocess.run([sys.executable, "-c", _CACHED_STEP, str(tmp_path)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.splitlines()[-1])
+
+    first = run()
+    assert first["compiled"] == 1 and first["loaded"] == 0
+    assert any(f.name.startswith("jit_train_step_fn-") for f in tmp_path.iterdir())
+    second = run()
+    assert second["compiled"] == 1 and second["loaded"] == 1
+    assert second["loss"] == first["loss"]
