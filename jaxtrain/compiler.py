@@ -78,8 +78,7 @@ def cache_compilations(directory: str | os.PathLike) -> None:
     process compiling the same program (same code, shapes, options, jax and device) loads it instead: JAX's
     persistent compilation cache, turned on (or moved to ``directory``) from this process's next compilation.
 
-    The CNN's training step compiles in about 2–3 s on a 2-core CPU and loads from the cache in about
-    0.15 s; tracing and lowering, which the cache does not skip, take another 0.5 s. The files are XLA
+    Tracing and lowering still run; README.md's compile table has what the cache saves. The files are XLA
     executables, tens to hundreds of kB each, never evicted: delete the folder to clear it. Of several
     processes, only process 0 writes.
 

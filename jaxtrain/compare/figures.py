@@ -7,7 +7,7 @@ in a fresh process (``python -m jaxtrain ...``, never two at once) that writes a
 line names the commands, the machine and the date. The block replaces what stands between
 ``<!-- figure: NAME -->`` and ``<!-- /figure: NAME -->`` in the figure's document.
 
-  python -m jaxtrain compare figures --data-dir DIR                  # every figure: about 44 minutes on 2 cores
+  python -m jaxtrain compare figures --data-dir DIR                  # every figure: about 46 minutes on 2 cores
   python -m jaxtrain compare figures --data-dir DIR --only primer checkpoints
   python -m jaxtrain compare figures --list                          # the figures, their commands and run times
   python -m jaxtrain compare figures --quick --print                 # digits, 2 epochs: a check, not figures
@@ -112,6 +112,12 @@ FIGURES: dict[str, Figure] = {
     ),
     "feeding-cnn": Figure(
         "README.md", (f"{_BENCH} --preset feeding --models cnn {_MNIST} --epochs 3",), tables.bench_table, 4.5,
+    ),
+    "compile": Figure(
+        "README.md",
+        ("--model cnn --compile-cache {runs}/cnn-cache", "--model cnn --compile-cache {runs}/cnn-cache --seed 1",
+         "--model mlp --compile-cache {runs}/mlp-cache", "--model mlp --compile-cache {runs}/mlp-cache --seed 1"),
+        tables.compile_table, 2, common=f"{_TRAIN} --epochs 1",
     ),
     "primer": Figure(
         "README.md",

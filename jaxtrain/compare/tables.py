@@ -70,6 +70,29 @@ def options_table(results: Sequence[Result]) -> str:
     return "\n".join(lines + ["", "samples/s and epoch: the median over the epochs after the first."])
 
 
+def compile_table(results: Sequence[Result]) -> str:
+    """Compilation with a compilation cache: each run's ahead-of-time compilation of every call shape, the
+    cache empty for a folder's first run and filled by it for the next."""
+    from jaxtrain.loop import plan_calls
+
+    lines = [
+        f"| command (`{_common(results[0])}` and) | compilation cache | call shapes | compile s | test accuracy |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    seen = set()
+    for r in results:
+        words = shlex.split(r.flags)
+        cache = words[words.index("--compile-cache") + 1]
+        report = r.report
+        shapes = set(plan_calls(report["train_examples"], report["batch_size"], report["steps_per_call"]))
+        state = "filled by the run above" if cache in seen else "empty"
+        seen.add(cache)
+        lines.append(f"| `{r.flags}` | {state} | {len(shapes)} | {report['compile_seconds']:.2f} | "
+                     f"{_percent(report['test_accuracy'])} |")
+    return "\n".join(lines + ["", "compile s: `compile_fit`'s, every call shape of the epoch compiled (or loaded) "
+                                   "before the first step; tracing and lowering included."])
+
+
 def bench_table(results: Sequence[Result]) -> str:
     return format_bench(results[0].report)
 
