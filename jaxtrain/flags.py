@@ -41,7 +41,8 @@ def add_data(p: argparse.ArgumentParser, defaults) -> None:
 def add_compile_cache(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile-cache", type=Path, default=None, metavar="DIR",
                    help="keep compiled programs in DIR, so that the next run of the same programs loads them "
-                   f"instead of compiling (default: $JAXTRAIN_COMPILE_CACHE or {compiler.default_cache_dir()})")
+                   "instead of compiling (default: $JAXTRAIN_COMPILE_CACHE, else $XDG_CACHE_HOME/jaxtrain/xla or "
+                   "~/.cache/jaxtrain/xla)")
     p.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
                    help="compile every program afresh and keep none")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from jaxtrain.compare import plot
 from jaxtrain.compare.bench import PRESETS, PRIMER, format_bench, format_machine
+from jaxtrain.loop import plan_calls
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +74,6 @@ def options_table(results: Sequence[Result]) -> str:
 def compile_table(results: Sequence[Result]) -> str:
     """Compilation with a compilation cache: each run's ahead-of-time compilation of every call shape, the
     cache empty for a folder's first run and filled by it for the next."""
-    from jaxtrain.loop import plan_calls
-
     lines = [
         f"| command (`{_common(results[0])}` and) | compilation cache | call shapes | compile s | test accuracy |",
         "| --- | --- | ---: | ---: | ---: |",
