@@ -73,10 +73,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxtrain" / "xla"
 
 
-def cache_compilations(directory: str | os.PathLike) -> None:
+def cache_compilations(directory: str | os.PathLike | None) -> None:
     """Keeps each program that takes over ``CACHE_MIN_SECONDS`` to compile in ``directory``, so that a later
     process compiling the same program (same code, shapes, options, jax and device) loads it instead: JAX's
     persistent compilation cache, turned on (or moved to ``directory``) from this process's next compilation.
+    ``None`` turns it off, whatever JAX's own settings (``JAX_COMPILATION_CACHE_DIR``) say.
 
     Tracing and lowering still run; README.md's compile table has what the cache saves. The files are XLA
     executables, tens to hundreds of kB each, never evicted: delete the folder to clear it. Of several
@@ -85,6 +86,8 @@ def cache_compilations(directory: str | os.PathLike) -> None:
     Example:
       >>> cache_compilations(default_cache_dir())
     """
-    jax.config.update("jax_compilation_cache_dir", os.fspath(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_SECONDS)
+    jax.config.update("jax_enable_compilation_cache", directory is not None)
+    if directory is not None:
+        jax.config.update("jax_compilation_cache_dir", os.fspath(directory))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_SECONDS)
     compilation_cache.reset_cache()  # a cache already opened in this process would keep its folder

@@ -51,6 +51,7 @@ def use_compile_cache(args: argparse.Namespace) -> None:
     """Turns the compilation cache on as the flags say. A folder given with --compile-cache must be usable;
     where the default one cannot be made, the run goes on without a cache and says so in one line."""
     if args.compile_cache is False:
+        compiler.cache_compilations(None)
         return
     folder = args.compile_cache or compiler.default_cache_dir()
     try:

@@ -21,6 +21,9 @@ _CACHE = tempfile.mkdtemp(prefix="jaxtrain-compile-cache-")
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ["JAXTRAIN_COMPILE_CACHE"] = _CACHE
 cache_compilations(_CACHE)
+# The benchmark's child processes, which the command line's flag does not reach, through JAX's own settings.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(jax.config.jax_persistent_cache_min_compile_time_secs)
 
 _compiles = [0]
 

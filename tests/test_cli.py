@@ -236,12 +236,14 @@ def test_an_unknown_dataset_name_is_one_line_saying_what_to_do(configs, capsys):
 
 def test_the_compile_cache_keeps_the_programs_that_the_next_run_loads(tmp_path):
     """--compile-cache DIR keeps the run's programs and a second run loads them and trains the same;
-    --no-compile-cache keeps none, not even in the default folder."""
-    def train(*flags: str, default_cache: Path) -> dict:
+    --no-compile-cache keeps none, neither in the default folder nor in JAX's own."""
+    def train(*flags: str, default_cache: Path, jax_cache: Path | None = None) -> dict:
         report = tmp_path / "report.json"
         command = [sys.executable, "-m", "jaxtrain", "train", "--dataset", "digits", "--model", "cnn", "--epochs", "1",
                    "--report", str(report), *flags]
         env = {**os.environ, "JAXTRAIN_COMPILE_CACHE": str(default_cache)}
+        if jax_cache:
+            env["JAX_COMPILATION_CACHE_DIR"] = str(jax_cache)
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(report.read_text())
@@ -252,8 +254,8 @@ def test_the_compile_cache_keeps_the_programs_that_the_next_run_loads(tmp_path):
     second = train("--compile-cache", str(cache), default_cache=default)
     assert [e["train_loss"] for e in second["history"]] == [e["train_loss"] for e in first["history"]]
     assert second["test_accuracy"] == first["test_accuracy"]
-    train("--no-compile-cache", default_cache=default)
-    assert not default.exists()
+    train("--no-compile-cache", default_cache=default, jax_cache=tmp_path / "jax")
+    assert not default.exists() and not (tmp_path / "jax").exists()
 
 
 def test_an_unusable_compile_cache_fails_before_training(tmp_path, configs, capsys):
