@@ -11,6 +11,11 @@ give it no convolution. In float64 it is the other way round, Eigen's convolutio
 than YNNPACK's, so with 64-bit JAX (``jax_enable_x64``) steps compile with XLA's defaults; bfloat16
 convolutions, too, are slower in Eigen. ``benchmarks/cnn_step.py`` measures the choices side by side.
 
+A float32 program with convolutions also compiles with XLA:CPU's older fusion emitters
+(``CONVOLUTION_OPTIONS``): the CNN's step then compiled in about two thirds of the time and ran as fast,
+while the MLP's steps, whose time is in their fusions, ran 1.6–1.8× slower with them, so programs without
+convolutions keep the newer ones. ``jit`` looks at each program once, at its first call.
+
 The option is one of XLA:CPU's experimental ones, so it is given only to the jaxlib releases known to
 have it (0.9.2 to 0.10; measured with 0.10.2); with others every step compiles with XLA's defaults.
 Other backends do not read it.
@@ -41,23 +46,53 @@ COMPILER_OPTIONS: dict[str, str] | None = (
 )
 
 
+CONVOLUTION_OPTIONS: dict[str, Any] | None = COMPILER_OPTIONS and {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
+
+
+def has_convolution(jaxpr: Any) -> bool:
+    """Whether a (closed) jaxpr convolves anywhere, in its sub-jaxprs (loops, calls, gradients) too."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    if has_convolution(sub):
+                        return True
+    return False
+
+
 def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
-    """``jax.jit(fn, **jit_kwargs)``, compiled with ``COMPILER_OPTIONS`` unless 64-bit JAX is on.
+    """``jax.jit(fn, **jit_kwargs)``, compiled with ``COMPILER_OPTIONS`` (``CONVOLUTION_OPTIONS`` for a
+    program with convolutions) unless 64-bit JAX is on.
 
     The choice is made at each call (and ``.lower``), so turning ``jax_enable_x64`` on or off between
-    calls takes effect; each choice keeps its own compilations.
+    calls takes effect; each choice keeps its own compilations. Whether a program convolves depends on
+    its arguments' structure (the model and its dtype are static parts of the state), which is looked at
+    once: the first call of a structure traces it for the choice, and that trace serves the compilation.
     """
     plain = jax.jit(fn, **jit_kwargs)
     if COMPILER_OPTIONS is None:  # nothing to choose between
         return plain
     tuned = jax.jit(fn, compiler_options=COMPILER_OPTIONS, **jit_kwargs)
-    pick = lambda: plain if jax.config.jax_enable_x64 else tuned  # noqa: E731
+    convolutional = jax.jit(fn, compiler_options=CONVOLUTION_OPTIONS, **jit_kwargs)
+    chosen: dict[Any, Callable] = {}  # the arguments' tree structure → the jit that compiles it
+
+    def pick(args: tuple, kwargs: dict) -> Callable:
+        if jax.config.jax_enable_x64:
+            return plain
+        structure = jax.tree.structure((args, kwargs))
+        if structure not in chosen:
+            convolves = has_convolution(convolutional.trace(*args, **kwargs).jaxpr)
+            chosen[structure] = convolutional if convolves else tuned
+        return chosen[structure]
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        return pick()(*args, **kwargs)
+        return pick(args, kwargs)(*args, **kwargs)
 
-    call.lower = lambda *args, **kwargs: pick().lower(*args, **kwargs)
+    call.lower = lambda *args, **kwargs: pick(args, kwargs).lower(*args, **kwargs)
     return call
 
 

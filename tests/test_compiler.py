@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxtrain import CNN, adam, create_train_state, eval_step, train_step
-from jaxtrain.compiler import COMPILER_OPTIONS
-from jaxtrain.train import train_step_fn
+from jaxtrain import CNN, MLP, adam, create_train_state, eval_step, train_step
+from jaxtrain.compiler import COMPILER_OPTIONS, has_convolution
+from jaxtrain.train import train_step_fn, train_steps_fn
 
 xla_cpu_options = pytest.mark.skipif(
     COMPILER_OPTIONS is None or jax.default_backend() != "cpu", reason="XLA:CPU's options, for jaxlib 0.9.2 to 0.10"
@@ -42,6 +42,16 @@ def test_with_64_bit_jax_the_steps_compile_with_xlas_defaults(x64):
     images, labels = np.zeros((8, 28, 28, 1)), np.zeros(8, np.int32)
     state = create_train_state(CNN(channels=(16, 32)), adam(1e-3), images[:1])
     assert "conv_general_dilated" in _in_ynnpack(train_step.lower(state, (images, labels)).compile())
+
+
+def test_convolutions_are_found_wherever_the_program_has_them():
+    # The CNN's step (with conv2d's custom gradient), 2 of them in a lax.scan, and the MLP's, which has none.
+    images, labels = np.zeros((2, 8, 28, 28, 1), np.float32), np.zeros((2, 8), np.int32)
+    cnn = create_train_state(CNN(channels=(16, 32)), adam(1e-3), images[0, :1])
+    mlp = create_train_state(MLP(), adam(1e-3), images[0, :1])
+    assert has_convolution(jax.make_jaxpr(train_step_fn)(cnn, (images[0], labels[0])))
+    assert has_convolution(jax.make_jaxpr(train_steps_fn)(cnn, (images, labels)))
+    assert not has_convolution(jax.make_jaxpr(train_steps_fn)(mlp, (images, labels)))
 
 
 # Compiles the CNN's step with the cache in argv[1]; prints the compilations (loads from the cache
