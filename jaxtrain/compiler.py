@@ -12,9 +12,10 @@ than YNNPACK's, so with 64-bit JAX (``jax_enable_x64``) steps compile with XLA's
 convolutions, too, are slower in Eigen. ``benchmarks/cnn_step.py`` measures the choices side by side.
 
 A float32 program with convolutions also compiles with XLA:CPU's older fusion emitters
-(``CONVOLUTION_OPTIONS``): the CNN's step then compiled in about two thirds of the time and ran as fast,
-while the MLP's steps, whose time is in their fusions, ran 1.6–1.8× slower with them, so programs without
-convolutions keep the newer ones. ``jit`` looks at each program once, at its first call.
+(``CONVOLUTION_OPTIONS``): XLA compiled the CNN's step in about 60% of the time with them and the step ran
+as fast, while the MLP's steps, whose time is in their fusions, ran markedly slower, so programs without
+convolutions keep the newer ones (``benchmarks/compile_time.py`` measures both). ``jit`` looks at each
+program once, at its first call.
 
 The option is one of XLA:CPU's experimental ones, so it is given only to the jaxlib releases known to
 have it (0.9.2 to 0.10; measured with 0.10.2); with others every step compiles with XLA's defaults.

@@ -1,0 +1,85 @@
+"""How long the first training step takes to compile, by compiler options, for the CNN and the MLP.
+
+    python benchmarks/compile_time.py [--repeats 3] [--batch-size 32]
+
+Each measurement is a fresh process that builds the model's state, then times the first ``train_step``
+call by JAX's own compile events (tracing, lowering to MLIR, XLA's backend) and then the step itself
+(median of 5 × 30 steps). The processes alternate between the options, so that a change in the machine's
+speed touches both; the table gives medians over the repeats. Options:
+
+- "YNNPACK option": ``jax.jit`` with ``compiler.COMPILER_OPTIONS`` alone (products and reductions in YNNPACK).
+- "jaxtrain": ``compiler.jit``, which adds XLA:CPU's older fusion emitters to programs with convolutions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from jaxtrain import compiler, models, optim, train
+
+CHOICES = ("YNNPACK option", "jaxtrain")
+_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace", "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+           "/jax/core/compile/backend_compile_duration": "backend"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--measure", nargs=2, metavar=("MODEL", "CHOICE"), help="measure one and print JSON")
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(*args.measure, args.batch_size)))
+        return
+    runs = {(model, choice): [] for model in ("cnn", "mlp") for choice in CHOICES}
+    for _ in range(args.repeats):
+        for model, choice in runs:
+            command = [sys.executable, __file__, "--measure", model, choice, "--batch-size", str(args.batch_size)]
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            runs[model, choice].append(json.loads(done.stdout.splitlines()[-1]))
+    print(f"First train_step, batch {args.batch_size}, float32; jax {jax.__version__} on {jax.devices()[0].device_kind}; "
+          f"medians of {args.repeats} fresh processes each, alternated")
+    print("\n| model | options | trace s | lower s | XLA backend s | compile s | ms/step |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for (model, choice), results in runs.items():
+        m = {key: statistics.median(r[key] for r in results) for key in ("trace", "lower", "backend", "ms")}
+        total = statistics.median(r["trace"] + r["lower"] + r["backend"] for r in results)
+        print(f"| {model} | {choice} | {m['trace']:.2f} | {m['lower']:.2f} | {m['backend']:.2f} | {total:.2f} | {m['ms']:.2f} |")
+
+
+def measure(model: str, choice: str, batch_size: int) -> dict[str, float]:
+    """Compile events of the first ``train_step`` call, in seconds, and the step's median ms."""
+    events = dict.fromkeys(_EVENTS.values(), 0.0)
+
+    def listen(event: str, seconds: float, **_) -> None:
+        if event in _EVENTS:
+            events[_EVENTS[event]] += seconds
+
+    rng = np.random.default_rng(0)
+    batch = jax.device_put((rng.random((batch_size, 28, 28, 1), np.float32), rng.integers(0, 10, batch_size).astype(np.int32)))
+    state = train.create_train_state(models.CNN() if model == "cnn" else models.MLP(), optim.adam(1e-3), batch[0][:1])
+    step = compiler.jit(train.train_step_fn) if choice == "jaxtrain" else jax.jit(train.train_step_fn, compiler_options=compiler.COMPILER_OPTIONS)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    jax.monitoring.clear_event_listeners()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(30):
+            state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+        times.append((time.perf_counter() - start) / 30 * 1e3)
+    return {**events, "ms": statistics.median(times)}
+
+
+if __name__ == "__main__":
+    main()
