@@ -17,9 +17,9 @@ as fast, while the MLP's steps, whose time is in their fusions, ran markedly slo
 convolutions keep the newer ones (``benchmarks/compile_time.py`` measures both). ``jit`` looks at each
 program once, at its first call.
 
-The option is one of XLA:CPU's experimental ones, so it is given only to the jaxlib releases known to
-have it (0.9.2 to 0.10; measured with 0.10.2); with others every step compiles with XLA's defaults.
-Other backends do not read it.
+The YNNPACK option is one of XLA:CPU's experimental ones, so both options are given only to the jaxlib
+releases known to have it (0.9.2 to 0.10; measured with 0.10.2); with others every step compiles with
+XLA's defaults. Other backends do not read them.
 """
 
 from __future__ import annotations
