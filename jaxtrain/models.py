@@ -187,8 +187,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, padding: int = 1) -> jax.Array:
     CNN's step took 390 instead of 23 ms inside ``lax.scan`` (jax#12868 is the same cause). Which
     library runs the convolutions is the compiler's choice: jaxtrain's steps give them to XLA:CPU's own
     (Eigen) kernels rather than YNNPACK's (``jaxtrain.compiler``). Patches and a matrix product
-    (im2col) measured slower than Eigen's convolutions, layer by layer. Other backends get XLA's own convolution and its
-    autodiff gradient.
+    (im2col) measured slower than Eigen's convolutions, layer by layer. Other backends get XLA's own
+    convolution and its autodiff gradient.
 
     Args:
       x: ``(N, H, W, C_in)`` images.

@@ -10,7 +10,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from jaxtrain.compiler import cache_compilations
+from jaxtrain.compiler import CACHE_MIN_SECONDS, cache_compilations
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
@@ -23,7 +23,7 @@ os.environ["JAXTRAIN_COMPILE_CACHE"] = _CACHE
 cache_compilations(_CACHE)
 # The benchmark's child processes, which the command line's flag does not reach, through JAX's own settings.
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
-os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(jax.config.jax_persistent_cache_min_compile_time_secs)
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(CACHE_MIN_SECONDS)
 
 _compiles = [0]
 

@@ -7,7 +7,7 @@ in a fresh process (``python -m jaxtrain ...``, never two at once) that writes a
 line names the commands, the machine and the date. The block replaces what stands between
 ``<!-- figure: NAME -->`` and ``<!-- /figure: NAME -->`` in the figure's document.
 
-  python -m jaxtrain compare figures --data-dir DIR                  # every figure: about 46 minutes on 2 cores
+  python -m jaxtrain compare figures --data-dir DIR                  # every figure (--list: the minutes each)
   python -m jaxtrain compare figures --data-dir DIR --only primer checkpoints
   python -m jaxtrain compare figures --list                          # the figures, their commands and run times
   python -m jaxtrain compare figures --quick --print                 # digits, 2 epochs: a check, not figures
