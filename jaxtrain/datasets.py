@@ -1,4 +1,4 @@
-"""Datasets as numpy arrays: MNIST (IDX files or tensorflow-datasets), scikit-learn's bundled digits, and a
+"""Datasets as numpy arrays: MNIST (IDX files, downloaded once), scikit-learn's bundled digits, and a
 user's own: any image-classification dataset of tensorflow-datasets, a folder of images in torchvision's
 ``ImageFolder`` layout, or an ``.npz`` file. ``load(name, split)`` reads any of them by name:
 
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxtrain import download
+from jaxtrain.download import DatasetUnavailableError
 from jaxtrain.idx import read_idx
 
 SPLITS = ("train", "test")
@@ -37,10 +39,6 @@ NAMES_EXPECTED = (
 # A folder without train/ and test/ holds this fraction of its images out for testing, drawn by this seed.
 FOLDER_TEST_FRACTION, FOLDER_SEED = 0.2, 0
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
-
-
-class DatasetUnavailableError(RuntimeError):
-    """The data could be neither read locally nor downloaded."""
 
 
 def _check_split(split: str) -> None:
@@ -173,50 +171,52 @@ def _find_idx(data_dir: Path, stem: str) -> Path:
 
 
 def load_mnist(split: str = "train", data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Loads an MNIST split: from IDX files in ``data_dir``, or else through tensorflow-datasets.
+    """Loads an MNIST split from its IDX files: those in ``data_dir``, or else a copy downloaded once.
 
     With ``data_dir`` it reads ``{train,t10k}-{images-idx3,labels-idx1}-ubyte``, gzipped or not. Without it,
-    it reads MNIST with ``tfds.data_source`` (ArrayRecord, no TensorFlow needed), downloading and preparing
-    it into tensorflow-datasets' data folder on first use.
+    it downloads the split's two files on first use from the mirror that tensorflow-datasets uses, checks
+    them against the checksums recorded there, and keeps them in ``$JAXTRAIN_DATA/mnist``, else
+    ``$XDG_CACHE_HOME/jaxtrain/datasets/mnist``, else ``~/.cache/jaxtrain/datasets/mnist``
+    (``jaxtrain.download``). No TensorFlow, no tensorflow-datasets.
 
     Args:
       split: "train" or "test".
-      data_dir: a folder holding the four IDX files, or None for tensorflow-datasets.
+      data_dir: a folder holding the four IDX files, or None for the downloaded copy.
 
     Returns:
       ``images: (N, 28, 28, 1) float32`` in [0, 1] and ``labels: (N,) int32``.
 
     Raises:
-      DatasetUnavailableError: tensorflow-datasets could neither find nor download MNIST.
+      DatasetUnavailableError: the files could not be downloaded, or what came is not what the checksums
+        record; one line naming the URL and what to do instead.
 
     Example:
       >>> images, labels = load_mnist("test", data_dir="data/mnist")
     """
     _check_split(split)
-    if data_dir is not None:
+    if data_dir is None:
+        images_path, labels_path = download.mnist_files(split)
+    else:
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
             raise FileNotFoundError(f"data_dir={str(data_dir)!r} is not a folder; expected one holding MNIST's IDX files")
         prefix = _IDX_PREFIX[split]
         images_path = _find_idx(data_dir, f"{prefix}-images-idx3-ubyte")
         labels_path = _find_idx(data_dir, f"{prefix}-labels-idx1-ubyte")
-        images, labels = read_idx(images_path), read_idx(labels_path)
-        # Checked before the conversions: float labels would be truncated, and any shape but (N, 28, 28)
-        # would be reshaped into something else.
-        if images.shape[1:] != (28, 28):
-            raise ValueError(f"images ({images_path}): shape {images.shape}; expected (N, 28, 28), MNIST's images")
-        _check_labels(labels, 10, labels_path)
-        if len(labels) != len(images):
-            raise ValueError(
-                f"labels ({labels_path}): {len(labels)} labels for the {len(images)} images of {images_path.name}; "
-                f"expected one label per image"
-            )
-        images = _as_images(images, 255)
-        _check_images(images, images_path)
-        return images, labels.astype(np.int32)
-    from jaxtrain import tfds_source  # tfds_source builds on this module: imported where it is used
-
-    return tfds_source.load("mnist", split)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    # Checked before the conversions: float labels would be truncated, and any shape but (N, 28, 28)
+    # would be reshaped into something else.
+    if images.shape[1:] != (28, 28):
+        raise ValueError(f"images ({images_path}): shape {images.shape}; expected (N, 28, 28), MNIST's images")
+    _check_labels(labels, 10, labels_path)
+    if len(labels) != len(images):
+        raise ValueError(
+            f"labels ({labels_path}): {len(labels)} labels for the {len(images)} images of {images_path.name}; "
+            f"expected one label per image"
+        )
+    images = _as_images(images, 255)
+    _check_images(images, images_path)
+    return images, labels.astype(np.int32)
 
 
 def _first_line(error: BaseException) -> str:
@@ -332,8 +332,8 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
       name: "mnist", "digits", a tensorflow-datasets image-classification name ("fashion_mnist",
         "cifar10", …), "folder:PATH" (``load_folder``) or "npz:FILE" (``load_npz``).
       split: "train" or "test".
-      data_dir: mnist: a folder of IDX files; another tensorflow-datasets name: its data folder; None
-        otherwise.
+      data_dir: mnist: a folder of IDX files (None: a copy downloaded once, ``load_mnist``); another
+        tensorflow-datasets name: its data folder; None otherwise.
 
     Returns:
       ``images: (N, H, W, C) float32`` in [0, 1] and ``labels: (N,) int32``, checked by ``validate``.

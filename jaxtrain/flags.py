@@ -34,7 +34,8 @@ def add_data(p: argparse.ArgumentParser, defaults) -> None:
                    "(fashion_mnist, cifar10, ...), folder:PATH (PATH/train/<class>/*.png and PATH/test/<class>/*.png, "
                    "or PATH/<class>/*.png) or npz:FILE (x_train, y_train, x_test, y_test)")
     p.add_argument("--data-dir", default=None,
-                   help="mnist: a folder with its IDX files (default: read through tensorflow-datasets); "
+                   help="mnist: a folder with its IDX files (default: downloaded once into $JAXTRAIN_DATA/mnist, "
+                   "else $XDG_CACHE_HOME/jaxtrain/datasets/mnist or ~/.cache/jaxtrain/datasets/mnist); "
                    "another tensorflow-datasets name: its data folder")
 
 

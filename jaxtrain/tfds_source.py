@@ -5,15 +5,25 @@ downloading and preparing it into tensorflow-datasets' data folder on first use;
 classes from the builder's metadata (``builder.info.features``). ``jaxtrain.datasets.load`` and ``info``
 come here for every name that is not built in, a folder or an npz file. tensorflow-datasets itself is
 imported only when one of these runs.
+
+Reading a prepared dataset needs no TensorFlow; preparing one does (tensorflow-datasets writes its files
+with it), and jaxtrain does not install it: ``pip install 'jaxtrain[tfds-prepare]'`` does. Without it, a
+dataset not yet prepared is refused in one line that says so, before anything is downloaded.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from jaxtrain.datasets import DatasetInfo, DatasetUnavailableError, _check_labels, _first_line, unknown_name, validate
+
+# What tensorflow-datasets needs to prepare a dataset and does not install: TensorFlow, and importlib_resources,
+# which tensorflow-datasets 4.9 imports to prepare but declares only for Python < 3.9. The tfds-prepare extra.
+PREPARE_NEEDS = ("tensorflow", "importlib_resources")
+PREPARE_INSTALL = "pip install 'jaxtrain[tfds-prepare]' (or pip install tensorflow importlib_resources)"
 
 
 def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -28,7 +38,8 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
       ``images: (N, H, W, C) float32`` in [0, 1] and ``labels: (N,) int32``, checked by ``validate``.
 
     Raises:
-      DatasetUnavailableError: the split could be neither found prepared nor downloaded.
+      DatasetUnavailableError: the split could be neither found prepared nor downloaded, or it is not
+        prepared and preparing it needs TensorFlow (``PREPARE_INSTALL``).
 
     Example:
       >>> images, labels = load("cifar10", "test")
@@ -38,11 +49,26 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
     num_classes = builder.info.features[label_key].num_classes
     source = f"tensorflow-datasets {name}/{split}"
     held = "a folder with MNIST's IDX files" if name == "mnist" else "a tensorflow-datasets folder that holds it prepared"
+    missing = [module for module in PREPARE_NEEDS if importlib.util.find_spec(module) is None]
+    if missing and not builder.is_prepared():
+        # Checked here, before tensorflow-datasets downloads what it could not then prepare.
+        raise DatasetUnavailableError(
+            f"{name!r} is not prepared in {builder.data_path}, and tensorflow-datasets prepares a dataset only "
+            f"with {' and '.join(missing)}, which jaxtrain does not install: {PREPARE_INSTALL}; "
+            f"or pass --data-dir (data_dir=) {held}"
+        )
     try:
         import tensorflow_datasets as tfds
 
         data = tfds.data_source(name, split=split, data_dir=data_dir, download=True)
         examples = [data[i] for i in range(len(data))]
+    except ModuleNotFoundError as error:  # a module some dataset's preparation needs: the network is not the cause
+        module = (error.name or "").split(".")[0]
+        install = PREPARE_INSTALL if module in PREPARE_NEEDS or not module else f"pip install {module}"
+        raise DatasetUnavailableError(
+            f"tensorflow-datasets could not prepare {name!r}: {_first_line(error)}: {install}; "
+            f"or pass --data-dir (data_dir=) {held}"
+        ) from error
     except Exception as error:
         raise DatasetUnavailableError(
             f"could not load {name!r} split {split!r} through tensorflow-datasets "

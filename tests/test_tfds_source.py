@@ -1,50 +1,97 @@
-"""Any tensorflow-datasets image classification, read through tfds.data_source without TensorFlow
-(jaxtrain.tfds_source, reached through jaxtrain.datasets' load, load_mnist and info)."""
+"""Any tensorflow-datasets image classification, read through tfds.data_source without TensorFlow, and one
+not yet prepared refused in one line that says what to install (jaxtrain.tfds_source, reached through
+jaxtrain.datasets' load and info)."""
 
+import importlib.util
 import sys
 
 import numpy as np
 import pytest
 
-from jaxtrain import DatasetUnavailableError, load_mnist
+from jaxtrain import DatasetUnavailableError, tfds_source
 from jaxtrain.datasets import info, load
 
 
-def test_load_mnist_through_tensorflow_datasets_without_tensorflow():
+@pytest.fixture
+def tfds(monkeypatch):
+    """tensorflow-datasets, with every dataset taken as prepared (tfds.testing.mock_data fakes the reading,
+    not the folder that ``is_prepared`` looks at)."""
     tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    return tfds
+
+
+@pytest.fixture
+def without_tensorflow(monkeypatch):
+    """A Python where TensorFlow and importlib_resources are not installed, whatever this one has."""
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name in tfds_source.PREPARE_NEEDS else find_spec(name, *args))
+
+
+def test_a_prepared_dataset_is_read_without_tensorflow(tfds):
     with tfds.testing.mock_data(num_examples=7):
-        images, labels = load_mnist("train")
+        images, labels = tfds_source.load("mnist", "train")
     assert images.shape == (7, 28, 28, 1) and images.dtype == np.float32
     assert labels.shape == (7,) and labels.dtype == np.int32
     assert 0 <= images.min() and images.max() <= 1
     assert "tensorflow" not in sys.modules
 
 
-def test_load_mnist_explains_how_to_provide_the_data(tmp_path, monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
+def test_a_dataset_not_prepared_says_what_to_install_before_any_download(tfds, monkeypatch, tmp_path,
+                                                                        without_tensorflow):
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: False)
+    monkeypatch.setattr(tfds, "data_source", lambda *args, **kwargs: pytest.fail("downloaded"))
+    with pytest.raises(DatasetUnavailableError) as error:
+        load("fashion_mnist", "test", tmp_path)
+    assert str(error.value) == (
+        f"'fashion_mnist' is not prepared in {tmp_path / 'fashion_mnist' / '3.0.1'}, and tensorflow-datasets "
+        f"prepares a dataset only with tensorflow and importlib_resources, which jaxtrain does not install: "
+        f"pip install 'jaxtrain[tfds-prepare]' (or pip install tensorflow importlib_resources); "
+        f"or pass --data-dir (data_dir=) a tensorflow-datasets folder that holds it prepared"
+    )
 
+
+@pytest.mark.parametrize("module, install", [
+    ("tensorflow", "pip install 'jaxtrain[tfds-prepare]' (or pip install tensorflow importlib_resources)"),
+    ("scipy.io", "pip install scipy"),
+])
+def test_a_module_missing_while_preparing_is_named_not_the_network(tfds, monkeypatch, module, install):
+    def prepare(*args, **kwargs):
+        raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+
+    monkeypatch.setattr(tfds, "data_source", prepare)
+    with pytest.raises(DatasetUnavailableError) as error:
+        load("cifar10", "test")
+    assert str(error.value) == (
+        f"tensorflow-datasets could not prepare 'cifar10': No module named '{module}': {install}; "
+        f"or pass --data-dir (data_dir=) a tensorflow-datasets folder that holds it prepared"
+    )
+
+
+def test_a_failed_download_explains_how_to_provide_the_data(tfds, monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError("no route to host")
 
     monkeypatch.setattr(tfds, "data_source", offline)
-    with pytest.raises(DatasetUnavailableError, match="no route to host.*--data-dir"):
-        load_mnist("test")
+    with pytest.raises(DatasetUnavailableError, match="no route to host.*--data-dir") as error:
+        load("fashion_mnist", "test")
+    assert "\n" not in str(error.value)
 
 
-def test_tensorflow_datasets_labels_are_checked_too(monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
+def test_tensorflow_datasets_labels_are_checked_too(tfds, monkeypatch):
     examples = [{"image": np.zeros((28, 28, 1), np.uint8), "label": label} for label in (0, 12, 3)]
     monkeypatch.setattr(tfds, "data_source", lambda *args, **kwargs: examples)
     with pytest.raises(ValueError) as error:
-        load_mnist("test")
+        load("fashion_mnist", "test")
     assert str(error.value) == (
-        "labels (tensorflow-datasets mnist/test): 1 of 3 outside 0..9 (values 12); expected class indices in 0..9"
+        "labels (tensorflow-datasets fashion_mnist/test): 1 of 3 outside 0..9 (values 12); "
+        "expected class indices in 0..9"
     )
 
 
 @pytest.mark.parametrize("name, shape", [("fashion_mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
-def test_any_tensorflow_datasets_image_classification_loads_by_name(name, shape):
-    tfds = pytest.importorskip("tensorflow_datasets")
+def test_any_tensorflow_datasets_image_classification_loads_by_name(tfds, name, shape):
     with tfds.testing.mock_data(num_examples=9):
         images, labels = load(name, "test")
         about = info(name)
