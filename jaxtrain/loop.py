@@ -7,6 +7,7 @@ which ``compile_fit`` compiles ahead of time; the loss stays on the device and i
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -16,7 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxtrain import devices
+from jaxtrain import devices, preemption
 from jaxtrain.collate import select
 from jaxtrain.data import DataLoader
 from jaxtrain.train import Batch, Key, TrainState, evaluate, gather_steps, train_steps
@@ -76,7 +77,11 @@ def compile_fit(
     examples = loader.indices(0)
     arrays = None if loader.arrays() is None else select(loader.arrays(), inputs, labels)
     sample = select(loader.gather(examples[:1]), inputs, labels)
-    spec = lambda a, lead, where: jax.ShapeDtypeStruct(lead + np.shape(a)[1:], np.asarray(a).dtype, sharding=where)  # noqa: E731
+    # The dtype each call will really receive: the host's int64 indices (and any 64-bit data) arrive as their
+    # 32-bit kind unless 64-bit JAX is on, as jax.device_put makes them.
+    spec = lambda a, lead, where: jax.ShapeDtypeStruct(  # noqa: E731
+        lead + np.shape(a)[1:], jax.dtypes.canonicalize_dtype(np.asarray(a).dtype), sharding=where
+    )
     start = time.perf_counter()
     for k, b in set(plan_calls(len(examples), loader.batch_size, steps_per_call, every=every)):
         where = devices.batch_sharding(mesh, b, axis=1)
@@ -155,6 +160,12 @@ def _epoch_calls(
 _MAX_IN_FLIGHT = 8
 
 
+def _preempted(run: Run, step: int) -> preemption.Preempted:
+    return preemption.Preempted(
+        f"preempted (SIGTERM): stopped at step {step}, saved in {run.folder}; resume the run to continue (--resume)"
+    )
+
+
 def fit(
     state: TrainState,
     train_loader: DataLoader,
@@ -215,6 +226,10 @@ def fit(
     Raises:
       FloatingPointError: an epoch's loss is not finite (the run diverged); a ``run`` keeps its last good
         checkpoint.
+      jaxtrain.preemption.Preempted: with a ``run``, a SIGTERM (a scheduler's preemption notice) came; the
+        run saved a checkpoint at the next call boundary (with several processes, at a step they agreed
+        on), or at the end of the epoch whose last call it came in, and stopped. A notice during the last
+        epoch's last call lets the run finish instead.
 
     Returns:
       The final state and a history: per epoch ``epoch``, ``train_loss`` (the mean of the batch losses,
@@ -243,34 +258,44 @@ def fit(
     total = len(train_loader.indices(0))
     state, history, losses = run.restore_fit(state, train_loader) if run else (state, [], [])
     every = run.periods if run else ()
-    for epoch in range(len(history) + 1, epochs + 1):
-        start = time.perf_counter()
-        taken, samples = train_loader.next_start[1], 0
-        calls = _epoch_calls(train_loader, steps_per_call, arrays, prefetch, every, mesh, (inputs, labels))
-        for call, args, index in _progress(calls, total, f"epoch {epoch}"):
-            state, metrics = call(state, *args)
-            losses.append(metrics["loss"])
-            taken, samples = taken + len(index), samples + index.size
-            if len(losses) > _MAX_IN_FLIGHT:
-                jax.block_until_ready(losses[-1 - _MAX_IN_FLIGHT])  # a wait, not a read: see _MAX_IN_FLIGHT
-            if run and taken < len(train_loader) and any(taken % period == 0 for period in every):
-                run.step_end(state, train_loader, epoch, taken, losses, history)
-        # host sync: the epoch's one read of the loss
-        batch_losses = np.concatenate([np.ravel(x) for x in jax.device_get(losses)])
-        train_loss, losses = float(np.mean(batch_losses)), []
-        if not np.isfinite(train_loss):
-            raise FloatingPointError(
-                f"epoch {epoch}: the training loss is {train_loss}; expected a finite number "
-                f"(the run diverged: try a lower learning rate, or clipping the gradient norm)"
-            )
-        seconds = time.perf_counter() - start
-        record = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_second": samples / seconds}
-        if log:
-            log(f"Epoch {epoch}, Loss: {train_loss}")
-        for name, loader in evals.items():
-            metrics = evaluate(state, loader, inputs=inputs, labels=labels)
-            record.update({f"{name}_loss": metrics["loss"], f"{name}_accuracy": metrics["accuracy"]})
-        history.append(record)
-        if run:
-            run.epoch_end(state, train_loader, history, last=epoch == epochs)
+    # The steps so far, counted on the host: a preemption is agreed on in steps (host sync, once; this
+    # process's copy, as the state is replicated over processes).
+    step, stop = int(jax.device_get(state.step.addressable_shards[0].data)) if run else 0, False
+    with preemption.notice(step) if run else contextlib.nullcontext() as preempt:
+        for epoch in range(len(history) + 1, epochs + 1):
+            start = time.perf_counter()
+            taken, samples = train_loader.next_start[1], 0
+            calls = _epoch_calls(train_loader, steps_per_call, arrays, prefetch, every, mesh, (inputs, labels))
+            for call, args, index in _progress(calls, total, f"epoch {epoch}"):
+                state, metrics = call(state, *args)
+                losses.append(metrics["loss"])
+                taken, samples = taken + len(index), samples + index.size
+                if len(losses) > _MAX_IN_FLIGHT:
+                    jax.block_until_ready(losses[-1 - _MAX_IN_FLIGHT])  # a wait, not a read: see _MAX_IN_FLIGHT
+                step += len(index)
+                stop = stop or (run is not None and preempt.reached(step))
+                if run and taken < len(train_loader) and (stop or any(taken % period == 0 for period in every)):
+                    run.step_end(state, train_loader, epoch, taken, losses, history, stop)
+                if stop and taken < len(train_loader):
+                    raise _preempted(run, step)
+            # host sync: the epoch's one read of the loss
+            batch_losses = np.concatenate([np.ravel(x) for x in jax.device_get(losses)])
+            train_loss, losses = float(np.mean(batch_losses)), []
+            if not np.isfinite(train_loss):
+                raise FloatingPointError(
+                    f"epoch {epoch}: the training loss is {train_loss}; expected a finite number "
+                    f"(the run diverged: try a lower learning rate, or clipping the gradient norm)"
+                )
+            seconds = time.perf_counter() - start
+            record = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_second": samples / seconds}
+            if log:
+                log(f"Epoch {epoch}, Loss: {train_loss}")
+            for name, loader in evals.items():
+                metrics = evaluate(state, loader, inputs=inputs, labels=labels)
+                record.update({f"{name}_loss": metrics["loss"], f"{name}_accuracy": metrics["accuracy"]})
+            history.append(record)
+            if run:
+                run.epoch_end(state, train_loader, history, last=epoch == epochs, save=stop)
+            if stop and epoch < epochs:
+                raise _preempted(run, step)
     return state, history

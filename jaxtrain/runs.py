@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,12 +27,15 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
+from jaxtrain import checkpoints, preemption
 from jaxtrain.data import DataLoader
 from jaxtrain.devices import is_main_process
 from jaxtrain.train import TrainState
 
 CHECKPOINTS = "checkpoints"
+SET_ASIDE = "checkpoints-set-aside"  # where a resumed run moves the checkpoints that it cannot read
 
 
 def strict(data: Any) -> Any:
@@ -137,6 +141,8 @@ class Run:
         self._manager: ocp.CheckpointManager | None = None
         self._last_save = time.monotonic()
         self._saved_step: int | None = None
+        self._sealing: int | None = None
+        self._skipped: set[Any] = set()
 
     @property
     def manager(self) -> ocp.CheckpointManager:
@@ -147,10 +153,21 @@ class Run:
                 policies.LatestN(self.keep),
                 policies.BestN(get_metric_fn=lambda m: m["accuracy"], n=1, keep_checkpoints_without_metrics=False),
             ])
-            options = ocp.CheckpointManagerOptions(preservation_policy=keep, cleanup_tmp_directories=True)
+            options = ocp.CheckpointManagerOptions(
+                preservation_policy=keep, cleanup_tmp_directories=True,
+                async_options=ocp.AsyncOptions(post_finalization_callback=self._seal),
+            )
             directory = (self.folder / CHECKPOINTS).absolute()  # Orbax asks for an absolute path
-            self._manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+            with checkpoints.quiet_orbax():  # it warns of each damaged step folder; restore says what it skips, once
+                self._manager = preemption.CheckpointManager(directory, options=options, item_names=("state", "meta"))
         return self._manager
+
+    def _seal(self) -> None:
+        """Orbax's hook once a save's files are all written, before it renames the temporary folder: the
+        manifest goes in, so that every committed checkpoint has one (``jaxtrain.checkpoints``)."""
+        directory = self.folder / CHECKPOINTS
+        temporary = sorted(directory.glob(f"{self._sealing}.orbax-checkpoint-tmp*"))
+        checkpoints.write_manifest(temporary[-1] if temporary else directory / str(self._sealing))
 
     def start(self, config: dict[str, Any], fixed_except: tuple[str, ...] = ("epochs",)) -> None:
         """Writes ``config.json``; on resume, first refuses a configuration that computes something else.
@@ -199,6 +216,8 @@ class Run:
         metrics = None if accuracy is None or not math.isfinite(accuracy) else {"accuracy": accuracy}
         meta = strict({**meta, "accuracy": accuracy})
         items = ocp.args.Composite(state=ocp.args.StandardSave(_tree(state)), meta=ocp.args.JsonSave(meta))
+        self.manager.wait_until_finished()  # the previous save sealed first (manager.save would wait anyway)
+        self._sealing = step
         self.manager.save(step, args=items, metrics=metrics, force=True)
         self._last_save, self._saved_step = time.monotonic(), step
 
@@ -210,7 +229,10 @@ class Run:
     def restore_fit(self, state: TrainState, loader: DataLoader) -> tuple[TrainState, list[dict], list[np.ndarray]]:
         """Where ``fit`` starts: with ``resume`` and a checkpoint, its state, the loader at its position, the
         history so far and the losses of the epoch's steps already taken; else ``state`` and nothing."""
-        if not self.resume or self.latest_step() is None:
+        if not self.resume:
+            return state, [], []
+        self._set_aside()
+        if self.latest_step() is None:
             return state, [], []
         state, meta = self.restore(state)
         loader.load_state_dict(meta["loader"])
@@ -233,8 +255,11 @@ class Run:
                 kept.append(line + "\n")
         path.write_text("".join(kept))
 
-    def step_end(self, state: TrainState, loader: DataLoader, epoch: int, taken: int, losses: list, history: list) -> None:
-        """After ``taken`` steps of ``epoch`` (a multiple of a period): logs and saves as the policy says.
+    def step_end(
+        self, state: TrainState, loader: DataLoader, epoch: int, taken: int, losses: list, history: list, save: bool = False
+    ) -> None:
+        """After ``taken`` steps of ``epoch`` (a multiple of a period, or where ``save`` asks for a checkpoint):
+        logs and saves as the policy says.
 
         Raises:
           FloatingPointError: a loss so far is not finite; nothing is saved.
@@ -247,31 +272,58 @@ class Run:
             )
         if self.log_every and taken % self.log_every == 0:
             self.log({"epoch": epoch, "step": int(state.step), "train_loss": float(np.mean(values[-self.log_every:]))})
-        if self.checkpoint_every and taken % self.checkpoint_every == 0:
+        if save or (self.checkpoint_every and taken % self.checkpoint_every == 0):
             position = (loader.next_start[0] - 1, taken)
             self.save(state, {"loader": loader.state_dict(position), "history": history, "losses": values.tolist()})
 
-    def epoch_end(self, state: TrainState, loader: DataLoader, history: list[dict], last: bool) -> None:
-        """After an epoch: its line in ``metrics.jsonl``, and a checkpoint when one is due or the run ends."""
+    def epoch_end(self, state: TrainState, loader: DataLoader, history: list[dict], last: bool, save: bool = False) -> None:
+        """After an epoch: its line in ``metrics.jsonl``, and a checkpoint when one is due, the run ends or
+        ``save`` asks for one."""
         record = history[-1]
         self.log(record)
-        if self.due() or last:
+        if self.due() or last or save:
             accuracy = record.get("val_accuracy", record.get("test_accuracy"))
             self.save(state, {"loader": loader.state_dict(), "history": history, "losses": []}, accuracy)
 
     def latest_step(self) -> int | None:
-        """The step of the latest checkpoint, or None."""
-        if not (self.folder / CHECKPOINTS).is_dir():
-            return None
-        return self.manager.latest_step()
+        """The step of the latest intact checkpoint (``intact_steps``), or None."""
+        intact = self.intact_steps()
+        return intact[-1] if intact else None
 
     def steps(self) -> list[int]:
-        """The steps of the checkpoints kept, oldest first."""
-        return list(self.manager.all_steps()) if (self.folder / CHECKPOINTS).is_dir() else []
+        """The steps of the checkpoints kept, intact or not, oldest first."""
+        return list(checkpoints.step_folders(self.folder / CHECKPOINTS))
 
-    def best_step(self) -> int | None:
-        """The step of the kept checkpoint with the highest accuracy, or None."""
-        scored = [(meta["accuracy"], step) for step in self.steps() if (meta := self.meta(step)).get("accuracy") is not None]
+    def intact_steps(self) -> list[int]:
+        """The steps of the checkpoints that are complete and match their manifests, oldest first; each of
+        the others is named once, in one line on stderr, as skipped (``jaxtrain.checkpoints``)."""
+        intact, broken = checkpoints.survey(self.folder / CHECKPOINTS)
+        for step, problem in broken.items():
+            self._say(step, f"checkpoint {step} in {self.folder / CHECKPOINTS}: {problem}; skipped")
+        return intact
+
+    def _say(self, key: Any, line: str) -> None:
+        if key not in self._skipped and is_main_process():
+            print(f"jaxtrain: {line}", file=sys.stderr)
+        self._skipped.add(key)
+
+    def _set_aside(self) -> None:
+        """Moves the checkpoints that cannot be read out of ``checkpoints/`` (``checkpoints.set_aside``; process
+        0, and every process waits for it): a resumed run would otherwise meet them again as it saves the
+        same steps, and Orbax's keep-N would count them as kept."""
+        moved = checkpoints.set_aside(self.folder / CHECKPOINTS, self.folder / SET_ASIDE) if is_main_process() else []
+        for step, problem, target in moved:
+            self._say(("moved", step), f"checkpoint {step} in {self.folder / CHECKPOINTS}: {problem}; moved to {target}")
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("jaxtrain: damaged checkpoints set aside")
+        if self._manager is not None:
+            self._manager.reload()
+
+    def best_step(self, intact: list[int] | None = None) -> int | None:
+        """The step of the intact checkpoint (of ``intact``, default ``intact_steps()``) with the highest
+        accuracy, or None."""
+        intact = self.intact_steps() if intact is None else intact
+        scored = [(meta["accuracy"], step) for step in intact if (meta := self.meta(step)).get("accuracy") is not None]
         return max(scored)[1] if scored else None
 
     def meta(self, step: int) -> dict[str, Any]:
@@ -287,16 +339,33 @@ class Run:
           step: "latest", "best", or a checkpoint's step.
 
         Raises:
-          FileNotFoundError: no such checkpoint; the message lists those there are.
+          FileNotFoundError: no such checkpoint, or it is damaged (``intact_steps``); the message lists
+            those there are. "latest" and "best" skip damaged checkpoints, saying so in one line each.
+          ValueError: the checkpoint's arrays do not fit ``state`` (another model, or other settings).
         """
-        steps = self.steps()
-        wanted = {"latest": steps[-1] if steps else None, "best": self.best_step()}.get(step, step)
-        if wanted not in steps:
-            kept = ", ".join(map(str, steps)) or "none"
-            raise FileNotFoundError(f"checkpoint {step!r} in {self.folder / CHECKPOINTS}: not found; expected latest, best or one of: {kept}")
+        where = self.folder / CHECKPOINTS
+        if step in ("latest", "best"):
+            intact = self.intact_steps()
+            wanted = (intact[-1] if intact else None) if step == "latest" else self.best_step(intact)
+            problem = None if wanted is not None else "no intact checkpoint" if self.steps() else "no checkpoint"
+        else:  # only this one is checked: an intact step reads whatever the others' state
+            folder = checkpoints.step_folders(where).get(step)
+            wanted, problem = step, "not found" if folder is None else checkpoints.check(folder, checkpoints.unverified(where))
+        if problem:
+            kept = ", ".join(map(str, self.intact_steps())) or "none"
+            raise FileNotFoundError(f"checkpoint {step!r} in {where}: {problem}; expected latest, best or an intact one: {kept}")
+        if checkpoints.unverified(where):
+            self._say(-1, f"checkpoints in {where} carry no manifest (written by an earlier version): read unverified")
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _tree(state))
         items = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
-        restored = self.manager.restore(wanted, args=items)
+        try:
+            restored = self.manager.restore(wanted, args=items)
+        except (ValueError, KeyError, TypeError) as error:  # Orbax's tree comparisons, tens of lines long
+            reason = str(error).strip().splitlines()[0].rstrip(":") if str(error).strip() else type(error).__name__
+            raise ValueError(
+                f"checkpoint {wanted} in {where}: does not fit the model and optimizer to restore into ({reason}); "
+                f"expected those that the run was trained with, as its config.json names them"
+            ) from None
         tree = restored["state"]
         state = state.replace(**{**tree, "key": jax.random.wrap_key_data(tree["key"])})
         self._saved_step = wanted
@@ -319,3 +388,4 @@ def _tree(state: TrainState) -> dict[str, Any]:
         "batch_stats": state.batch_stats,
         "key": jax.random.key_data(state.key),
     }
+
