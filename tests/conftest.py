@@ -12,7 +12,11 @@ import pytest
 
 from jaxtrain.compiler import CACHE_MIN_SECONDS, cache_compilations
 
-ROOT = Path(__file__).resolve().parents[1]
+# The checkout, for the files that are not installed (examples/, README.md, docs/, benchmarks/): by default the
+# folder above tests/. CI runs this suite against the installed package from outside the checkout and names the
+# checkout with JAXTRAIN_REPO; JAXTRAIN_TEST_INSTALLED=1 then makes test_package.py assert that the package
+# imported is not the source tree.
+ROOT = Path(os.environ.get("JAXTRAIN_REPO") or Path(__file__).resolve().parents[1]).resolve()
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
 # One compilation cache for the whole session, in-process and in the command lines that tests start, so
@@ -73,10 +77,16 @@ def x64():
 
 @pytest.fixture
 def run_cli():
-    """Runs ``python -m jaxtrain ARGS...`` in a fresh process from the checkout: ``run_cli("train", ...)``."""
+    """Runs ``python -m jaxtrain ARGS...`` in a fresh process: ``run_cli("train", ...)``.
+
+    It runs in an empty folder, not the checkout, so that ``python -m`` imports the installed package rather
+    than the source tree beside it; relative paths in ARGS are therefore relative to that folder.
+    """
+    outside = tempfile.mkdtemp(prefix="jaxtrain-cwd-")
 
     def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "jaxtrain", *args]
-        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(command, cwd=outside, capture_output=True, text=True, timeout=timeout)
 
-    return run
+    yield run
+    shutil.rmtree(outside, ignore_errors=True)

@@ -11,8 +11,6 @@ import pytest
 
 from jaxtrain import cli, experiment
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def test_train_on_digits_writes_the_report(tmp_path, capsys):
     report = tmp_path / "run.json"
@@ -62,12 +60,12 @@ def test_debug_shows_the_traceback(run_cli):
 
 
 @pytest.mark.slow
-def test_importing_the_library_and_the_study_loads_neither_torch_nor_tensorflow_nor_matplotlib():
+def test_importing_the_library_and_the_study_loads_neither_torch_nor_tensorflow_nor_matplotlib(tmp_path):
     code = (
         "import sys, jaxtrain, jaxtrain.compare, jaxtrain.interop, jaxtrain.cli; "
         "print(sorted(m for m in ('torch', 'tensorflow', 'matplotlib') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
 

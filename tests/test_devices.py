@@ -11,8 +11,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -20,8 +20,6 @@ import pytest
 
 from jaxtrain import devices
 from jaxtrain.config import Config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- one device, no child process ----------------------------------------------------------------------------
@@ -85,8 +83,8 @@ def test_one_device_mesh_and_the_devices_setting():
 
 def _run_child(name: str, num_devices: int, timeout: float = 240) -> dict:
     """Runs ``_CHILDREN[name]`` in a fresh process with ``num_devices`` CPU devices; returns what it printed."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(num_devices)}
-    result = subprocess.run([sys.executable, __file__, name], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(num_devices)}
+    result = subprocess.run([sys.executable, __file__, name], env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -154,15 +152,18 @@ def _free_port() -> int:
 def _processes(*commands: tuple[list[str], dict]):
     """Starts the commands together; kills any still running when the block ends, however it ends."""
     running = []
+    # In an empty folder: `python -m jaxtrain` there imports the installed package, not the checkout's.
+    outside = tempfile.TemporaryDirectory(prefix="jaxtrain-cwd-")
     try:
         for args, env in commands:
-            running.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            running.append(subprocess.Popen(args, cwd=outside.name, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         yield running
     finally:
         for process in running:
             if process.poll() is None:
                 process.kill()
             process.communicate()
+        outside.cleanup()
 
 
 def _train_command(*flags: str) -> list[str]:
@@ -171,7 +172,7 @@ def _train_command(*flags: str) -> list[str]:
 
 
 def _env(num_devices: int) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(num_devices)}
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(num_devices)}
 
 
 @pytest.mark.slow

@@ -2,11 +2,11 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 PRIMER_LINES = ("Epoch 1, Loss: ", "Accuracy on the test set:")
 
 
@@ -14,7 +14,7 @@ def _run_example(script: str, *flags: str) -> str:
     """Runs ``examples/SCRIPT --dry-run FLAGS`` from the checkout; returns its output, after asserting success."""
     result = subprocess.run(
         [sys.executable, f"examples/{script}", "--dry-run", *flags],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": ""},
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={"PATH": ""},
     )
     assert result.returncode == 0, result.stderr
     return result.stdout

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -17,8 +16,6 @@ from flax import nnx
 
 from jaxtrain import MLP, NNXMLP, ArrayDataset, DataLoader, adam, cli, create_train_state, curves, experiment, fit, runs
 from jaxtrain.config import Config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _data(n=150, seed=0):
@@ -211,10 +208,10 @@ def _train_command(folder):
 @pytest.mark.slow
 def test_sigkill_during_steps_and_saves_then_resume_is_bitwise(tmp_path):
     reference = tmp_path / "whole"
-    subprocess.run(_train_command(reference), cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run(_train_command(reference), cwd=tmp_path, check=True, capture_output=True, timeout=300)
     folder, rng, kills, in_save = tmp_path / "killed", random.Random(0), 0, 0
     for attempt in range(10):
-        process = subprocess.Popen([*_train_command(folder), *(["--resume"] if attempt else [])], cwd=ROOT,
+        process = subprocess.Popen([*_train_command(folder), *(["--resume"] if attempt else [])], cwd=tmp_path,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             if kills < 4 and kills % 2:  # during a save: as soon as Orbax's temporary folder appears
