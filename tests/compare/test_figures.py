@@ -8,7 +8,9 @@ import pytest
 
 from jaxtrain import cli, compare, config
 from jaxtrain.compare import figures
-from jaxtrain.compare.figures import FIGURES, ROOT
+from jaxtrain.compare.figures import FIGURES
+
+from conftest import ROOT
 
 
 @pytest.fixture
