@@ -144,7 +144,8 @@ def test_help_gives_true_defaults(command, capsys):
         cli.main([*command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text and "(default: False)" not in text and "(default: True)" not in text
-    assert "--data-dir DATA_DIR mnist: a folder with its IDX files (default: read through tensorflow-datasets)" in text
+    assert ("--data-dir DATA_DIR mnist: a folder with its IDX files (default: downloaded once into $JAXTRAIN_DATA/mnist, "
+            "else $XDG_CACHE_HOME/jaxtrain/datasets/mnist or ~/.cache/jaxtrain/datasets/mnist)") in text
 
 
 def _write_idx(folder, labels, images=None):
