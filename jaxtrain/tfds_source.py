@@ -14,6 +14,7 @@ dataset not yet prepared is refused in one line that says so, before anything is
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
     source = f"tensorflow-datasets {name}/{split}"
     held = "a folder with MNIST's IDX files" if name == "mnist" else "a tensorflow-datasets folder that holds it prepared"
     missing = [module for module in PREPARE_NEEDS if importlib.util.find_spec(module) is None]
-    if missing and not builder.is_prepared():
+    if missing and not _is_prepared(builder):
         # Checked here, before tensorflow-datasets downloads what it could not then prepare.
         raise DatasetUnavailableError(
             f"{name!r} is not prepared in {builder.data_path}, and tensorflow-datasets prepares a dataset only "
@@ -86,6 +87,18 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
     images = np.asarray(images, np.float32) / np.float32(255)
     validate(images, labels, num_classes, source, image_shape=shape)
     return images, labels.astype(np.int32)
+
+
+def _is_prepared(builder) -> bool:
+    """``builder.is_prepared()``, without the warning it logs for a dataset not prepared: a second line
+    under the one that says what to do."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        return builder.is_prepared()
+    finally:
+        absl.setLevel(level)
 
 
 def knows(name: str) -> bool:

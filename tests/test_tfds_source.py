@@ -3,6 +3,7 @@ not yet prepared refused in one line that says what to install (jaxtrain.tfds_so
 jaxtrain.datasets' load and info)."""
 
 import importlib.util
+import subprocess
 import sys
 
 import numpy as np
@@ -99,3 +100,19 @@ def test_any_tensorflow_datasets_image_classification_loads_by_name(tfds, name, 
     assert labels.dtype == np.int32 and labels.max() < 10
     assert about.num_classes == 10 and len(about.class_names) == 10  # from builder.info.features
     assert "tensorflow" not in sys.modules
+
+
+
+def test_the_command_line_refuses_a_dataset_not_prepared_in_one_line(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    if all(importlib.util.find_spec(module) for module in tfds_source.PREPARE_NEEDS):
+        pytest.skip("TensorFlow is installed here: the dataset would be downloaded and prepared")
+    command = [sys.executable, "-m", "jaxtrain", "train", "--dataset", "fashion_mnist", "--data-dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"jaxtrain train: error: 'fashion_mnist' is not prepared in {tmp_path / 'fashion_mnist' / '3.0.1'}, "
+    )
+    # One line: neither tensorflow-datasets' own warnings nor a traceback below it.
+    assert "pip install 'jaxtrain[tfds-prepare]'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "downloads").exists()
