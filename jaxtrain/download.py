@@ -35,7 +35,7 @@ MNIST_FILES = {
 _MNIST_PREFIX = {"train": "train", "test": "t10k"}
 # Seconds without a byte from the server before a download gives up.
 TIMEOUT_S = 60
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16  # small enough that a slow connection still shows its progress
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -94,7 +94,9 @@ def mnist_files(split: str, folder: str | Path | None = None) -> tuple[Path, Pat
     return paths[0], paths[1]
 
 
-def fetch(url: str, path: str | Path, size: int, sha256: str, *, instead: str = "", timeout: float = TIMEOUT_S) -> Path:
+def fetch(
+    url: str, path: str | Path, size: int, sha256: str, *, instead: str = "", timeout: float = TIMEOUT_S
+) -> Path:
     """Downloads ``url`` into ``path`` unless ``path`` already holds it, and checks its size and sha256.
 
     A file already at ``path`` with the right size and sha256 is used as it is, without the network; one
@@ -130,7 +132,8 @@ def fetch(url: str, path: str | Path, size: int, sha256: str, *, instead: str = 
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as error:
         raise DatasetUnavailableError(
-            f"cannot write {path.parent}: {error.strerror or error}; set JAXTRAIN_DATA to a writable folder{alternative}"
+            f"cannot write {path.parent}: {error.strerror or error}; "
+            f"set JAXTRAIN_DATA to a writable folder{alternative}"
         ) from None
     try:
         with os.fdopen(handle, "wb") as out:
@@ -200,7 +203,8 @@ class _Progress:
         if not self.shown:
             print(f"downloading {self.url} ({self.size / 1e6:.1f} MB)", end="", file=sys.stderr, flush=True)
         if self.tty:
-            print(f"\rdownloading {self.url}: {got / 1e6:.1f} of {self.size / 1e6:.1f} MB", end="", file=sys.stderr, flush=True)
+            done = f"{got / 1e6:.1f} of {self.size / 1e6:.1f} MB"
+            print(f"\rdownloading {self.url}: {done}", end="", file=sys.stderr, flush=True)
         self.shown, self.last = True, now
 
     def end(self, done: bool) -> None:
