@@ -1,7 +1,7 @@
 """The PyTorch primer's MNIST program, step for step, in JAX with jaxtrain.
 
-    python examples/mnist_mlp.py                                  # MNIST through tensorflow-datasets
-    python examples/mnist_mlp.py --data-dir ../shared/data/mnist  # MNIST from IDX files
+    python examples/mnist_mlp.py                                  # MNIST, downloaded once into a cache
+    python examples/mnist_mlp.py --data-dir path/to/mnist         # MNIST from IDX files in a folder
     python examples/mnist_mlp.py --dataset digits                 # offline: scikit-learn's digits
 
 Each comment names the PyTorch line that the code below it replaces.

@@ -1,7 +1,7 @@
 """The PyTorch primer's MNIST program with a Flax NNX model: a module that holds its weights, as torch's does.
 
-    python examples/mnist_nnx.py                                  # MNIST through tensorflow-datasets
-    python examples/mnist_nnx.py --data-dir ../shared/data/mnist  # MNIST from IDX files
+    python examples/mnist_nnx.py                                  # MNIST, downloaded once into a cache
+    python examples/mnist_nnx.py --data-dir path/to/mnist         # MNIST from IDX files in a folder
     python examples/mnist_nnx.py --dataset digits                 # offline: scikit-learn's digits
     python examples/mnist_nnx.py --dataset folder:data/pets       # your own images, one folder per class
 

@@ -1,11 +1,11 @@
 """The PyTorch primer's MNIST program, as written: the imperative, object-oriented loop that jaxtrain rebuilds.
 
-    python examples/pytorch_mnist.py --data-dir ../shared/data/mnist  # MNIST from IDX files
-    python examples/pytorch_mnist.py                                  # MNIST through tensorflow-datasets
+    python examples/pytorch_mnist.py --data-dir path/to/mnist         # MNIST from IDX files in a folder
+    python examples/pytorch_mnist.py                                  # MNIST, downloaded once into a cache
     python examples/pytorch_mnist.py --dataset digits                 # offline: scikit-learn's digits
 
 It reads the same data as the JAX side (examples/mnist_mlp.py) through jaxtrain's loaders; everything
-else is plain PyTorch. Needs torch: pip install 'jaxtrain[compare]'.
+else is plain PyTorch. Needs torch: pip install ".[compare]" in a checkout.
 """
 
 import argparse

@@ -32,7 +32,7 @@ class ModelSpec:
     steps_per_call: int | str
 
 
-# The defaults follow the README's feeding tables (`python -m jaxtrain compare figures --only feeding-mlp
+# The defaults follow docs/performance.md's feeding tables (`python -m jaxtrain compare figures --only feeding-mlp
 # feeding-cnn`). The MLP keeps the primer's constant rate, and its step is so cheap that per-call overhead
 # dominates: a whole epoch per call over device-resident data is fastest. The CNN anneals its rate (cosine:
 # with a constant rate its test accuracy swung from epoch to epoch). Its step dwarfs a call's overhead, so

@@ -1,5 +1,5 @@
 """The docs' figures, regenerated from the code: every table and picture of measured numbers in README.md
-and docs/paradigms.md, and the commands that measure them.
+and docs/ (``DOCS``), and the commands that measure them.
 
 A figure is a list of CLI commands and a formatter. ``generate`` runs the commands one after another, each
 in a fresh process (``python -m jaxtrain ...``, never two at once) that writes a JSON report
@@ -37,7 +37,8 @@ from jaxtrain.config import ConfigError
 from jaxtrain.runs import write_text
 
 ROOT = Path(jaxtrain.__file__).resolve().parents[1]  # the repository: README.md, docs/, jaxtrain/
-DOCS = ("README.md", "docs/paradigms.md")  # the documents that hold figures, relative to ROOT
+# The documents that hold figures, relative to ROOT.
+DOCS = ("README.md", "docs/paradigms.md", "docs/performance.md", "docs/training.md")
 _MARKER = re.compile(r"^<!-- (/?)figure: ([\w.-]+) -->$", re.M)
 
 
@@ -98,23 +99,23 @@ _PARITY_ROWS = (*_MLP_ROWS, "--model nnx-mlp --optimizer adam", "--model cnn --o
 # seconds to start each process (jax, and torch) and a few to compile. The CNN's runs are most of the total.
 FIGURES: dict[str, Figure] = {
     "checkpoints": Figure(
-        "README.md", (f"{_BENCH} --preset checkpoints --models mlp cnn {_MNIST} --epochs 3",), tables.checkpoints_table, 4.5,
+        "docs/performance.md", (f"{_BENCH} --preset checkpoints --models mlp cnn {_MNIST} --epochs 3",), tables.checkpoints_table, 4.5,
     ),
     "curves": Figure(
-        "README.md",
+        "docs/training.md",
         (f"{_TRAIN} --val-fraction 0.1 --run-dir {{runs}}/mlp",
          f"{_TRAIN} --val-fraction 0.1 --dropout 0.2 --batch-norm --run-dir {{runs}}/mlp-dropout-bn",
          "python -m jaxtrain plot {runs}/mlp {runs}/mlp-dropout-bn -o {docs}/curves.png"),
         tables.curves_table, 0.5, picture="docs/curves.png", caption="Loss and accuracy per epoch of two MNIST runs",
     ),
     "feeding-mlp": Figure(
-        "README.md", (f"{_BENCH} --preset feeding --models mlp {_MNIST} --epochs 10",), tables.bench_table, 1.5,
+        "docs/performance.md", (f"{_BENCH} --preset feeding --models mlp {_MNIST} --epochs 10",), tables.bench_table, 1.5,
     ),
     "feeding-cnn": Figure(
-        "README.md", (f"{_BENCH} --preset feeding --models cnn {_MNIST} --epochs 3",), tables.bench_table, 4.5,
+        "docs/performance.md", (f"{_BENCH} --preset feeding --models cnn {_MNIST} --epochs 3",), tables.bench_table, 4.5,
     ),
     "compile": Figure(
-        "README.md",
+        "docs/performance.md",
         ("--model cnn --compile-cache {runs}/cnn-cache", "--model cnn --compile-cache {runs}/cnn-cache --seed 1",
          "--model mlp --compile-cache {runs}/mlp-cache", "--model mlp --compile-cache {runs}/mlp-cache --seed 1"),
         tables.compile_table, 2, common=f"{_TRAIN} --epochs 1",
@@ -126,7 +127,7 @@ FIGURES: dict[str, Figure] = {
         tables.runs_table, 0.5,
     ),
     "training-options": Figure(
-        "README.md",
+        "docs/training.md",
         ("--model cnn --epochs 5",
          "--model cnn --epochs 5 --dtype bfloat16",
          "--model cnn --epochs 5 --warmup-steps 100 --clip-norm 1.0",
@@ -214,7 +215,7 @@ def check_markers(root: str | Path = ROOT) -> None:
       ValueError: one line naming the first disagreement and where it is.
 
     Example:
-      >>> check_markers()   # the repository's README.md and docs/paradigms.md
+      >>> check_markers()   # the repository's README.md and docs/
     """
     seen: dict[str, str] = {}
     for doc in DOCS:
