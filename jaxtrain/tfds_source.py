@@ -61,7 +61,10 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
     try:
         import tensorflow_datasets as tfds
 
-        data = tfds.data_source(name, split=split, data_dir=data_dir, download=True)
+        # ArrayRecord, the format that data_source reads: with a data_dir, tensorflow-datasets would otherwise
+        # prepare the builder's default, TFRecord, and then refuse to read it.
+        data = tfds.data_source(name, split=split, data_dir=data_dir, download=True,
+                                builder_kwargs={"file_format": "array_record"})
         examples = [data[i] for i in range(len(data))]
     except ModuleNotFoundError as error:  # a module some dataset's preparation needs: the network is not the cause
         module = (error.name or "").split(".")[0]
