@@ -80,6 +80,17 @@ def test_a_failed_download_explains_how_to_provide_the_data(tfds, monkeypatch):
     assert "\n" not in str(error.value)
 
 
+def test_a_dataset_is_prepared_in_the_one_format_data_source_reads(tfds, monkeypatch, tmp_path):
+    # With a data_dir and no file_format, tensorflow-datasets prepares TFRecord files, which data_source
+    # then refuses ("Random access data source for file format FileFormat.TFRECORD is not supported").
+    calls = []
+    examples = [{"image": np.zeros((28, 28, 1), np.uint8), "label": 3}]
+    monkeypatch.setattr(tfds, "data_source", lambda *args, **kwargs: calls.append(kwargs) or examples)
+    assert load("fashion_mnist", "test", tmp_path)[1].tolist() == [3]
+    assert calls[0]["data_dir"] == tmp_path and calls[0]["download"] is True
+    assert calls[0]["builder_kwargs"] == {"file_format": "array_record"}
+
+
 def test_tensorflow_datasets_labels_are_checked_too(tfds, monkeypatch):
     examples = [{"image": np.zeros((28, 28, 1), np.uint8), "label": label} for label in (0, 12, 3)]
     monkeypatch.setattr(tfds, "data_source", lambda *args, **kwargs: examples)
