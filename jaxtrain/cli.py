@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -29,14 +32,22 @@ from jaxtrain import compare, curves, devices, experiment, interop, optim, runs
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config, ConfigError
 from jaxtrain.cli_compare import add_compare
 from jaxtrain.datasets import DatasetUnavailableError
-from jaxtrain.flags import Help, Parser, add_compile_cache, add_data, check_writable, from_flags, use_compile_cache
+from jaxtrain.flags import Help, Parser, add_compile_cache, add_data, check_writable, field_defaults, from_flags, use_compile_cache
 from jaxtrain.files import read_images
 from jaxtrain.schedules import SCHEDULES
 from jaxtrain.train import evaluate, predict
 
 
+def _by_model(setting: str) -> str:
+    """What a ``ModelSpec`` setting that "auto" stands for gives each model: "constant for mlp and nnx-mlp, ..."."""
+    models: dict[str, list[str]] = {}
+    for name, spec in MODELS.items():
+        models.setdefault(str(getattr(spec, setting)), []).append(name)
+    return ", ".join(f"{value} for {' and '.join(names)}" for value, names in models.items())
+
+
 def _add_train(commands) -> None:
-    defaults = Config()
+    defaults = field_defaults(Config)  # as declared: "auto" is resolved once the model is known
     p = commands.add_parser("train", help="train and evaluate a model (the primer's program)", formatter_class=Help)
     add_data(p, defaults)
     p.add_argument("--model", choices=MODELS, default=defaults.model, help="the network")
@@ -55,7 +66,7 @@ def _add_train(commands) -> None:
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="L2 (sgd, adam) or decoupled (adamw)")
     p.add_argument("--schedule", choices=("auto", *SCHEDULES), default=defaults.schedule,
                    help="learning rate per optimizer step: constant, step (StepLR), multistep (MultiStepLR), "
-                   "cosine (CosineAnnealingLR to 0); auto: constant for the mlp, cosine for the cnn")
+                   f"cosine (CosineAnnealingLR to 0); auto: {_by_model('schedule')}")
     p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
                    help="optimizer steps of linear warmup from lr/3 (LinearLR) before the schedule")
     p.add_argument("--step-size", type=int, default=defaults.step_size, metavar="EPOCHS",
@@ -69,7 +80,7 @@ def _add_train(commands) -> None:
                    help="clip the gradient's global norm to X before each optimizer step (default: no clipping)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seeds the initialization, dropout and the batch order")
     p.add_argument("--steps-per-call", type=_steps_per_call, default=defaults.steps_per_call,
-                   help="optimizer steps per compiled call: K, 'epoch', or 'auto' (the measured default for the model)")
+                   help=f"optimizer steps per compiled call: K, 'epoch', or 'auto', the measured default: {_by_model('steps_per_call')}")
     p.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=defaults.data_on_device,
                    help="keep the training set on the device (default: when it takes under a quarter of its memory)")
     p.add_argument("--val-fraction", type=float, default=defaults.val_fraction, metavar="F",
@@ -83,7 +94,7 @@ def _add_train(commands) -> None:
     d.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="where process 0 listens")
     d.add_argument("--num-processes", type=int, default=None, metavar="N", help="the processes of the run")
     d.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 to N-1")
-    d.add_argument("--init-timeout", type=int, default=120, metavar="SECONDS",
+    d.add_argument("--init-timeout", type=int, default=_default(devices.initialize, "timeout"), metavar="SECONDS",
                    help="how long to wait for the coordinator and for every process to join")
     p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here (process 0)")
     _add_run_folder(p)
@@ -91,15 +102,20 @@ def _add_train(commands) -> None:
     p.set_defaults(handler=_train)
 
 
+def _default(function: Callable, name: str) -> Any:
+    """The default of ``function``'s argument ``name``: the library's, which its flag shows and passes on."""
+    return inspect.signature(function).parameters[name].default
+
+
 def _add_run_folder(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
                    help="keep the run in DIR: config.json, metrics.jsonl, checkpoints/ and report.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
-    p.add_argument("--checkpoint-seconds", type=float, default=60.0, metavar="S",
+    p.add_argument("--checkpoint-seconds", type=float, default=_default(runs.Run, "checkpoint_seconds"), metavar="S",
                    help="checkpoint at an epoch's end at most once every S seconds (and always at the run's end)")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="also checkpoint every N steps of an epoch (default: at epochs' ends only)")
-    p.add_argument("--keep", type=int, default=3, metavar="K", help="the latest checkpoints kept, besides the best")
+    p.add_argument("--keep", type=int, default=_default(runs.Run, "keep"), metavar="K", help="the latest checkpoints kept, besides the best")
     p.add_argument("--log-every", type=int, default=None, metavar="N",
                    help="also log the mean loss of every N steps to metrics.jsonl (default: per epoch only)")
 

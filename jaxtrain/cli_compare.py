@@ -11,13 +11,13 @@ import jax
 
 from jaxtrain import compare, optim, runs
 from jaxtrain.config import MODELS, Config, ConfigError
-from jaxtrain.flags import Help, Parser, add_data, check_writable, from_flags
+from jaxtrain.flags import Help, Parser, add_data, check_writable, field_defaults, from_flags
 
 
 def add_compare(commands) -> None:
     parser = commands.add_parser("compare", help="the PyTorch program beside jaxtrain's: parity, benchmarks and the docs' figures")
     studies = parser.add_subparsers(dest="study", required=True, parser_class=Parser)
-    defaults = compare.ParityConfig()
+    defaults = field_defaults(compare.ParityConfig)
 
     p = studies.add_parser(
         "parity", formatter_class=Help,
@@ -42,7 +42,7 @@ def add_compare(commands) -> None:
     p.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
     p.set_defaults(handler=_parity)
 
-    config = Config()
+    config = field_defaults(Config)
     b = studies.add_parser(
         "bench", formatter_class=Help,
         help="time the primer's PyTorch program and jaxtrain's on the same data, each in its own process",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import types
 from pathlib import Path
 
 from jaxtrain import compiler, runs
@@ -63,6 +64,20 @@ def use_compile_cache(args: argparse.Namespace) -> None:
         print(f"jaxtrain: no compilation cache ({folder}: {error.strerror})", file=sys.stderr)
         return
     compiler.cache_compilations(folder)
+
+
+def field_defaults(config_type: type) -> types.SimpleNamespace:
+    """The defaults of the dataclass ``config_type``'s fields as declared, before ``__post_init__`` resolves
+    any of them: a flag's default is then the library's own ("auto" stays "auto", to be resolved for the
+    model the flags name), not what it resolves to for the default model.
+
+    Example:
+      >>> field_defaults(Config).schedule
+      'auto'
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(config_type) if f.default is not dataclasses.MISSING}
+    factories = {f.name: f.default_factory() for f in dataclasses.fields(config_type) if f.default_factory is not dataclasses.MISSING}
+    return types.SimpleNamespace(**defaults, **factories)
 
 
 def from_flags(config_type: type, args: argparse.Namespace):

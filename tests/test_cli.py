@@ -1,5 +1,8 @@
 """The command line: flags onto Config, reports, help texts and one-line errors (jaxtrain.cli)."""
 
+import argparse
+import dataclasses
+import inspect
 import json
 import os
 import subprocess
@@ -9,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxtrain import cli, experiment
+from jaxtrain import cli, devices, experiment, runs
+from jaxtrain.config import Config
 
 
 def test_train_on_digits_writes_the_report(tmp_path, capsys):
@@ -93,6 +97,47 @@ def test_train_defaults_leave_the_model_and_the_primers_loop_alone(configs):
     assert (config.step_size, config.gamma, config.grad_accum, config.clip_norm) == (2, 0.5, 1, None)
     assert cli.main(["train", "--schedule", "multistep", "--milestones", "3", "6"]) == 0
     assert configs[1].milestones == (3, 6)
+
+
+def _train_actions() -> dict:
+    """The train command's flags, by destination."""
+    commands = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in commands.choices["train"]._actions if a.dest != "help"}
+
+
+def test_every_train_flag_defaults_to_the_librarys_own_default():
+    """One source of defaults: a flag's default is the declared default of what it sets (Config's field, as
+    declared, before "auto" is resolved; Run's and initialize's arguments), so the CLI runs what the library runs."""
+    actions, fields = _train_actions(), {f.name: f for f in dataclasses.fields(Config)}
+    assert set(fields) - set(actions) == {"eval_batch_size"}  # every setting but that one has its flag
+    fields.pop("eval_batch_size")
+    for name, field in fields.items():
+        assert actions[name].default == field.default, f"--{name.replace('_', '-')}"
+    run = inspect.signature(runs.Run).parameters
+    for name in ("keep", "checkpoint_seconds", "checkpoint_every", "log_every", "resume"):
+        assert actions[name].default == run[name].default, f"--{name.replace('_', '-')}"
+    assert actions["init_timeout"].default == inspect.signature(devices.initialize).parameters["timeout"].default
+
+
+def test_the_defaults_are_the_primers_and_auto_resolves_for_the_model_the_flags_name(configs):
+    """The primer's job is the default (MyModel, Adam at 1e-3, batch 32, 10 epochs, a constant rate), and
+    the CNN, named on the command line, gets its own schedule: cosine."""
+    assert cli.main(["train"]) == 0 and cli.main(["train", "--model", "cnn"]) == 0
+    mlp, cnn = configs
+    assert (mlp.model, mlp.optimizer, mlp.lr, mlp.batch_size, mlp.epochs, mlp.schedule) == ("mlp", "adam", 1e-3, 32, 10, "constant")
+    assert (cnn.model, cnn.schedule, cnn.lr) == ("cnn", "cosine", 1e-3)
+    assert cnn == Config(model="cnn") and mlp == Config()
+    lrs = experiment.epoch_learning_rates(dataclasses.replace(cnn, epochs=3), batches_per_epoch=10)
+    assert lrs[0] == 1e-3 and lrs[0] > lrs[1] > lrs[2] > 0  # annealed, not constant
+
+
+def test_help_shows_what_auto_does_for_each_model(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+    assert "auto: constant for mlp and nnx-mlp, cosine for cnn and nnx-cnn (default: auto)" in text
+    assert "epoch for mlp and nnx-mlp, 1 for cnn and nnx-cnn (default: auto)" in text
+    assert "(default: constant)" not in text and "--lr LR learning rate (default: 0.001)" in text
 
 
 @pytest.mark.parametrize(
