@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxtrain import DatasetUnavailableError, download, load_mnist
+from jaxtrain import DatasetUnavailableError, download, load, load_mnist
 
 URL = download.MNIST_URL
 
@@ -96,6 +96,7 @@ def test_load_mnist_downloads_the_split_once_into_the_cache(mirror, tmp_path, mo
     assert _files(cache) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
     assert (cache / "train-images-idx3-ubyte.gz").read_bytes() == (folder / "train-images-idx3-ubyte.gz").read_bytes()
     np.testing.assert_array_equal(load_mnist("train")[0], images)  # the second load reads the cache alone
+    np.testing.assert_array_equal(load("mnist", "train")[1], labels)  # and so does the loader by name
     assert len(requests) == 2
     assert load_mnist("test")[0].shape == (10, 28, 28, 1) and len(requests) == 4
 
