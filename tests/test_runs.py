@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtrain import MLP, NNXMLP, ArrayDataset, DataLoader, adam, cli, create_train_state, curves, experiment, fit, runs
+from jaxtrain import MLP, NNXMLP, ArrayDataset, DataLoader, adam, checkpoints, cli, create_train_state, curves, experiment, fit, runs
 from jaxtrain.config import Config
 
 
@@ -205,28 +205,38 @@ def _train_command(folder):
             "--steps-per-call", "3", "--run-dir", str(folder), "--checkpoint-every", "5", "--checkpoint-seconds", "0"]
 
 
+def _newest_checkpoint(folder) -> int:
+    """The newest committed checkpoint's step in a run folder (-1: none)."""
+    return max(checkpoints.step_folders(folder / "checkpoints"), default=-1)
+
+
 @pytest.mark.slow
 def test_sigkill_during_steps_and_saves_then_resume_is_bitwise(tmp_path):
+    """Killed four times, on progress rather than on a clock (a warm compilation cache makes a run short):
+    twice as soon as a save's temporary folder appears, twice in the steps after 1 to 3 new checkpoints."""
     reference = tmp_path / "whole"
     subprocess.run(_train_command(reference), cwd=tmp_path, check=True, capture_output=True, timeout=300)
     folder, rng, kills, in_save = tmp_path / "killed", random.Random(0), 0, 0
     for attempt in range(10):
+        start, stale = _newest_checkpoint(folder), set((folder / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
         process = subprocess.Popen([*_train_command(folder), *(["--resume"] if attempt else [])], cwd=tmp_path,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            if kills < 4 and kills % 2:  # during a save: as soon as Orbax's temporary folder appears
-                deadline = time.monotonic() + 120
-                while process.poll() is None and time.monotonic() < deadline:
-                    if any((folder / "checkpoints").glob("*.orbax-checkpoint-tmp*")):
-                        process.send_signal(signal.SIGKILL)
-                        kills, in_save = kills + 1, in_save + 1
-                        break
-                    time.sleep(0.001)
-            elif kills < 4:  # during the steps, at a random moment after start-up
-                time.sleep(rng.uniform(4.0, 9.0))
-                if process.poll() is None:
-                    process.send_signal(signal.SIGKILL)
-                    kills += 1
+            during_save, wanted, seen = kills % 2 == 1, rng.randint(1, 3), start
+            deadline = time.monotonic() + 120
+            while kills < 4 and process.poll() is None and time.monotonic() < deadline:
+                if during_save and set((folder / "checkpoints").glob("*.orbax-checkpoint-tmp*")) - stale:
+                    break  # during a save: as soon as a new temporary folder of Orbax's appears
+                if not during_save and (newest := _newest_checkpoint(folder)) > seen:
+                    seen, wanted = newest, wanted - 1
+                    if not wanted:
+                        break  # during the steps: just after a checkpoint committed
+                time.sleep(0.001)
+            else:
+                process.wait(timeout=300)
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                kills, in_save = kills + 1, in_save + during_save
             process.wait(timeout=300)
         finally:
             process.kill()
@@ -236,7 +246,7 @@ def test_sigkill_during_steps_and_saves_then_resume_is_bitwise(tmp_path):
         assert epochs == list(range(1, len(epochs) + 1))  # a resumed run's lines read as one run's
         if (folder / "report.json").exists():
             break
-    assert kills == 4 and in_save >= 1 and (folder / "report.json").exists()
+    assert kills == 4 and in_save == 2 and (folder / "report.json").exists()
     ours, theirs = (json.loads((f / "report.json").read_text()) for f in (folder, reference))
     assert [h["train_loss"] for h in ours["history"]] == [h["train_loss"] for h in theirs["history"]]
     assert ours["test_accuracy"] == theirs["test_accuracy"]
