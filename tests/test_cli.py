@@ -257,8 +257,10 @@ def test_an_image_folder_trains_from_the_cli_and_predict_names_the_classes(tmp_p
 
 
 @pytest.mark.parametrize("name, model", [("fashion_mnist", "mlp"), ("cifar10", "cnn")])
-def test_a_tensorflow_datasets_name_trains_one_epoch_from_the_cli(name, model, tmp_path, capsys):
+def test_a_tensorflow_datasets_name_trains_one_epoch_from_the_cli(name, model, tmp_path, capsys, monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")
+    # mock_data fakes the reading of a prepared dataset, not the folder that is_prepared looks at.
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
     report = tmp_path / "report.json"
     with tfds.testing.mock_data(num_examples=48):
         argv = ["train", "--dataset", name, "--model", model, "--epochs", "1", "--batch-size", "16", "--report", str(report)]
