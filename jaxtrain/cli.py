@@ -28,7 +28,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtrain import compare, curves, devices, experiment, interop, optim, runs
+from jaxtrain import compare, curves, devices, experiment, interop, optim, preemption, runs
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config, ConfigError
 from jaxtrain.cli_compare import add_compare
 from jaxtrain.datasets import DatasetUnavailableError
@@ -197,7 +197,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.dataset or args.data_dir:
         data = {"dataset": args.dataset or config.dataset, "data_dir": args.data_dir}
         config = dataclasses.replace(config, **data)
-    result = evaluate(state, experiment.loaders(config)["test"])
+    test = experiment.loaders(config)["test"]
+    shape, trained = test.gather(np.arange(1))[0].shape[1:], json.loads((args.run_dir / "config.json").read_text())["input_shape"]
+    if list(shape) != list(trained):  # the model would fail deep inside Flax, in tens of lines
+        raise ValueError(f"dataset {config.dataset}: images of shape {tuple(shape)}; expected {tuple(trained)}, "
+                         f"the input of the model in {args.run_dir}")
+    result = evaluate(state, test)
     print(f"{config.dataset} test set, {result['count']} images: loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}%")
     if args.report:
         runs.write_json(args.report, {"run_dir": str(args.run_dir), "checkpoint": args.checkpoint, "dataset": config.dataset,
@@ -283,4 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jaxtrain {_command(args)}: interrupted", file=sys.stderr)
         return 130
+    except preemption.Preempted as notice:  # a checkpoint is saved: not an error
+        print(f"jaxtrain {_command(args)}: {notice}", file=sys.stderr)
+        return preemption.EXIT_CODE
+    except Exception as error:  # unforeseen: still one line, the traceback on request
+        if args.debug or os.environ.get("JAXTRAIN_DEBUG"):
+            traceback.print_exc()
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"jaxtrain {_command(args)}: error: {type(error).__name__}: {first} (--debug shows where)", file=sys.stderr)
+        return 1
     return 0

@@ -151,7 +151,8 @@ def _check_labels(labels: np.ndarray, num_classes: int, source: str) -> None:
     if labels.ndim != 1:
         raise ValueError(f"{where}: shape {labels.shape}; expected (N,), one class index per example")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{where}: dtype {labels.dtype}; expected integer class indices in 0..{num_classes - 1}")
+        classes = f" in 0..{num_classes - 1}" if num_classes > 1 else ""  # 1: not known, as the labels are not integers
+        raise ValueError(f"{where}: dtype {labels.dtype}; expected integer class indices{classes}")
     if len(labels) and not (0 <= labels.min() and labels.max() < num_classes):
         outside = (labels < 0) | (labels >= num_classes)
         values = np.unique(labels[outside])

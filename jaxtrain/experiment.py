@@ -272,7 +272,8 @@ def load_run(folder: str | Path, checkpoint: int | str = "latest") -> tuple[Trai
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"run folder {folder}: no config.json; expected a folder written by --run-dir")
-    settings = json.loads(path.read_text())
+    settings = _read_settings(path)
+    _check_settings(settings, path)
     sample = np.zeros((1, *settings.pop("input_shape")), settings.pop("input_dtype"))
     num_classes = settings.pop("num_classes", 10)
     settings.pop("class_names", None)
@@ -283,3 +284,26 @@ def load_run(folder: str | Path, checkpoint: int | str = "latest") -> tuple[Trai
     finally:
         saved.close()
     return state, config
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    """A run's ``config.json``, refused in one line when it is not a JSON object."""
+    try:
+        settings = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path}: not JSON ({error}); expected the config.json that train --run-dir writes") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: a JSON {type(settings).__name__}; expected an object of settings, as train --run-dir writes")
+    return settings
+
+
+def _check_settings(settings: dict[str, Any], path: Path) -> None:
+    """Refuses a ``config.json`` with a setting that this version does not know, or without one it needs: read
+    with defaults, either would rebuild another model than the one saved."""
+    needed = {field.name for field in dataclasses.fields(Config)} | {"input_shape", "input_dtype"}
+    unknown = sorted(set(settings) - needed - {"num_classes", "class_names"})
+    if unknown:
+        raise ValueError(f"{path}: unknown setting {unknown[0]!r} (written by another version of jaxtrain?); expected those of Config")
+    missing = sorted(needed - set(settings))
+    if missing:
+        raise ValueError(f"{path}: no setting {missing[0]!r}; expected every setting of the run, as train --run-dir writes them")

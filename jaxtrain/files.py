@@ -6,6 +6,7 @@ and ``labels (N,) int32``, validated by ``datasets.validate``; ``datasets.load``
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ import numpy as np
 from jaxtrain.datasets import FOLDER_SEED, FOLDER_TEST_FRACTION, DatasetInfo, _check_split, _first_line, validate
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-_GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
+_GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")  # Pillow opens a 16-bit grayscale PNG as I;16 (or I)
 
 
 def load_folder(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
@@ -22,7 +24,8 @@ def load_folder(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.
     ``PATH/train/<class>/*.png`` and ``PATH/test/<class>/*.png``; or ``PATH/<class>/*.png`` alone, of which a
     seeded ``FOLDER_TEST_FRACTION`` is held out as the test split. Classes are the folders' names, sorted
     (label 0 is the first), as torchvision numbers them. Images are decoded with Pillow: grayscale if every
-    image of the folder is, else RGB; all must share the first image's size.
+    image of the folder is, else RGB; all must share the first image's size. 8-bit pixels are scaled by
+    1/255, 16-bit grayscale ones (PNG, TIFF) by 1/65535.
 
     Args:
       path: the folder.
@@ -33,7 +36,8 @@ def load_folder(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.
 
     Raises:
       FileNotFoundError: no such folder, or a class folder without images.
-      ValueError: images of different sizes, or an image Pillow cannot read; one line naming the file.
+      ValueError: images of different sizes, or an image Pillow cannot read or that is cut short; one line
+        naming the file.
 
     Example:
       >>> images, labels = load_folder("data/pets", "test")
@@ -60,10 +64,12 @@ def load_folder(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.
     mode = "L" if all(m in _GRAYSCALE_MODES for m in modes) else "RGB"
     images = []
     for file, _ in files[split]:
-        with Image.open(file) as image:
-            images.append(np.asarray(image.convert(mode), np.uint8))
-    images = np.stack(images).reshape(len(images), sizes[0][1], sizes[0][0], 1 if mode == "L" else 3)
-    images = images.astype(np.float32) / np.float32(255)
+        try:
+            with Image.open(file) as image:
+                images.append(_pixels(image, mode))
+        except OSError as error:  # a file cut short shows only now, as its pixels are decoded
+            raise ValueError(f"image ({file}): {error}; expected a whole image file") from None
+    images = np.stack(images)
     labels = np.array([label for _, label in files[split]], np.int32)
     validate(images, labels, len(classes), f"folder {path}, {split}")
     return images, labels
@@ -143,6 +149,9 @@ def _npz(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of an npz file, refusing one without the four that ``load_npz`` reads."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"npz:{path}: no such file; expected an .npz file holding x_train, y_train, x_test, y_test")
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle, and say so
+        size = Path(path).stat().st_size
+        raise ValueError(f"npz file ({path}): {'empty' if not size else 'not a zip archive'}; expected an .npz file (np.savez writes one)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
@@ -163,8 +172,8 @@ def npz_info(path: str | Path) -> DatasetInfo:
     if "class_names" in arrays:
         names = tuple(str(n) for n in arrays["class_names"])
         return DatasetInfo(len(names), names)
-    labels = [arrays[key] for key in ("y_train", "y_test")]
-    if not all(np.issubdtype(y.dtype, np.integer) and y.size for y in labels):
+    labels = [arrays[key] for key in ("y_train", "y_test") if arrays[key].size]  # an empty split is named later
+    if not labels or not all(np.issubdtype(y.dtype, np.integer) for y in labels):
         return DatasetInfo(1)  # validate names what is wrong with the labels
     return DatasetInfo(int(max(y.max() for y in labels)) + 1)
 
@@ -173,8 +182,9 @@ def read_images(paths: list[str | Path], shape: tuple[int, int, int]) -> np.ndar
     """Image files as a batch the way the training data comes: ``(N, H, W, C) float32`` in [0, 1].
 
     PNG, JPEG and the other formats Pillow reads are converted to grayscale (C = 1) or RGB (C = 3) and
-    resized to H × W; ``.npy`` files hold one image ``(H, W[, C])`` or a batch ``(N, H, W[, C])``, uint8 in
-    0..255 (scaled by 1/255) or floats in [0, 1]. MNIST's digits are white on black: invert a scan of dark
+    resized to H × W, 16-bit grayscale scaled by 1/65535 (8-bit by 1/255); ``.npy`` files hold one image
+    ``(H, W[, C])`` or a batch ``(N, H, W[, C])``, uint8 in 0..255 (scaled by 1/255), uint16 in 0..65535
+    (by 1/65535) or floats in [0, 1]. MNIST's digits are white on black: invert a scan of dark
     ink on white paper first.
 
     Args:
@@ -199,26 +209,44 @@ def read_images(paths: list[str | Path], shape: tuple[int, int, int]) -> np.ndar
                 array = array[None]
             if array.shape[1:] != tuple(shape):
                 raise ValueError(f"{path}: an array of shape {np.load(path).shape}; expected an image {tuple(shape)} or a batch of them")
+            if not len(array):
+                raise ValueError(f"{path}: no images (an array of shape {array.shape}); expected at least one")
             images.extend(_unit_range(array, path))
             continue
         from PIL import Image, UnidentifiedImageError
 
         try:
             with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
-                images.append(np.asarray(image, np.float32).reshape(height, width, channels) / np.float32(255))
+                images.append(_pixels(image, "L" if channels == 1 else "RGB", (width, height)))
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"{path}: not an image that Pillow can read ({error}); expected a PNG, JPEG or .npy file") from None
     return np.stack(images) if images else np.zeros((0, *shape), np.float32)
 
 
+def _pixels(image, mode: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A Pillow image as ``(H, W, 1 or 3) float32`` in [0, 1], in ``mode`` ("L" or "RGB"), resized to
+    ``size`` (width, height) if given. 16-bit grayscale is scaled by 1/65535: Pillow's own conversion to 8
+    bits would clip it (a 1.5% grey, 1000 of 65535, would turn white)."""
+    from PIL import Image
+
+    if image.mode in _SIXTEEN_BIT_MODES:
+        gray = Image.fromarray(np.asarray(image, np.float32) / np.float32(65535), mode="F")
+        gray = gray.resize(size, Image.Resampling.BILINEAR) if size else gray
+        pixels = np.asarray(gray, np.float32)[..., None]
+        return pixels if mode == "L" else np.repeat(pixels, 3, axis=-1)
+    image = image.convert(mode)
+    image = image.resize(size, Image.Resampling.BILINEAR) if size else image
+    return np.asarray(image, np.float32).reshape(image.height, image.width, -1) / np.float32(255)
+
+
 def _unit_range(array: np.ndarray, path: Path) -> np.ndarray:
-    """uint8 images scaled into [0, 1], float images checked to be there already."""
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255)
+    """uint8 images scaled into [0, 1] by 1/255, uint16 ones by 1/65535; float images checked to be there
+    already."""
+    if array.dtype in (np.uint8, np.uint16):
+        return array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
     array = array.astype(np.float32)
     if array.size and not (0 <= array.min() and array.max() <= 1):
-        raise ValueError(f"{path}: values in [{array.min()}, {array.max()}]; expected uint8 0..255 or floats in [0, 1]")
+        raise ValueError(f"{path}: values in [{array.min()}, {array.max()}]; expected uint8 0..255, uint16 0..65535 or floats in [0, 1]")
     return array
 
 
