@@ -49,7 +49,7 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
     shape = tuple(builder.info.features[image_key].shape)
     num_classes = builder.info.features[label_key].num_classes
     source = f"tensorflow-datasets {name}/{split}"
-    held = "a folder with MNIST's IDX files" if name == "mnist" else "a tensorflow-datasets folder that holds it prepared"
+    held = "a tensorflow-datasets folder that holds it prepared"
     missing = [module for module in PREPARE_NEEDS if importlib.util.find_spec(module) is None]
     if missing and not _is_prepared(builder):
         # Checked here, before tensorflow-datasets downloads what it could not then prepare.
