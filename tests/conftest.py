@@ -29,6 +29,12 @@ cache_compilations(_CACHE)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(CACHE_MIN_SECONDS)
 
+
+def pytest_configure(config):
+    # Also in pyproject.toml; here too, so that `-m quick` is known however pytest finds its configuration.
+    config.addinivalue_line("markers", "quick: a fast tier that covers every module (pytest -m quick)")
+
+
 _compiles = [0]
 
 

@@ -16,6 +16,7 @@ from jaxtrain import cli, devices, experiment, runs
 from jaxtrain.config import Config
 
 
+@pytest.mark.quick
 def test_train_on_digits_writes_the_report(tmp_path, capsys):
     report = tmp_path / "run.json"
     assert cli.main(["train", "--dataset", "digits", "--epochs", "2", "--report", str(report)]) == 0
@@ -81,6 +82,7 @@ def configs(monkeypatch):
     return seen
 
 
+@pytest.mark.quick
 def test_train_flags_map_onto_config(configs):
     argv = ["train", "--model", "cnn", "--dropout", "0.2", "--no-batch-norm", "--dtype", "bfloat16",
             "--schedule", "cosine", "--warmup-steps", "50", "--grad-accum", "4", "--clip-norm", "1.5"]
@@ -90,6 +92,7 @@ def test_train_flags_map_onto_config(configs):
     assert (config.schedule, config.warmup_steps, config.grad_accum, config.clip_norm) == ("cosine", 50, 4, 1.5)
 
 
+@pytest.mark.quick
 def test_train_defaults_leave_the_model_and_the_primers_loop_alone(configs):
     assert cli.main(["train", "--batch-norm", "--schedule", "step", "--step-size", "2", "--gamma", "0.5"]) == 0
     config = configs[0]
@@ -140,6 +143,7 @@ def test_help_shows_what_auto_does_for_each_model(capsys):
     assert "(default: constant)" not in text and "--lr LR learning rate (default: 0.001)" in text
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -163,6 +167,7 @@ def test_bad_values_name_the_flag_in_one_line_with_exit_code_2(configs, capsys, 
     assert not configs
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -183,6 +188,7 @@ def test_compare_refuses_bad_input_in_one_line_before_any_work(args, message, ca
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("command", [["train"], ["compare", "parity"], ["compare", "bench"]])
 def test_help_gives_true_defaults(command, capsys):
     with pytest.raises(SystemExit):
@@ -205,6 +211,7 @@ def _write_idx(folder, labels, images=None):
         (folder / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
 
 
+@pytest.mark.quick
 def test_bad_data_is_one_line_naming_the_file_and_exit_code_1(tmp_path, capsys):
     _write_idx(tmp_path, [1, 2, 10, 255])
     assert cli.main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 1
@@ -217,6 +224,7 @@ def test_bad_data_is_one_line_naming_the_file_and_exit_code_1(tmp_path, capsys):
     assert err.count("\n") == 1 and "train-labels-idx1-ubyte.gz" in err
 
 
+@pytest.mark.quick
 def test_an_unwritable_report_fails_before_training(tmp_path, configs, capsys):
     assert cli.main(["train", "--report", str(tmp_path)]) == 1
     assert capsys.readouterr().err == f"jaxtrain train: error: --report {tmp_path}: a folder; expected a file name\n"
@@ -237,6 +245,7 @@ def _write_image_folder(root, classes=("circle", "square", "stripe"), n=12, size
                 Image.fromarray(pixels).save(root / split / name / f"{i}.png")
 
 
+@pytest.mark.quick
 def test_an_image_folder_trains_from_the_cli_and_predict_names_the_classes(tmp_path, capsys):
     _write_image_folder(tmp_path / "shapes")
     run_dir, report = tmp_path / "run", tmp_path / "report.json"
@@ -304,6 +313,7 @@ def test_the_compile_cache_keeps_the_programs_that_the_next_run_loads(tmp_path):
     assert not default.exists() and not (tmp_path / "jax").exists()
 
 
+@pytest.mark.quick
 def test_an_unusable_compile_cache_fails_before_training(tmp_path, configs, capsys):
     taken = tmp_path / "file"
     taken.write_text("")

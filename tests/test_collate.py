@@ -8,6 +8,8 @@ import pytest
 
 from jaxtrain import default_collate, select
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 
 Point = collections.namedtuple("Point", "x y")
 

@@ -4,6 +4,8 @@ import pytest
 
 from jaxtrain.config import Config, ConfigError
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 
 @pytest.mark.parametrize(
     "fields, message",

@@ -21,6 +21,8 @@ from jaxtrain import (
     train_step,
 )
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 
 class Squares:
     """A user's own dataset: any class with __getitem__ and __len__."""

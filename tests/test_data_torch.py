@@ -10,6 +10,8 @@ import pytest
 
 from jaxtrain import ArrayDataset, ConcatDataset, DataLoader, Subset, WeightedRandomSampler, default_collate, random_split
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 Point = collections.namedtuple("Point", "x y")
 
 

@@ -6,6 +6,8 @@ import pytest
 from jaxtrain import load_digits, load_folder, load_mnist, load_npz
 from jaxtrain.datasets import FOLDER_TEST_FRACTION, DatasetInfo, info, load, unknown_name
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 
 def _idx_bytes(array: np.ndarray) -> bytes:
     types = {np.uint8: 0x08, np.int32: 0x0C, np.float32: 0x0D}

@@ -25,6 +25,7 @@ from jaxtrain.config import Config
 # --- one device, no child process ----------------------------------------------------------------------------
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "env, cluster",
     [
@@ -44,6 +45,7 @@ def test_a_launcher_is_detected_only_when_it_set_up_several_processes(env, clust
     assert devices.detect_cluster(env) == cluster
 
 
+@pytest.mark.quick
 def test_initialize_without_flags_or_launcher_starts_nothing(monkeypatch):
     for name in [n for n in os.environ if n.startswith(("SLURM_", "OMPI_", "TPU_", "JAX_COORDINATOR", "KUBERNETES_"))]:
         monkeypatch.delenv(name)
@@ -52,6 +54,7 @@ def test_initialize_without_flags_or_launcher_starts_nothing(monkeypatch):
     assert time.perf_counter() - start < 1 and jax.process_count() == 1
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -68,6 +71,7 @@ def test_bad_process_arguments_fail_at_once(args, message):
     assert str(error.value).startswith(message)
 
 
+@pytest.mark.quick
 def test_one_device_mesh_and_the_devices_setting():
     mesh = devices.make_mesh()
     assert mesh.axis_names == ("data",) and mesh.size == jax.device_count()

@@ -10,6 +10,7 @@ from jaxtrain.config import Config
 from jaxtrain.experiment import build_model, build_optimizer, build_schedule, epoch_learning_rates, model_options, run
 
 
+@pytest.mark.quick
 def test_build_model_keeps_the_models_defaults_unless_told():
     assert build_model(Config(model="mlp")) == MLP()
     assert build_model(Config(model="cnn")) == CNN()
@@ -19,6 +20,7 @@ def test_build_model_keeps_the_models_defaults_unless_told():
     assert build_model(Config(model="cnn", batch_norm=False, dropout=0.0)) == CNN(batch_norm=False, dropout=0.0)
 
 
+@pytest.mark.quick
 def test_build_optimizer_wraps_clipping_inside_accumulation():
     params = {"w": jnp.zeros(3)}
     tx = build_optimizer(Config(optimizer="sgd", lr=1.0, clip_norm=1.0, grad_accum=2))
@@ -32,11 +34,13 @@ def test_build_optimizer_wraps_clipping_inside_accumulation():
     np.testing.assert_allclose(np.linalg.norm(moves[1]), 1.0, rtol=1e-6)
 
 
+@pytest.mark.quick
 def test_schedules_need_the_epoch_length():
     with pytest.raises(ValueError, match="batches_per_epoch"):
         build_optimizer(Config(schedule="cosine"))
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("grad_accum", [1, 2, 3, 5, 7])
 def test_step_decay_falls_at_epoch_boundaries_with_and_without_accumulation(grad_accum):
     batches = 10
@@ -87,6 +91,7 @@ def test_the_primers_configuration_on_mnist(mnist_dir):
     assert report["test_accuracy"] >= 0.965
 
 
+@pytest.mark.quick
 def test_the_measured_defaults_are_what_config_resolves(monkeypatch):
     from jaxtrain import transfer
     from jaxtrain.experiment import feeding, loaders
@@ -115,6 +120,7 @@ def test_fit_uses_no_prefetch_thread_on_the_cpu(monkeypatch):
     run(Config(epochs=1, steps_per_call=1, data_on_device=False), log=None)
 
 
+@pytest.mark.quick
 def test_build_model_takes_the_datas_classes_and_an_nnx_model_its_shape():
     assert build_model(Config(model="cnn"), num_classes=3) == CNN(num_classes=3)
     model = build_model(Config(model="nnx-cnn", dropout=0.0), num_classes=3, input_shape=(32, 32, 3))

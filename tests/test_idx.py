@@ -7,6 +7,8 @@ import pytest
 
 from jaxtrain import read_idx
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 
 def _idx_bytes(array: np.ndarray) -> bytes:
     types = {np.uint8: 0x08, np.int32: 0x0C, np.float32: 0x0D}

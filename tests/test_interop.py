@@ -9,6 +9,8 @@ import pytest
 from jaxtrain import CNN, MLP, create_train_state, sgd
 from jaxtrain.interop import from_torch, to_torch
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 torch = pytest.importorskip("torch")
 nn = torch.nn
 

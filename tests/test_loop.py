@@ -14,6 +14,7 @@ def _data(n=100, seed=0, size=8):
     return rng.random((n, size, size, 1), np.float32), rng.integers(0, 10, n).astype(np.int32)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "examples, batch_size, k, plan",
     [
@@ -29,6 +30,7 @@ def test_plan_calls_covers_the_epoch_once(examples, batch_size, k, plan):
     assert sum(steps * size for steps, size in plan) == examples
 
 
+@pytest.mark.quick
 def test_fit_reports_each_epoch_and_prints_the_primers_lines(capsys):
     images, labels = _data(96)
     loader = DataLoader(ArrayDataset(images, labels), batch_size=32, shuffle=True)
@@ -42,6 +44,7 @@ def test_fit_reports_each_epoch_and_prints_the_primers_lines(capsys):
     assert int(state.step) == 9
 
 
+@pytest.mark.quick
 def test_fit_matches_separate_train_steps():
     images, labels = _data(64)
     loader = DataLoader(ArrayDataset(images, labels), batch_size=16, shuffle=True, seed=3)
@@ -96,6 +99,7 @@ def test_a_second_epoch_does_not_recompile(feed, count_compiles):
     assert compiles() == 0
 
 
+@pytest.mark.quick
 def test_fit_rejects_bad_feeding_settings():
     images, labels = _data(20)
     state = create_train_state(MLP(hidden=(4,)), adam(1e-2), images[:1])

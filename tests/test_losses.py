@@ -5,6 +5,8 @@ import pytest
 
 from jaxtrain import cross_entropy
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 
 def test_cross_entropy_equals_torch():
     torch = pytest.importorskip("torch")

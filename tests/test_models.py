@@ -21,6 +21,7 @@ def _data(n=64, size=8, seed=0):  # 8×8 keeps the CNN's compilations quick
     return rng.random((n, size, size, 1), np.float32), rng.integers(0, 10, n).astype(np.int32)
 
 
+@pytest.mark.quick
 def test_cnn_maps_28x28_images_to_logits_and_keeps_batch_statistics():
     images, _ = _data(4, size=28)
     model = CNN(channels=(4, 8))
@@ -31,6 +32,7 @@ def test_cnn_maps_28x28_images_to_logits_and_keeps_batch_statistics():
     assert set(CNN(channels=(4,), batch_norm=False).init(jax.random.key(0), images[:1])) == {"params"}
 
 
+@pytest.mark.quick
 def test_evaluation_is_deterministic_and_leaves_the_batch_statistics_unchanged():
     images, labels = _data(32)
     state = create_train_state(CNN(channels=(4, 8), dropout=0.5), sgd(0.1), images[:1])
@@ -47,6 +49,7 @@ def test_evaluation_is_deterministic_and_leaves_the_batch_statistics_unchanged()
     jax.tree.map(np.testing.assert_array_equal, updates["batch_stats"], stats)
 
 
+@pytest.mark.quick
 def test_training_mode_updates_the_batch_statistics():
     images, labels = _data(32)
     state = create_train_state(MLP(hidden=(16,), batch_norm=True), sgd(0.1), images[:1])
@@ -80,6 +83,7 @@ def test_batch_norm_follows_torch_exactly(shape):
     assert (theirs.momentum, theirs.eps) == (ours.momentum, ours.epsilon)
 
 
+@pytest.mark.quick
 def test_batch_norm_rejects_a_single_value_per_feature_in_training():
     variables = BatchNorm().init(jax.random.key(0), jnp.zeros((1, 3)), train=True)
     with pytest.raises(ValueError, match="1 value per feature"):
@@ -110,6 +114,7 @@ def test_max_pool_gives_the_gradient_to_the_first_maximum_as_torch_does(shape, w
     np.testing.assert_array_equal(y, fnn.max_pool(jnp.asarray(x), (window, window), strides=(window, window)))
 
 
+@pytest.mark.quick
 def test_max_pool_rejects_what_it_cannot_pool():
     with pytest.raises(ValueError, match=r"window=3; expected an integer from 1 to the image side 2"):
         max_pool(jnp.zeros((1, 2, 5, 1)), 3)
@@ -134,6 +139,7 @@ def test_conv2d_and_its_gradients_equal_xlas_convolution(x_shape, k_shape, paddi
         np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=tolerance * np.max(np.abs(theirs)))
 
 
+@pytest.mark.quick
 def test_conv2d_rejects_a_padding_wider_than_the_kernel():
     with pytest.raises(ValueError, match=r"padding=3; expected an integer from 0 to 2"):
         conv2d(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 2)), padding=3)
@@ -175,6 +181,7 @@ def test_every_convolution_of_a_scanned_cnn_step_is_in_xla_cpus_fast_form():
     assert set(forms) == {"b01f_01io->b01f"}
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "linen, make_nnx, shape",
     [
@@ -197,6 +204,7 @@ def test_the_nnx_twins_have_the_linen_layout_and_compute_the_same(linen, make_nn
         jax.tree.map(np.testing.assert_allclose, ours, theirs)
 
 
+@pytest.mark.quick
 def test_nnx_modes_are_nnxs_own_train_and_eval():
     images = np.random.default_rng(0).random((8, 8, 8, 1), np.float32)
     model = NNXMLP((8, 8, 1), hidden=(32,), batch_norm=True, dropout=0.5, rngs=nnx.Rngs(0))

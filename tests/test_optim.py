@@ -12,6 +12,8 @@ from jaxtrain import MLP, create_train_state, optim, train_step
 from jaxtrain.optim import accumulate_gradients, adam, clip_grad_norm, sgd
 from jaxtrain.schedules import schedule
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 
 CONFIGS = {
     "sgd": ("sgd", dict(lr=0.1)),

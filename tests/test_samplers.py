@@ -5,6 +5,8 @@ import pytest
 
 from jaxtrain import ArrayDataset, DataLoader, WeightedRandomSampler
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 
 def test_weighted_sampler_draws_in_proportion_and_from_seed_and_epoch():
     weights = np.array([1.0, 0.0, 3.0, 4.0])

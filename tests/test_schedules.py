@@ -8,6 +8,8 @@ import pytest
 from jaxtrain.optim import sgd
 from jaxtrain.schedules import schedule
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 
 def _torch_lrs(make_scheduler, lr, steps):
     """The lr of each of ``steps`` optimizer steps under a torch scheduler stepped once per optimizer step."""

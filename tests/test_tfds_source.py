@@ -12,6 +12,8 @@ import pytest
 from jaxtrain import DatasetUnavailableError, tfds_source
 from jaxtrain.datasets import info, load
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 
 @pytest.fixture
 def tfds(monkeypatch):

@@ -16,6 +16,7 @@ def _data(n=100, seed=0, size=8):  # 8×8 keeps the CNN's compilations quick
     return rng.random((n, size, size, 1), np.float32), rng.integers(0, 10, n).astype(np.int32)
 
 
+@pytest.mark.quick
 def test_train_step_lowers_the_loss_on_a_fixed_batch():
     images, labels = _data(32)
     state = create_train_state(MLP(), adam(1e-2), images[:1])
@@ -27,6 +28,7 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
     assert int(state.step) == 20
 
 
+@pytest.mark.quick
 def test_second_train_step_does_not_recompile(count_compiles):
     images, labels = _data(64)
     state = create_train_state(MLP(hidden=(17,)), sgd(0.1), images[:1])
@@ -37,6 +39,7 @@ def test_second_train_step_does_not_recompile(count_compiles):
     assert compiles() == 0
 
 
+@pytest.mark.quick
 def test_evaluate_counts_every_example_once_and_a_short_batch_does_not_recompile(count_compiles):
     images, labels = _data(103)
     state = create_train_state(MLP(hidden=(19,)), sgd(0.1), images[:1])
@@ -53,6 +56,7 @@ def test_evaluate_counts_every_example_once_and_a_short_batch_does_not_recompile
     assert result["loss"] == pytest.approx(float(per_example.mean()), rel=1e-5)
 
 
+@pytest.mark.quick
 def test_dropout_masks_change_from_step_to_step_and_not_within_one():
     images, _ = _data(16)
     state = create_train_state(MLP(hidden=(64,), dropout=0.5), sgd(0.1), images[:1])
@@ -105,6 +109,7 @@ def test_each_accumulated_batch_draws_its_own_dropout_mask():
     assert int(state.step) == 2 and float(first["loss"]) != float(second["loss"])
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("seed", [2**32, -1, 2**70, 1.0, True])
 def test_a_seed_outside_32_bits_is_refused_not_wrapped(seed):
     images, _ = _data(4)
@@ -114,6 +119,7 @@ def test_a_seed_outside_32_bits_is_refused_not_wrapped(seed):
     create_train_state(MLP(hidden=(4,)), sgd(0.1), images[:1], seed=2**32 - 1)  # the largest one is fine
 
 
+@pytest.mark.quick
 def test_a_uint8_sample_is_refused_with_a_hint_to_scale_it():
     sample = np.zeros((1, 8, 8, 1), np.uint8)
     with pytest.raises(ValueError) as info:
@@ -124,6 +130,7 @@ def test_a_uint8_sample_is_refused_with_a_hint_to_scale_it():
     )
 
 
+@pytest.mark.quick
 def test_a_sample_the_model_cannot_take_is_named_with_its_shape_and_dtype():
     from jaxtrain import CNN
 
@@ -140,6 +147,7 @@ def test_a_sample_the_model_cannot_take_is_named_with_its_shape_and_dtype():
     )
 
 
+@pytest.mark.quick
 def test_variables_shaped_unlike_the_model_are_refused():
     images, _ = _data(4)
     variables = create_train_state(MLP(hidden=(4,)), sgd(0.1), images[:1]).variables
@@ -197,6 +205,7 @@ def test_an_nnx_model_with_dropout_and_batch_norm_trains_as_well_as_its_linen_tw
     assert not np.allclose(state.batch_stats["norm"]["mean"], 0)
 
 
+@pytest.mark.quick
 def test_nnx_dropout_draws_from_fold_in_key_step_and_evaluation_is_deterministic():
     images, _ = _data(16)
     state = create_train_state(NNXMLP(images.shape[1:], hidden=(64,), dropout=0.5, rngs=nnx.Rngs(0)), sgd(0.1), images[:1])
@@ -208,6 +217,7 @@ def test_nnx_dropout_draws_from_fold_in_key_step_and_evaluation_is_deterministic
     np.testing.assert_array_equal(evaluation, forward(state.replace(step=jnp.int32(9)), state.params, images, train=False)[0])
 
 
+@pytest.mark.quick
 def test_a_batch_without_the_named_entries_is_refused_in_one_line():
     images, labels = _data(32)
     loader = DataLoader(ArrayDataset(img=images, y=labels), batch_size=16)
@@ -234,6 +244,7 @@ def test_a_second_nnx_model_of_the_same_architecture_reuses_the_compiled_step(co
     assert compiles() == 0
 
 
+@pytest.mark.quick
 def test_an_nnx_model_with_state_a_step_would_drop_is_refused():
     class Counting(nnx.Module):
         def __init__(self, rngs):

@@ -7,6 +7,8 @@ import pytest
 
 from jaxtrain import ArrayDataset, DataLoader, prefetch_to_device
 
+pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
+
 
 def test_prefetch_yields_the_same_batches_on_the_device():
     loader = DataLoader(ArrayDataset(np.arange(20.0), np.arange(20)), batch_size=6)

@@ -40,6 +40,7 @@ def test_the_cli_sweeps_batch_sizes_and_draws_the_plot(tmp_path, torch, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.quick
 def test_unknown_programs_and_models_are_refused():
     with pytest.raises(ValueError, match="program='keras'"):
         compare.bench(Config(), programs=["keras"], log=None)

@@ -22,6 +22,7 @@ def docs(tmp_path):
     return tmp_path
 
 
+@pytest.mark.quick
 def test_every_figure_has_its_markers_once_in_its_document_and_every_marker_a_figure():
     figures.check_markers(ROOT)
     for doc in figures.DOCS:
@@ -35,6 +36,7 @@ def test_every_figure_has_its_markers_once_in_its_document_and_every_marker_a_fi
             assert text.index(opening) < text.index(closing)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -56,6 +58,7 @@ def test_markers_that_disagree_with_the_registry_are_one_line_errors(docs, edit,
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.quick
 def test_replacing_a_block_leaves_every_byte_outside_its_markers_alone():
     before = "# Title\n\nText.\n<!-- figure: a -->\nold\n\ntable\n<!-- /figure: a -->\nAfter, no newline at the end"
     text = figures.replace_block(before, "a", "new block\n\n| x |")
@@ -74,6 +77,7 @@ def test_replacing_a_block_of_the_readme_changes_nothing_else():
     assert len(text) == len(head) + len(tail) + len("<!-- figure: primer -->\n\nGenerated.\n\n| a |\n| --- |\n\n<!-- /figure: primer -->\n")
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("quick", [False, True])
 def test_every_command_is_one_the_command_line_takes(quick):
     parser = cli.parser()
@@ -97,6 +101,7 @@ def test_every_command_is_one_the_command_line_takes(quick):
                 assert args.command == "plot", command
 
 
+@pytest.mark.quick
 def test_the_rows_of_a_figure_share_its_start():
     for name, figure in FIGURES.items():
         assert len(set(figure.commands)) == len(figure.commands), name
@@ -105,6 +110,7 @@ def test_the_rows_of_a_figure_share_its_start():
                        for command in figure.commands)
 
 
+@pytest.mark.quick
 def test_an_unknown_figure_is_one_line_naming_them_all_and_exit_code_2(capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(["compare", "figures", "--only", "primer", "nope"])
@@ -114,6 +120,7 @@ def test_an_unknown_figure_is_one_line_naming_them_all_and_exit_code_2(capsys):
     assert all(name in err for name in FIGURES)
 
 
+@pytest.mark.quick
 def test_figures_on_mnist_without_its_folder_are_refused_before_any_work(capsys, monkeypatch):
     monkeypatch.setattr(figures, "measure_in_child", lambda *a, **k: pytest.fail("work started"))
     assert cli.main(["compare", "figures", "--only", "primer"]) == 2
@@ -124,6 +131,7 @@ def test_figures_on_mnist_without_its_folder_are_refused_before_any_work(capsys,
     assert "none with --quick" in capsys.readouterr().err
 
 
+@pytest.mark.quick
 def test_list_names_each_figure_with_its_commands(capsys):
     assert cli.main(["compare", "figures", "--list", "--only", "primer", "bench", "--data-dir", "../mnist"]) == 0
     out = capsys.readouterr().out
@@ -132,6 +140,7 @@ def test_list_names_each_figure_with_its_commands(capsys):
     assert "--plot docs/compare_bench.png" in out and out.splitlines()[-1].startswith("2 figures, about 4.5 minutes")
 
 
+@pytest.mark.quick
 def test_the_batch_size_picture_is_drawn_from_a_sweep(tmp_path):
     pytest.importorskip("matplotlib")
     rows = [{"model": m, "program": p, "batch_size": b, "samples_per_second": 1000.0 * b / (1 + i)}
