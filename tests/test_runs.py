@@ -23,6 +23,7 @@ def _data(n=150, seed=0):
     return rng.random((n, 8, 8, 1), np.float32), rng.integers(0, 10, n).astype(np.int32)
 
 
+@pytest.mark.quick
 def test_json_is_strict_and_written_in_place_of_a_symlinks_target(tmp_path):
     assert runs.to_json({"a": float("nan"), "b": [np.float32("inf"), 1.5]}) == '{"a": null, "b": [null, 1.5]}'
     target = tmp_path / "real.json"
@@ -39,6 +40,7 @@ def test_json_is_strict_and_written_in_place_of_a_symlinks_target(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.quick
 def test_outputs_are_checked_for_writing_before_any_work(tmp_path):
     with pytest.raises(IsADirectoryError, match="a folder; expected a file name"):
         runs.check_writable(tmp_path)
@@ -254,6 +256,7 @@ def test_sigkill_during_steps_and_saves_then_resume_is_bitwise(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.params), jax.device_get(b.params))
 
 
+@pytest.mark.quick
 def test_read_metrics_skips_a_line_cut_short(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 0.5}\n{"epoch": 2, "tra')
     assert curves.read_metrics(tmp_path) == [{"epoch": 1, "train_loss": 0.5}]
