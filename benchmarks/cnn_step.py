@@ -25,13 +25,13 @@ import numpy as np
 
 from jaxtrain import models, optim, train
 from jaxtrain.compare import torch_side
-from jaxtrain.compiler import COMPILER_OPTIONS
+from jaxtrain.compiler import YNN_FUSIONS
 
 _TYPE = "LIBRARY_FUSION_TYPE_"
 # name → the value of xla_cpu_experimental_ynn_fusion_type (None: XLA's default list)
 SETTINGS = {
     "XLA's default: convolutions, products and reductions in YNNPACK": None,
-    "jaxtrain: products and reductions in YNNPACK": (COMPILER_OPTIONS or {}).get("xla_cpu_experimental_ynn_fusion_type"),
+    "jaxtrain: products and reductions in YNNPACK": YNN_FUSIONS,
     "reductions only in YNNPACK": f"{_TYPE}REDUCE",
     "no YNNPACK": "",
 }

@@ -1,53 +1,89 @@
 """How jaxtrain's steps are compiled: ``jit``, which is ``jax.jit`` with the XLA options that suit the
-precision in use (``COMPILER_OPTIONS``), and ``cache_compilations``, which keeps compiled programs on disk
-for the next process.
+program and the precision in use (``compiler_options``), and ``cache_compilations``, which keeps compiled
+programs on disk for the next process.
 
 XLA:CPU hands the convolutions, matrix products and reductions of a program to the YNNPACK library
-(jaxlib 0.10's default). For float32 convolutions, XLA:CPU's own (Eigen) kernels are the faster ones:
+(jaxlib's default since 0.10). For float32 convolutions, XLA:CPU's own (Eigen) kernels are the faster ones:
 with them the CNN's training step took about two thirds of the time and ran as fast inside
 ``lax.scan`` as alone, while the reductions (BatchNorm's statistics and gradient) are faster
 in YNNPACK than in XLA's own loops. So float32 steps keep YNNPACK's reductions and matrix products and
-give it no convolution. In float64 it is the other way round, Eigen's convolutions several times slower
-than YNNPACK's, so with 64-bit JAX (``jax_enable_x64``) steps compile with XLA's defaults; bfloat16
-convolutions, too, are slower in Eigen. ``benchmarks/cnn_step.py`` measures the choices side by side.
+give it no convolution (``YNN_OPTION``). In float64 it is the other way round, Eigen's convolutions several
+times slower than YNNPACK's, so with 64-bit JAX (``jax_enable_x64``) steps compile with XLA's defaults;
+bfloat16 convolutions, too, are slower in Eigen. ``benchmarks/cnn_step.py`` measures the choices side by side.
 
 A float32 program with convolutions also compiles with XLA:CPU's older fusion emitters
-(``CONVOLUTION_OPTIONS``): XLA compiled the CNN's step in about 60% of the time with them and the step ran
-as fast, while the MLP's steps, whose time is in their fusions, ran markedly slower, so programs without
-convolutions keep the newer ones (``benchmarks/compile_time.py`` measures both). ``jit`` looks at each
-program once, at its first call.
+(``OLDER_EMITTERS``) where XLA still has them (jaxlib 0.10; 0.12 has only the newer ones): XLA compiled the
+CNN's step in about 60% of the time with them and the step ran as fast, while the MLP's steps, whose time is
+in their fusions, ran markedly slower, so programs without convolutions keep the newer ones.
+``benchmarks/compile_time.py`` measures the options by version; docs/compiler.md has its tables.
 
-The YNNPACK option is one of XLA:CPU's experimental ones, so both options are given only to the jaxlib
-releases known to have it (0.9.2 to 0.10; measured with 0.10.2); with others every step compiles with
-XLA's defaults. Other backends do not read them.
+Both options are experimental ones of XLA:CPU, which come and go between jaxlib releases, so each is given
+only where the installed XLA accepts it (``accepts``, a probe at the first compilation); where it does not,
+the program compiles as if the option had not been asked for, and ``compiler_options`` says which were
+kept. Other backends do not read them.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
-import jaxlib
+import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
+
+_log = logging.getLogger(__name__)
 
 # The fusion types that XLA:CPU gives to YNNPACK: XLA's default list without the convolutions.
 YNN_FUSIONS = "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+# For every float32 program: convolutions in XLA's own kernels, products and reductions in YNNPACK.
+YNN_OPTION: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": YNN_FUSIONS}
+# For float32 programs with convolutions: XLA:CPU's older fusion emitters, which compile them faster.
+OLDER_EMITTERS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
 
 
-def _release(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+@functools.cache
+def accepts(name: str, value: Any) -> bool:
+    """Whether the installed XLA accepts compiler option ``name`` set to ``value``: a one-line program
+    compiles with it on the default backend. XLA refuses an option it does not know and a value it cannot
+    parse, at compilation, so this is asked once per option and process, at the first step's compilation
+    (a compilation of its own); a refusal is logged at INFO level.
+
+    Args:
+      name: an XLA option (``DebugOptions``' field), such as ``"xla_cpu_use_fusion_emitters"``.
+      value: its value, as ``jax.jit``'s ``compiler_options`` takes it.
+
+    Returns:
+      True where the program compiled.
+
+    Example:
+      >>> accepts("xla_cpu_use_fusion_emitters", False)  # jaxlib 0.10: True; 0.12: False
+    """
+    try:
+        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(np.float32(0)).compile()
+    except RuntimeError as error:  # jax.errors.JaxRuntimeError: "No such compile option", "not a valid enum value"
+        _log.info("XLA refuses the compiler option %s=%r, so jaxtrain compiles without it: %s", name, value, error)
+        return False
+    return True
 
 
-COMPILER_OPTIONS: dict[str, str] | None = (
-    {"xla_cpu_experimental_ynn_fusion_type": YNN_FUSIONS} if (0, 9, 2) <= _release(jaxlib.__version__) < (0, 11) else None
-)
+def compiler_options(convolutions: bool) -> dict[str, Any]:
+    """The options that ``jit`` gives a float32 program (one ``with convolutions`` or without) on the
+    installed XLA: ``YNN_OPTION``, and ``OLDER_EMITTERS`` for a program with convolutions, each where XLA
+    accepts it (``accepts``); those it refuses are left out, the rest are kept.
 
+    Args:
+      convolutions: whether the program convolves (``has_convolution``).
 
-CONVOLUTION_OPTIONS: dict[str, Any] | None = COMPILER_OPTIONS and {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
+    Returns:
+      The options, ``{}`` where XLA accepts none of them.
+    """
+    wanted = {**YNN_OPTION, **(OLDER_EMITTERS if convolutions else {})}
+    return {name: value for name, value in wanted.items() if accepts(name, value)}
 
 
 def has_convolution(jaxpr: Any) -> bool:
@@ -65,8 +101,8 @@ def has_convolution(jaxpr: Any) -> bool:
 
 
 def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
-    """``jax.jit(fn, **jit_kwargs)``, compiled with ``COMPILER_OPTIONS`` (``CONVOLUTION_OPTIONS`` for a
-    program with convolutions) unless 64-bit JAX is on.
+    """``jax.jit(fn, **jit_kwargs)``, compiled with ``compiler_options`` for the program unless 64-bit JAX
+    is on (then with XLA's defaults).
 
     The choice is made at each call (and ``.lower``), so turning ``jax_enable_x64`` on or off between
     calls takes effect; each choice keeps its own compilations. Whether a program convolves depends on
@@ -74,19 +110,24 @@ def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
     once: the first call of a structure traces it for the choice, and that trace serves the compilation.
     """
     plain = jax.jit(fn, **jit_kwargs)
-    if COMPILER_OPTIONS is None:  # nothing to choose between
-        return plain
-    tuned = jax.jit(fn, compiler_options=COMPILER_OPTIONS, **jit_kwargs)
-    convolutional = jax.jit(fn, compiler_options=CONVOLUTION_OPTIONS, **jit_kwargs)
+    by_options: dict[tuple, Callable] = {(): plain}  # the options' items → the jit that compiles with them
     chosen: dict[Any, Callable] = {}  # the arguments' tree structure → the jit that compiles it
+
+    def with_options(options: dict[str, Any]) -> Callable:
+        key = tuple(sorted(options.items()))
+        if key not in by_options:
+            by_options[key] = jax.jit(fn, compiler_options=options, **jit_kwargs)
+        return by_options[key]
 
     def pick(args: tuple, kwargs: dict) -> Callable:
         if jax.config.jax_enable_x64:
             return plain
         structure = jax.tree.structure((args, kwargs))
         if structure not in chosen:
+            # A jit keeps its own traces: the one made here serves the compilation if the program convolves.
+            convolutional = with_options(compiler_options(convolutions=True))
             convolves = has_convolution(convolutional.trace(*args, **kwargs).jaxpr)
-            chosen[structure] = convolutional if convolves else tuned
+            chosen[structure] = convolutional if convolves else with_options(compiler_options(convolutions=False))
         return chosen[structure]
 
     @functools.wraps(fn)
@@ -115,7 +156,7 @@ def cache_compilations(directory: str | os.PathLike | None) -> None:
     persistent compilation cache, turned on (or moved to ``directory``) from this process's next compilation.
     ``None`` turns it off, whatever JAX's own settings (``JAX_COMPILATION_CACHE_DIR``) say.
 
-    Tracing and lowering still run; README.md's compile table has what the cache saves. The files are XLA
+    Tracing and lowering still run; docs/performance.md's compile table has what the cache saves. The files are XLA
     executables, tens to hundreds of kB each, never evicted: delete the folder to clear it. Of several
     processes, only process 0 writes.
 

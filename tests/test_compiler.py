@@ -1,20 +1,23 @@
 """How jaxtrain's steps are compiled: jaxtrain.compiler's jit and its XLA options, and the compilation cache."""
 
 import json
+import logging
 import re
 import subprocess
 import sys
 
 import jax
+import jaxlib
 import numpy as np
 import pytest
 
-from jaxtrain import CNN, MLP, adam, create_train_state, eval_step, train_step
-from jaxtrain.compiler import COMPILER_OPTIONS, has_convolution
+from jaxtrain import CNN, MLP, adam, compiler, create_train_state, eval_step, train_step
+from jaxtrain.compiler import OLDER_EMITTERS, YNN_OPTION, compiler_options, has_convolution
 from jaxtrain.train import train_step_fn, train_steps_fn
 
 xla_cpu_options = pytest.mark.skipif(
-    COMPILER_OPTIONS is None or jax.default_backend() != "cpu", reason="XLA:CPU's options, for jaxlib 0.9.2 to 0.10"
+    jax.default_backend() != "cpu" or not all(compiler.accepts(*option) for option in YNN_OPTION.items()),
+    reason="XLA:CPU's YNNPACK option, which this XLA does not have",
 )
 
 
@@ -44,6 +47,44 @@ def test_with_64_bit_jax_the_steps_compile_with_xlas_defaults(x64):
     assert "conv_general_dilated" in _in_ynnpack(train_step.lower(state, (images, labels)).compile())
 
 
+# What XLA:CPU accepts, by jaxlib release: the older fusion emitters are gone from 0.12, the YNNPACK option stays.
+KNOWN_XLAS = {"0.10": {"ynn": True, "older emitters": True}, "0.12": {"ynn": True, "older emitters": False}}
+
+
+@pytest.mark.quick
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's options")
+def test_the_probe_finds_what_each_known_xla_accepts():
+    assert not compiler.accepts("xla_no_such_option", True)
+    assert not compiler.accepts("xla_cpu_experimental_ynn_fusion_type", "NO_SUCH_FUSION_TYPE")
+    release = ".".join(jaxlib.__version__.split(".")[:2])
+    if release not in KNOWN_XLAS:
+        pytest.skip(f"jaxlib {jaxlib.__version__}: what it accepts is not recorded here")
+    known = KNOWN_XLAS[release]
+    assert all(compiler.accepts(*option) for option in YNN_OPTION.items()) == known["ynn"]
+    assert all(compiler.accepts(*option) for option in OLDER_EMITTERS.items()) == known["older emitters"]
+    assert compiler_options(convolutions=True) == {**YNN_OPTION, **(OLDER_EMITTERS if known["older emitters"] else {})}
+    assert compiler_options(convolutions=False) == YNN_OPTION
+
+
+@xla_cpu_options
+def test_an_option_xla_refuses_is_left_out_the_others_kept_and_the_refusal_logged(monkeypatch, caplog):
+    refused = set()
+    real = compiler.accepts.__wrapped__  # the probe itself, not its answers cached for the process
+    monkeypatch.setattr(compiler, "accepts", lambda name, value: name not in refused and real(name, value))
+    refused.add(next(iter(OLDER_EMITTERS)))
+    assert compiler_options(convolutions=True) == YNN_OPTION
+    refused.add(next(iter(YNN_OPTION)))
+    assert compiler_options(convolutions=True) == compiler_options(convolutions=False) == {}
+    # With nothing accepted, the CNN's step compiles with XLA's defaults: its convolutions go to YNNPACK.
+    images, labels = np.zeros((8, 28, 28, 1), np.float32), np.zeros(8, np.int32)
+    state = create_train_state(CNN(channels=(16, 32)), adam(1e-3), images[:1])
+    assert "conv_general_dilated" in _in_ynnpack(compiler.jit(train_step_fn).lower(state, (images, labels)).compile())
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger="jaxtrain.compiler"):
+        assert not compiler.accepts.__wrapped__("xla_no_such_option", 1)
+    assert "xla_no_such_option=1" in caplog.text and "compiles without it" in caplog.text
+
+
 def test_convolutions_are_found_wherever_the_program_has_them():
     # The CNN's step (with conv2d's custom gradient), 2 of them in a lax.scan, and the MLP's, which has none.
     images, labels = np.zeros((2, 8, 28, 28, 1), np.float32), np.zeros((2, 8), np.int32)
@@ -60,7 +101,7 @@ _CACHED_STEP = """
 import json, sys
 import jax, numpy as np
 from jaxtrain import CNN, adam, create_train_state, train_step
-from jaxtrain.compiler import cache_compilations
+from jaxtrain.compiler import cache_compilations, compiler_options
 
 events = {"compiled": 0, "loaded": 0}
 names = {"/jax/core/compile/backend_compile_duration": "compiled", "/jax/compilation_cache/cache_retrieval_time_sec": "loaded"}
@@ -69,6 +110,7 @@ jax.monitoring.register_event_duration_secs_listener(
 images, labels = np.random.default_rng(0).random((8, 28, 28, 1), np.float32), np.arange(8, dtype=np.int32)
 state = create_train_state(CNN(channels=(16, 32)), adam(1e-3), images[:1])
 cache_compilations(sys.argv[1])
+compiler_options(convolutions=True)  # the options' probes are compilations of their own
 before = dict(events)
 state, metrics = train_step(state, (images, labels))
 print(json.dumps({key: events[key] - before[key] for key in events} | {"loss": float(metrics["loss"])}))
