@@ -1,9 +1,12 @@
 """Run folders: checkpoints, exact resume, the divergence guard, strict JSON (jaxtrain.runs), and the
 trained run put to use: evaluate, predict, export, plot (jaxtrain.cli, jaxtrain.curves)."""
 
+import dataclasses
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,28 +111,90 @@ def test_resume_mid_epoch_and_after_an_epoch_is_bitwise(mode, nnx_model, tmp_pat
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
 
-def test_resuming_another_configuration_is_refused_in_one_line(tmp_path):
+# A setting of each kind that changes what a run computes, as a resumed run might change it; the field the
+# refusal names when it is not the one changed (momentum needs sgd: it comes first).
+_CHANGES = {
+    "dataset": ({"dataset": "npz:{npz}"}, "dataset"),
+    "model": ({"model": "nnx-mlp"}, "model"),
+    "dropout": ({"dropout": 0.1}, "dropout"),
+    "batch_norm": ({"batch_norm": True}, "batch_norm"),
+    "dtype": ({"dtype": "bfloat16"}, "dtype"),
+    "batch_size": ({"batch_size": 64}, "batch_size"),
+    "lr": ({"lr": 2e-3}, "lr"),
+    "optimizer": ({"optimizer": "sgd"}, "optimizer"),
+    "momentum": ({"optimizer": "sgd", "momentum": 0.9}, "momentum"),
+    "weight_decay": ({"weight_decay": 1e-4}, "weight_decay"),
+    "schedule": ({"schedule": "cosine"}, "schedule"),
+    "warmup_steps": ({"warmup_steps": 5}, "warmup_steps"),
+    "step_size": ({"step_size": 2}, "step_size"),
+    "milestones": ({"milestones": (1,)}, "milestones"),
+    "gamma": ({"gamma": 0.5}, "gamma"),
+    "grad_accum": ({"grad_accum": 2}, "grad_accum"),
+    "clip_norm": ({"clip_norm": 1.0}, "clip_norm"),
+    "seed": ({"seed": 1}, "seed"),
+    "val_fraction": ({"val_fraction": 0.1}, "val_fraction"),
+    "devices": ({"devices": 1}, "devices"),
+}
+
+
+def test_every_setting_but_those_that_a_resume_may_change_is_covered():
+    fields = {f.name for f in dataclasses.fields(Config)}
+    assert set(_CHANGES) == fields - set(experiment.RESUMABLE_CHANGES)
+    assert set(experiment.RESUMABLE_CHANGES) == {"epochs", "data_dir", "eval_batch_size", "steps_per_call", "data_on_device"}
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory):
+    """A run folder of the default MLP after one epoch on digits, and the same data as an npz file."""
+    root = tmp_path_factory.mktemp("resume")
+    experiment.run(Config(epochs=1), log=None, folder=runs.Run(root / "run", checkpoint_seconds=0))
+    (x_train, y_train), (x_test, y_test) = (experiment.datasets.load_digits(split) for split in ("train", "test"))
+    np.savez(root / "digits.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return root
+
+
+@pytest.mark.parametrize("setting", _CHANGES)
+def test_resuming_another_configuration_is_refused_in_one_line_and_leaves_config_json_alone(setting, one_epoch, tmp_path):
     folder = tmp_path / "run"
-    experiment.run(Config(epochs=1), log=None, folder=runs.Run(folder, checkpoint_seconds=0))
-    with pytest.raises(ValueError, match=r"^batch_size=64 differs from the run in .*\(batch_size=32\); expected the same"):
-        experiment.run(Config(epochs=2, batch_size=64), log=None, folder=runs.Run(folder, resume=True))
+    shutil.copytree(one_epoch / "run", folder)
+    saved = (folder / "config.json").read_bytes()
+    change, named = _CHANGES[setting]
+    change = {k: v.format(npz=one_epoch / "digits.npz") if isinstance(v, str) else v for k, v in change.items()}
+    with pytest.raises(ValueError) as refusal:
+        experiment.run(Config(epochs=2, **change), log=None, folder=runs.Run(folder, resume=True))
+    assert (folder / "config.json").read_bytes() == saved  # refused before anything is written
+    assert re.match(rf"{named}=.* differs from the run in .*; expected the same to resume it", str(refusal.value))
+    assert runs.Run(folder).steps() == runs.Run(one_epoch / "run").steps()
+
+
+@pytest.mark.quick
+def test_resuming_for_more_epochs_is_allowed(one_epoch, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(one_epoch / "run", folder)
     report = experiment.run(Config(epochs=2), log=None, folder=runs.Run(folder, resume=True))  # longer: allowed
     assert [h["epoch"] for h in report["history"]] == [1, 2]
+    assert json.loads((folder / "config.json").read_text())["epochs"] == 2
 
 
-def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path, capsys):
+@pytest.mark.parametrize("periods", [[], ["--checkpoint-every", "5"], ["--log-every", "5"], ["--checkpoint-every", "4", "--log-every", "3"]],
+                         ids=["epochs", "checkpoint-every", "log-every", "both"])
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(periods, tmp_path, capsys):
+    """The lr jumps by 1e30 at epoch 2: the run stops in its first steps, in one line naming the epoch and the
+    advice, however often it logs or saves within an epoch, and keeps nothing past the end of epoch 1."""
     folder = tmp_path / "run"
     argv = ["train", "--optimizer", "sgd", "--lr", "0.1", "--schedule", "step", "--gamma", "1e30", "--epochs", "3",
-            "--run-dir", str(folder), "--checkpoint-seconds", "0"]
+            "--run-dir", str(folder), "--checkpoint-seconds", "0", *periods]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
-    assert err.startswith("jaxtrain train: error: epoch 2: the training loss is ") and err.count("\n") == 1
-    assert "try a lower learning rate" in err
+    assert err.startswith("jaxtrain train: error: epoch 2") and err.count("\n") == 1
+    assert "the training loss is " in err and "try a lower learning rate, or clipping the gradient norm" in err
     saved = runs.Run(folder)
-    assert saved.steps() == [43]  # the end of epoch 1, the last good state
+    assert max(saved.steps()) == 43  # the end of epoch 1, the last good state: no checkpoint of epoch 2
     state, _ = experiment.load_run(folder)
-    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
-    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert int(state.step) == 43 and all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if "step" not in r] == [1]
+    assert all(r["epoch"] == 1 and r["step"] <= 43 for r in records if "step" in r)  # nothing logged of epoch 2
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +215,23 @@ def test_evaluate_reads_the_saved_model(trained, tmp_path, capsys):
     best = max(saved["history"], key=lambda r: r["val_accuracy"])
     assert result["count"] == 449 and result["accuracy"] == best["test_accuracy"]
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_the_best_checkpoint_is_the_one_of_the_best_validation_accuracy_not_test_accuracy(tmp_path, capsys):
+    """A run whose validation accuracy peaks at epoch 4 and test accuracy at epoch 5: best is epoch 4's."""
+    folder = tmp_path / "run"
+    argv = ["train", "--epochs", "5", "--seed", "3", "--val-fraction", "0.1", "--run-dir", str(folder), "--checkpoint-seconds", "0"]
+    assert cli.main(argv) == 0
+    history = json.loads((folder / "report.json").read_text())["history"]
+    by_val, by_test = (max(history, key=lambda r: (r[key], r["epoch"]))["epoch"] for key in ("val_accuracy", "test_accuracy"))
+    assert (by_val, by_test) == (4, 5)  # the run tells the two apart
+    saved = runs.Run(folder)
+    assert saved.best_step() == 4 * 38 and len(saved.meta(saved.best_step())["history"]) == 4  # 38 batches an epoch
+    report = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--run-dir", str(folder), "--checkpoint", "best", "--report", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["step"] == 4 * 38 and result["count"] == 449
+    assert result["accuracy"] == history[3]["test_accuracy"] <= 1
 
 
 def test_predict_classifies_png_files_as_training_data_was_prepared(trained, tmp_path, capsys):
