@@ -216,3 +216,25 @@ def test_nnx_modes_are_nnxs_own_train_and_eval():
     assert not np.allclose(model.BatchNorm_0.mean[...], before)  # and the statistics move
     with pytest.raises(ValueError, match="1 value per feature"):
         NNXBatchNorm(3)(jnp.zeros((1, 3)))
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.5])
+def test_the_cnn_heads_training_dropout_is_torchs_nn_dropout(rate, torch):
+    """torch's ``nn.Dropout(p)`` in training mode zeroes each entry with probability p and scales the kept
+    ones by 1/(1-p), so the expected output is the input. The head of a CNN without blocks is Dropout → Dense;
+    with the Dense an identity, its output in training mode is the dropout itself."""
+    n, width = 4096, 16
+    x = np.random.default_rng(0).uniform(0.5, 1.5, (n, 4, 4, 1)).astype(np.float32)
+    model = CNN(channels=(), hidden=(), num_classes=width, dropout=rate, batch_norm=False)
+    variables = {"params": {"Dense_0": {"kernel": jnp.eye(width), "bias": jnp.zeros(width)}}}
+    ours = np.asarray(model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)}))
+    theirs = torch.nn.Dropout(rate).train()(torch.from_numpy(x.reshape(n, width))).numpy()
+    flat = x.reshape(n, width)
+    for out in (ours, theirs):
+        kept = out != 0
+        assert abs(kept.mean() - (1 - rate)) < 0.01  # entries dropped with probability p
+        np.testing.assert_allclose(out[kept], flat[kept] / (1 - rate), rtol=1e-6)  # the kept ones scaled by 1/(1-p)
+        assert abs(out.mean() / flat.mean() - 1) < 0.01  # so that the expected output is the input
+    np.testing.assert_array_equal(ours[ours != 0], flat[ours != 0] / np.float32(1 - rate))  # exactly x / (1 - p)
+    evaluation = np.asarray(model.apply(variables, x, train=False))
+    np.testing.assert_array_equal(evaluation, flat)  # and the identity in evaluation mode
