@@ -26,6 +26,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,7 +143,7 @@ def commands(code: str) -> list[list[str]]:
 def shrink(words: list[str]) -> tuple[dict[str, str], list[str]]:
     """A documented command made small: its environment prefix (``VAR=value``) and its words, with MNIST
     as digits, at most 2 epochs and 5 steps, and examples in ``--dry-run``."""
-    env = {}
+    env, words = {}, list(words)
     while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
         name, _, value = words.pop(0).partition("=")
         env[name] = value
@@ -210,9 +211,11 @@ def _missing(words: list[str]) -> str | None:
 
 
 def _run(argv: list[str], folder: Path, env: dict[str, str], where: str) -> subprocess.CompletedProcess:
+    start = time.perf_counter()
     done = subprocess.run(argv, cwd=folder, env={**os.environ, **env}, stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=_TIMEOUT_S)
     done.shown = f"{where}: `{shlex.join(argv)}` exited with {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    done.seconds = time.perf_counter() - start
     return done
 
 
@@ -232,7 +235,7 @@ def run_block(block: Block, folder: Path, log: list[str]) -> None:
         script.write_text(shrink_python(code))
         done = _run([sys.executable, script.name], folder, env, block.where)
         assert done.returncode == 0, done.shown
-        log.append(f"{block.where}: python block")
+        log.append(f"{block.where}: python block ({done.seconds:.0f} s)")
         return
     assert block.lang == "bash", f"{block.where}: a ```{block.lang} block; expected bash, python or text"
     for name in preludes:
@@ -249,7 +252,7 @@ def run_block(block: Block, folder: Path, log: list[str]) -> None:
             assert len(done.stderr.strip().splitlines()) == 1 and "error:" in done.stderr, done.shown
         else:
             assert done.returncode == 0, done.shown
-        log.append(f"{block.where}: {shlex.join(words)}")
+        log.append(f"{block.where}: {shlex.join(words)} ({done.seconds:.0f} s)")
 
 
 @pytest.mark.quick
@@ -285,6 +288,10 @@ def test_shrinking_keeps_the_command_and_makes_it_small():
     assert argv == [sys.executable, "-m", "jaxtrain", "train", "--dataset", "digits", "--epochs", "2"]
     assert shrink(["python", "examples/pytorch_mnist.py", "--data-dir", DATA])[1][2:] == ["--dataset", "digits", "--dry-run"]
     assert shrink(["jaxtrain", "compare", "parity", "--steps", "600"])[1][-1] == "5"
+    figures = shrink(["python", "-m", "jaxtrain", "compare", "figures", "--data-dir", DATA, "--only", "primer"])[1]
+    assert figures[1:] == ["-m", "jaxtrain", "compare", "figures", "--only", "primer", "--quick", "--print"]
+    with pytest.raises(ValueError, match="every figure"):
+        shrink(["jaxtrain", "compare", "figures", "--data-dir", DATA])
     with pytest.raises(ValueError, match="downloads MNIST"):
         shrink(["jaxtrain", "train", "--dataset", "mnist"])
     with pytest.raises(ValueError, match="not a jaxtrain command"):
