@@ -34,6 +34,8 @@ from jaxtrain.cli_compare import add_compare
 from jaxtrain.datasets import DatasetUnavailableError
 from jaxtrain.flags import Help, Parser, add_compile_cache, add_data, check_writable, field_defaults, from_flags, use_compile_cache
 from jaxtrain.files import read_images
+from jaxtrain.ownership import FolderError
+from jaxtrain.reports import deliver
 from jaxtrain.schedules import SCHEDULES
 from jaxtrain.train import evaluate, predict
 
@@ -137,8 +139,8 @@ def _train(args: argparse.Namespace) -> None:
         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
     )
     report = experiment.run(config, folder=folder)
-    if args.report and devices.is_main_process():
-        runs.write_json(args.report, report)
+    if args.report and devices.is_main_process():  # a full disk now: the report goes where the error says
+        deliver(report, args.report, "--report", copy=args.run_dir and args.run_dir / "report.json")
 
 
 def _steps_per_call(text: str) -> int | str:
@@ -194,6 +196,9 @@ def _checkpoint(text: str) -> int | str:
 def _evaluate(args: argparse.Namespace) -> None:
     check_writable(args.report)
     state, config = experiment.load_run(args.run_dir, args.checkpoint)
+    if not args.dataset and json.loads((args.run_dir / "config.json").read_text()).get("dataset", "") is None:
+        raise ConfigError("dataset", None, f"the data to evaluate on: {args.run_dir} was made by fit from Python, "
+                          f"which does not record its dataset")
     if args.dataset or args.data_dir:
         data = {"dataset": args.dataset or config.dataset, "data_dir": args.data_dir}
         config = dataclasses.replace(config, **data)
@@ -284,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or os.environ.get("JAXTRAIN_DEBUG"):
             traceback.print_exc()
         print(f"jaxtrain {_command(args)}: error: {_message(error)}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
+        return 2 if isinstance(error, ConfigError | FolderError) else 1  # a bad setting: 2
     except KeyboardInterrupt:
         print(f"jaxtrain {_command(args)}: interrupted", file=sys.stderr)
         return 130

@@ -20,10 +20,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import datasets, devices, models, nnx_models, optim, schedules
+from jaxtrain import datasets, devices, models, nnx_models, optim, record, schedules
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config
 from jaxtrain.data import ArrayDataset, DataLoader, random_split
-from jaxtrain.runs import Run, write_json
+from jaxtrain.reports import deliver
+from jaxtrain.runs import Run
 from jaxtrain.loop import compile_fit, fit
 from jaxtrain.train import TrainState, create_train_state, evaluate
 from jaxtrain.transfer import fits_on_device
@@ -189,7 +190,8 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
       config: the run.
       log: where the primer's lines go (None: nowhere).
       folder: a ``runs.Run``: the run's folder, where ``config.json``, ``metrics.jsonl``, the checkpoints and
-        ``report.json`` go; with ``resume``, the run continues from its latest checkpoint.
+        ``report.json`` go; with ``resume``, the run continues from its latest checkpoint. The folder is
+        claimed before any work (``jaxtrain.ownership``), and closed at the end.
 
     Returns:
       ``dataset``, ``model``, ``batch_size``, ``device``, ``devices`` and ``processes`` (what the run
@@ -202,6 +204,8 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
     """
     if not devices.is_main_process():
         log = None
+    if folder:
+        folder.claim()  # owned (locked, checked) before any work: a second process is refused at once
     mesh = devices.make_mesh(config.devices)
     devices.check_batch_size(mesh, config.batch_size)
     data = loaders(config)
@@ -214,7 +218,8 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
     classes = {"num_classes": about.num_classes, "class_names": about.class_names and list(about.class_names)}
     if folder:  # the input's shape and the classes too, so that the model can be rebuilt without the data
         settings = {**dataclasses.asdict(config), "input_shape": list(sample.shape[1:]), "input_dtype": str(sample.dtype), **classes}
-        folder.start(settings, fixed_except=RESUMABLE_CHANGES)
+        cosine = "cosine schedule (--schedule cosine) anneals the learning rate to 0" if config.schedule == "cosine" else None
+        folder.start(settings, fixed_except=RESUMABLE_CHANGES, fixed_length=cosine)
     try:
         compile_seconds = compile_fit(state, train_loader, **mode, every=every, mesh=mesh)
         evals = {name: data[name] for name in ("val", "test") if name in data}
@@ -251,7 +256,7 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
         "samples_per_second": steady_speed(history),
     }
     if folder and devices.is_main_process():
-        write_json(folder.folder / "report.json", report)
+        deliver(report, folder.folder / "report.json", "report")  # a full disk: printed on stdout instead
     return report
 
 
@@ -259,7 +264,9 @@ def load_run(folder: str | Path, checkpoint: int | str = "latest") -> tuple[Trai
     """The trained model of a run folder: ``torch.load`` and ``model.load_state_dict`` in one call.
 
     Args:
-      folder: a run folder written by ``run`` (``python -m jaxtrain train --run-dir``).
+      folder: a run folder written by ``run`` (``python -m jaxtrain train --run-dir``), or by
+        ``fit(..., run=Run(folder))`` with jaxtrain's ``MLP`` or ``CNN`` (``jaxtrain.record``: the optimizer's
+        state is then left out, and the ``Config``'s dataset is the default, since ``fit`` does not know it).
       checkpoint: "latest", "best" (by validation accuracy, else test accuracy) or a checkpoint's step.
 
     Returns:
@@ -273,6 +280,11 @@ def load_run(folder: str | Path, checkpoint: int | str = "latest") -> tuple[Trai
     if not path.is_file():
         raise FileNotFoundError(f"run folder {folder}: no config.json; expected a folder written by --run-dir")
     settings = _read_settings(path)
+    if record.made_by_fit(settings):  # made by fit from Python: the model is recorded, not the optimizer
+        sample = np.zeros((1, *settings["input_shape"]), settings["input_dtype"])
+        with Run(folder) as saved:
+            template = create_train_state(record.model(settings, str(folder)), optax.identity(), sample)
+            return saved.restore(template, checkpoint, model_only=True)[0], record.config(settings)
     _check_settings(settings, path)
     sample = np.zeros((1, *settings.pop("input_shape")), settings.pop("input_dtype"))
     num_classes = settings.pop("num_classes", 10)

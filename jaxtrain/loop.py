@@ -215,7 +215,9 @@ def fit(
       data_on_device: keep ``train_loader``'s arrays on the device (needs an array-backed dataset).
       run: a ``jaxtrain.runs.Run``: log each epoch to its folder, checkpoint by its policy, and with
         ``Run(..., resume=True)`` continue from its latest checkpoint, to the same bits as a run that
-        was never stopped (the epochs already done are not repeated).
+        was never stopped (the epochs already done are not repeated). ``fit`` returns once the run's last
+        checkpoint is committed; the run keeps its folder (its lock) until ``run.close()`` or the end of a
+        ``with Run(...) as run:`` block.
       inputs: which entry of a batch (training and evaluation) holds the inputs (``collate.select``): a dict's
         key or a tuple's position; None for position 0 or the first of "image", "images", "inputs", "x",
         "features". The entries picked are all that go to the device.
@@ -230,6 +232,10 @@ def fit(
         run saved a checkpoint at the next call boundary (with several processes, at a step they agreed
         on), or at the end of the epoch whose last call it came in, and stopped. A notice during the last
         epoch's last call lets the run finish instead.
+      OSError: with a ``run``, a checkpoint could not be written (a full disk): the run stops at the next
+        call boundary, in one line naming the checkpoint, and its last good checkpoint is kept.
+      jaxtrain.ownership.FolderError: the ``run``'s folder is in use, holds another run without ``resume``,
+        or was begun with more epochs than ``epochs``.
 
     Returns:
       The final state and a history: per epoch ``epoch``, ``train_loss`` (the mean of the batch losses,
@@ -256,7 +262,7 @@ def fit(
         prefetch = 0 if jax.default_backend() == "cpu" else 2
     evals = eval_loader if isinstance(eval_loader, dict) else {} if eval_loader is None else {"test": eval_loader}
     total = len(train_loader.indices(0))
-    state, history, losses = run.restore_fit(state, train_loader) if run else (state, [], [])
+    state, history, losses = run.restore_fit(state, train_loader, epochs) if run else (state, [], [])
     every = run.periods if run else ()
     # The steps so far, counted on the host: a preemption is agreed on in steps (host sync, once; this
     # process's copy, as the state is replicated over processes).
@@ -274,6 +280,8 @@ def fit(
                     jax.block_until_ready(losses[-1 - _MAX_IN_FLIGHT])  # a wait, not a read: see _MAX_IN_FLIGHT
                 step += len(index)
                 stop = stop or (run is not None and preempt.reached(step))
+                if run:
+                    run.check_saves()  # a failed background save (a full disk) stops the run at once
                 if run and taken < len(train_loader) and (stop or any(taken % period == 0 for period in every)):
                     run.step_end(state, train_loader, epoch, taken, losses, history, stop)
                 if stop and taken < len(train_loader):

@@ -15,11 +15,10 @@ dropout key a function of the step. ``load_state(folder)`` gives the trained mod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,75 +28,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from jaxtrain import checkpoints, preemption
+from jaxtrain import checkpoints, ownership, preemption, record
 from jaxtrain.data import DataLoader
 from jaxtrain.devices import is_main_process
+from jaxtrain.reports import check_writable, strict, to_json, write_json, write_text  # noqa: F401 (the API of before)
 from jaxtrain.train import TrainState
 
 CHECKPOINTS = "checkpoints"
 SET_ASIDE = "checkpoints-set-aside"  # where a resumed run moves the checkpoints that it cannot read
 
 
-def strict(data: Any) -> Any:
-    """``data`` with every non-finite float (and numpy scalar) made JSON's ``null``: strict JSON, which
-    parsers accept, where Python's ``json`` would write ``NaN`` and ``Infinity``."""
-    if isinstance(data, dict):
-        return {key: strict(value) for key, value in data.items()}
-    if isinstance(data, list | tuple):
-        return [strict(value) for value in data]
-    if isinstance(data, np.generic):
-        data = data.item()
-    if isinstance(data, float) and not math.isfinite(data):
-        return None
-    return data
-
-
-def to_json(data: Any, **kwargs: Any) -> str:
-    """Strict JSON text of ``data`` (``strict``)."""
-    return json.dumps(strict(data), allow_nan=False, **kwargs)
-
-
-def check_writable(path: str | Path, what: str = "report") -> None:
-    """Fails before any work when ``path`` could not be written afterwards: its folder must exist and take a
-    file (one is created and removed), and ``path`` must not be a folder.
-
-    Raises:
-      OSError: one line naming ``path`` and what was expected.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{what} {path}: a folder; expected a file name")
-    folder = path.resolve().parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{what} {path}: folder {folder} does not exist")
-    try:
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as error:
-        raise PermissionError(f"{what} {path}: folder {folder} cannot be written ({error.strerror})") from None
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Writes strict JSON atomically: a crash mid-write leaves any earlier file at ``path`` whole.
-
-    A symbolic link is followed (its target is updated), and the file gets the permissions that the umask
-    gives a new file.
-    """
-    write_text(path, to_json(data, indent=2) + "\n")
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Writes ``text`` atomically, as ``write_json`` writes JSON: a crash mid-write leaves any earlier file
-    at ``path`` whole."""
-    path = Path(path).resolve()
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
-        out.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(out.name, 0o666 & ~umask)
-    os.replace(out.name, path)
-
-
-class Run:
+class Run(ownership.Owner):
     """A run folder and its checkpoint policy: the small object that ``fit(..., run=...)`` saves into.
 
     Checkpoints are taken at an epoch's end, but at most once every ``checkpoint_seconds``, and always at
@@ -105,8 +46,12 @@ class Run:
     each one to a temporary folder and renames it when complete, so a crash mid-save leaves the previous
     checkpoint whole. The last ``keep`` are kept, and the best by accuracy (validation, else test).
 
+    A Run owns its folder from its first write until ``close`` (``jaxtrain.ownership``: a lock, and a run
+    already there refused without ``resume``); ``with Run(path) as run:`` closes it. A failed save (a full
+    disk) stops the run at once in one line; the last good checkpoint is kept.
+
     Args:
-      folder: the run folder, created if needed.
+      folder: the run folder, created if needed; a path with ``*?[]\\`` is refused.
       resume: continue from the folder's latest checkpoint, if it has one.
       keep: checkpoints kept besides the best.
       checkpoint_seconds: the least time between two checkpoints at epochs' ends.
@@ -133,9 +78,9 @@ class Run:
         if not checkpoint_seconds >= 0:
             raise ValueError(f"checkpoint_seconds={checkpoint_seconds!r}; expected a number >= 0")
         self.folder = Path(folder)
+        ownership.check_path(self.folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise NotADirectoryError(f"run folder {self.folder}: a file; expected a folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.resume, self.keep = resume, keep
         self.checkpoint_seconds, self.checkpoint_every, self.log_every = checkpoint_seconds, checkpoint_every, log_every
         self._manager: ocp.CheckpointManager | None = None
@@ -153,12 +98,12 @@ class Run:
                 policies.LatestN(self.keep),
                 policies.BestN(get_metric_fn=lambda m: m["accuracy"], n=1, keep_checkpoints_without_metrics=False),
             ])
-            options = ocp.CheckpointManagerOptions(
-                preservation_policy=keep, cleanup_tmp_directories=True,
-                async_options=ocp.AsyncOptions(post_finalization_callback=self._seal),
-            )
             directory = (self.folder / CHECKPOINTS).absolute()  # Orbax asks for an absolute path
             with checkpoints.quiet_orbax():  # it warns of each damaged step folder; restore says what it skips, once
+                options = ocp.CheckpointManagerOptions(  # a reader neither writes nor removes a writer's temporaries
+                    preservation_policy=keep, cleanup_tmp_directories=self.claimed, read_only=not self.claimed,
+                    async_options=ocp.AsyncOptions(post_finalization_callback=self._seal),
+                )
                 self._manager = preemption.CheckpointManager(directory, options=options, item_names=("state", "meta"))
         return self._manager
 
@@ -169,30 +114,36 @@ class Run:
         temporary = sorted(directory.glob(f"{self._sealing}.orbax-checkpoint-tmp*"))
         checkpoints.write_manifest(temporary[-1] if temporary else directory / str(self._sealing))
 
-    def start(self, config: dict[str, Any], fixed_except: tuple[str, ...] = ("epochs",)) -> None:
-        """Writes ``config.json``; on resume, first refuses a configuration that computes something else.
+    def start(self, config: dict[str, Any], fixed_except: tuple[str, ...] = ("epochs",), fixed_length: str | None = None) -> None:
+        """Claims the folder and writes ``config.json``; on resume, first refuses a configuration that computes
+        something else, or fewer ``epochs`` than were begun (``Owner.check_epochs``).
 
         Args:
           config: the run's configuration, JSON-able.
           fixed_except: the settings that a resumed run may change.
+          fixed_length: what fixes the run's length, if anything does (a cosine schedule): then a resumed run
+            keeps its ``epochs``.
 
         Raises:
-          ValueError: one line naming the first setting that differs from the saved run's.
+          jaxtrain.ownership.FolderError: one line naming the first setting that differs from the saved run's.
         """
+        self.claim()
         path = self.folder / "config.json"
         if self.resume and path.is_file() and self.latest_step() is not None:
             saved = json.loads(path.read_text())
             for key in sorted(set(saved) | set(config)):
                 if key not in fixed_except and strict(saved.get(key)) != strict(config.get(key)):
-                    raise ValueError(
+                    raise ownership.FolderError(  # a bad setting
                         f"{key}={config.get(key)!r} differs from the run in {self.folder} ({key}={saved.get(key)!r}); "
                         f"expected the same to resume it, or another run folder"
                     )
+            self.check_epochs(config.get("epochs"), saved.get("epochs"), fixed_length)
         if is_main_process():
             write_json(path, config)
 
     def log(self, record: dict[str, Any]) -> None:
         """Appends ``record`` to ``metrics.jsonl`` as one strict JSON line, flushed at once (process 0 only)."""
+        self.claim()
         if not is_main_process():
             return
         with open(self.folder / "metrics.jsonl", "a") as out:
@@ -207,7 +158,9 @@ class Run:
 
         Raises:
           FloatingPointError: the parameters are not finite; nothing is written.
+          OSError: this save or the one before it failed (a full disk): one line (``Owner.save_failed``).
         """
+        self.claim()
         step = int(state.step)  # host sync: the save needs the state anyway
         if step == self._saved_step:
             return
@@ -216,9 +169,16 @@ class Run:
         metrics = None if accuracy is None or not math.isfinite(accuracy) else {"accuracy": accuracy}
         meta = strict({**meta, "accuracy": accuracy})
         items = ocp.args.Composite(state=ocp.args.StandardSave(_tree(state)), meta=ocp.args.JsonSave(meta))
-        self.manager.wait_until_finished()  # the previous save sealed first (manager.save would wait anyway)
+        self.check_saves()
+        try:
+            self.manager.wait_until_finished()  # the previous save sealed first (manager.save would wait anyway)
+        except Exception as error:  # what Orbax's writer met: an OSError, tensorstore's ValueError
+            raise self.save_failed(error, self._sealing) from error
         self._sealing = step
-        self.manager.save(step, args=items, metrics=metrics, force=True)
+        try:
+            self.manager.save(step, args=items, metrics=metrics, force=True)
+        except Exception as error:
+            raise self.save_failed(error, step) from error
         self._last_save, self._saved_step = time.monotonic(), step
 
     @property
@@ -226,14 +186,22 @@ class Run:
         """The periods, in steps of an epoch, at which ``fit`` hands over to ``step_end``."""
         return tuple(p for p in (self.checkpoint_every, self.log_every) if p)
 
-    def restore_fit(self, state: TrainState, loader: DataLoader) -> tuple[TrainState, list[dict], list[np.ndarray]]:
+    def restore_fit(
+        self, state: TrainState, loader: DataLoader, epochs: int | None = None
+    ) -> tuple[TrainState, list[dict], list[np.ndarray]]:
         """Where ``fit`` starts: with ``resume`` and a checkpoint, its state, the loader at its position, the
-        history so far and the losses of the epoch's steps already taken; else ``state`` and nothing."""
+        history so far and the losses of the epoch's steps already taken; else ``state`` and nothing. It
+        claims the folder first, and refuses fewer ``epochs`` than the run has begun."""
+        self.claim()
+        if is_main_process() and not (self.folder / "config.json").exists():  # made from Python: load_run opens it
+            write_json(self.folder / "config.json", record.describe(state, loader))
         if not self.resume:
             return state, [], []
         self._set_aside()
         if self.latest_step() is None:
+            self._forget_after(-1, 0)  # the lines of a run stopped before its first checkpoint: it starts afresh
             return state, [], []
+        self.check_epochs(epochs)
         state, meta = self.restore(state)
         loader.load_state_dict(meta["loader"])
         self._forget_after(int(state.step), len(meta["history"]))
@@ -284,6 +252,8 @@ class Run:
         if self.due() or last or save:
             accuracy = record.get("val_accuracy", record.get("test_accuracy"))
             self.save(state, {"loader": loader.state_dict(), "history": history, "losses": []}, accuracy)
+        if last:  # fit returns once the run's last checkpoint is committed
+            self.wait()
 
     def latest_step(self) -> int | None:
         """The step of the latest intact checkpoint (``intact_steps``), or None."""
@@ -330,13 +300,15 @@ class Run:
         """The JSON saved beside checkpoint ``step``."""
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
-    def restore(self, state: TrainState, step: int | str = "latest") -> tuple[TrainState, dict[str, Any]]:
+    def restore(self, state: TrainState, step: int | str = "latest", model_only: bool = False) -> tuple[TrainState, dict[str, Any]]:
         """``state`` filled in from a checkpoint, and the JSON saved with it.
 
         Args:
           state: a state of the run's model and optimizer (``create_train_state``), whose arrays give the
             shapes and dtypes to restore; its values are not used.
           step: "latest", "best", or a checkpoint's step.
+          model_only: restore the step, parameters, statistics and key, keeping ``state``'s optimizer state
+            (for a folder made by ``fit``, whose optimizer is not recorded: ``jaxtrain.record``).
 
         Raises:
           FileNotFoundError: no such checkpoint, or it is damaged (``intact_steps``); the message lists
@@ -356,7 +328,7 @@ class Run:
             raise FileNotFoundError(f"checkpoint {step!r} in {where}: {problem}; expected latest, best or an intact one: {kept}")
         if checkpoints.unverified(where):
             self._say(-1, f"checkpoints in {where} carry no manifest (written by an earlier version): read unverified")
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _tree(state))
+        target = None if model_only else jax.tree.map(ocp.utils.to_shape_dtype_struct, _tree(state))
         items = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
         try:
             restored = self.manager.restore(wanted, args=items)
@@ -367,16 +339,34 @@ class Run:
                 f"expected those that the run was trained with, as its config.json names them"
             ) from None
         tree = restored["state"]
+        if model_only:  # restored as saved: the optimizer's state comes back as plain containers
+            tree = {key: tree[key] for key in ("step", "params", "batch_stats", "key")}
         state = state.replace(**{**tree, "key": jax.random.wrap_key_data(tree["key"])})
         self._saved_step = wanted
         return state, restored["meta"]
 
+    def wait(self) -> None:
+        """Waits for the last save to be committed.
+
+        Raises:
+          OSError: it failed (``Owner.save_failed``).
+        """
+        if self._manager is not None and self._failure is None:
+            try:
+                self._manager.wait_until_finished()
+            except Exception as error:
+                raise self.save_failed(error, self._sealing) from error
+
     def close(self) -> None:
-        """Waits for the last save to be complete."""
-        if self._manager is not None:
-            self._manager.wait_until_finished()
-            self._manager.close()
-            self._manager = None
+        """Waits for the last save to be committed, then gives the folder up; the manager goes."""
+        try:
+            self.wait()
+        finally:
+            if self._manager is not None:
+                with contextlib.suppress(Exception):  # a save that failed has been named already
+                    self._manager.close()
+                self._manager = None
+            self.release()
 
 
 def _tree(state: TrainState) -> dict[str, Any]:
