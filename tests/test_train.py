@@ -41,17 +41,19 @@ def test_second_train_step_does_not_recompile(count_compiles):
 
 @pytest.mark.quick
 def test_evaluate_counts_every_example_once_and_a_short_batch_does_not_recompile(count_compiles):
-    images, labels = _data(103)
+    images, _ = _data(103)
     state = create_train_state(MLP(hidden=(19,)), sgd(0.1), images[:1])
+    logits = np.asarray(state.model.apply(state.variables, images))
+    # Every other example right, the 101st among them: the short last batch (examples 100-102) is padded with
+    # copies of it, which would add 22 right answers if the padding counted.
+    labels = np.where(np.arange(103) % 2 == 0, logits.argmax(-1), (logits.argmax(-1) + 1) % 10).astype(np.int32)
     loader = DataLoader(ArrayDataset(images, labels), batch_size=25)
     eval_step(state, (images[:25], labels[:25]), np.ones(25, bool))  # compile for full batches
     with count_compiles() as compiles:
         result = evaluate(state, loader)
     assert compiles() == 0
     assert result["count"] == 103
-    logits = np.asarray(state.model.apply(state.variables, images))
-    expected = np.mean(np.argmax(logits, -1) == labels)
-    assert result["accuracy"] == pytest.approx(expected, abs=1e-9)
+    assert result["accuracy"] == 52 / 103 <= 1
     per_example = -jax.nn.log_softmax(logits)[np.arange(103), labels]
     assert result["loss"] == pytest.approx(float(per_example.mean()), rel=1e-5)
 
