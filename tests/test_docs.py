@@ -258,6 +258,8 @@ def run_block(block: Block, folder: Path, log: list[str]) -> None:
 @pytest.mark.quick
 @pytest.mark.parametrize("doc", DOCS, ids=lambda d: str(d.relative_to(ROOT)))
 def test_every_block_names_its_language_and_carries_only_markers_this_test_knows(doc):
+    fences = re.findall(r"^ *```", doc.read_text(), re.M)
+    assert len(fences) == 2 * len(blocks(doc)), f"{doc}: a fence that opens or closes no block this test reads"
     for block in blocks(doc):
         try:
             kind, _ = parse_marker(block.marker)
