@@ -5,7 +5,8 @@ the checkpoints from all of them):
 
   config.json      the configuration (``resume`` refuses another one)
   metrics.jsonl    one strict JSON line per epoch (and per ``log_every`` steps), flushed as the run goes
-  checkpoints/     Orbax checkpoints: the whole ``TrainState``, the loader's position and the history
+  checkpoints/     Orbax checkpoints: the whole ``TrainState``, the loader's position and the history, each
+                   with a manifest of its files' checksums, checked before it is read (``jaxtrain.checkpoints``)
   report.json      the final report
 
 ``fit(..., run=Run(folder))`` saves into it; ``Run(folder, resume=True)`` continues the run from its
