@@ -26,6 +26,7 @@ def test_train_on_digits_writes_the_report(tmp_path, capsys):
     for key in ("dataset", "model", "batch_size", "device", "test_accuracy", "compile_seconds", "samples_per_second"):
         assert key in data
     assert [h["epoch"] for h in data["history"]] == [1, 2]
+    assert data["test_examples"] == 449 and all(0 <= r["test_accuracy"] <= 1 for r in [data, *data["history"]])
     for key in ("train_loss", "test_loss", "test_accuracy", "seconds"):
         assert key in data["history"][0]
 

@@ -143,6 +143,36 @@ def test_every_optimizer_takes_the_same_first_hundred_steps_on_eight_devices(eig
     assert abs(eight["accuracy"] - one["accuracy"]) <= 0.003
 
 
+@pytest.fixture(scope="module")
+def fit_inputs() -> dict:
+    return _run_child("fit_inputs", 8)
+
+
+def _spec_rows(call: list[dict]) -> list[tuple[str, list]]:
+    return [(leaf["spec"], leaf["shards"]) for leaf in call]
+
+
+@pytest.mark.parametrize("feed", ["per step", "fused", "device-resident"])
+def test_fit_sends_each_call_its_batch_split_over_the_eight_devices(fit_inputs, feed):
+    """What fit really hands its compiled calls on 8 devices: the batch axis (axis 1 of ``(steps, batch, ...)``)
+    split along ``data``, 32 / 8 = 4 rows on each device, not the whole batch on every one; only the short
+    last batch (4 rows, which do not split over 8) runs whole on each. Device-resident data is split by rows."""
+    calls = fit_inputs[feed]
+    if feed == "device-resident":  # (data, index): the data's rows split, the indices split like a batch
+        (images, labels, index), (*_, tail) = calls
+        assert (images["spec"], labels["spec"]) == ("P('data',)", "P('data',)")
+        assert images["shards"] == [[13, 8, 8, 1]] * 8 and labels["shards"] == [[13]] * 8  # 100 rows padded to 104
+        assert _spec_rows([index]) == [("P(None, 'data')", [[3, 4]] * 8)] and index["shape"] == [3, 32]
+        assert _spec_rows([tail]) == [("P()", [[1, 4]] * 8)]
+        return
+    full = [call for call in calls if call[1]["shape"][1] == 32]
+    steps = [call[1]["shape"][0] for call in full]
+    assert steps == ([1, 1, 1] if feed == "per step" else [2, 1])  # 100 examples: 3 batches of 32, then 4
+    for call, k in zip(full, steps):
+        assert _spec_rows(call) == [("P(None, 'data')", [[k, 4, 8, 8, 1]] * 8), ("P(None, 'data')", [[k, 4]] * 8)]
+    assert _spec_rows(calls[-1]) == [("P()", [[1, 4, 8, 8, 1]] * 8), ("P()", [[1, 4]] * 8)]
+
+
 # --- two processes ---------------------------------------------------------------------------------------------
 
 
@@ -327,7 +357,35 @@ def _eight_devices() -> dict:
     return out
 
 
-_CHILDREN = {"eight_devices": _eight_devices}
+def _fit_inputs() -> dict:
+    """On 8 CPU devices: the arrays that fit hands each compiled call, in each feeding mode (a wrapper in
+    place of the calls records their shape, spec and the shape of each device's shard)."""
+    from jaxtrain import MLP, ArrayDataset, DataLoader, create_train_state, fit, loop, sgd
+    from jaxtrain.datasets import load_digits
+
+    images, labels = load_digits("train")
+    loader = DataLoader(ArrayDataset(images[:100], labels[:100]), 32, shuffle=True, seed=1)
+    feeds = {"per step": dict(steps_per_call=1), "fused": dict(steps_per_call=2),
+             "device-resident": dict(steps_per_call=3, data_on_device=True)}
+    out, calls = {}, []
+
+    def recording(call):
+        def record(state, *args):
+            calls.append([{"shape": list(a.shape), "spec": repr(a.sharding.spec),
+                           "shards": [list(s.data.shape) for s in a.addressable_shards]} for a in jax.tree.leaves(args)])
+            return call(state, *args)
+        return record
+
+    loop.train_steps, loop.gather_steps = recording(loop.train_steps), recording(loop.gather_steps)
+    for feed, mode in feeds.items():
+        calls.clear()
+        state = create_train_state(MLP(hidden=(16,)), sgd(0.01), images[:1])
+        fit(state, loader, 1, log=None, mesh=devices.make_mesh(8), **mode)
+        out[feed] = list(calls)
+    return out
+
+
+_CHILDREN = {"eight_devices": _eight_devices, "fit_inputs": _fit_inputs}
 
 if __name__ == "__main__":
     print(json.dumps(_CHILDREN[sys.argv[1]]()))

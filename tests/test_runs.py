@@ -213,7 +213,7 @@ def test_evaluate_reads_the_saved_model(trained, tmp_path, capsys):
     result = json.loads(report.read_text())
     saved = json.loads((trained / "report.json").read_text())
     best = max(saved["history"], key=lambda r: r["val_accuracy"])
-    assert result["count"] == 449 and result["accuracy"] == best["test_accuracy"]
+    assert result["count"] == 449 and result["accuracy"] == best["test_accuracy"] <= 1
     assert "accuracy" in capsys.readouterr().out
 
 
@@ -273,7 +273,7 @@ def test_export_loads_strictly_into_the_torch_model_and_predicts_the_same(model,
     ours = np.asarray(state.model.apply(state.variables, images)).argmax(-1)
     assert (theirs == ours).mean() == 1.0
     accuracy = experiment.evaluate(state, experiment.loaders(Config())["test"])["accuracy"]
-    assert (theirs == labels).mean() == pytest.approx(accuracy)
+    assert (theirs == labels).mean() == pytest.approx(accuracy) and accuracy <= 1
 
 
 def test_plot_draws_the_curves_and_writes_tensorboard_events(trained, tmp_path):
