@@ -147,8 +147,12 @@ class Run(ownership.Owner):
         self.claim()
         if not is_main_process():
             return
-        with open(self.folder / "metrics.jsonl", "a") as out:
-            out.write(to_json(record) + "\n")
+        path = self.folder / "metrics.jsonl"
+        try:
+            with open(path, "a") as out:
+                out.write(to_json(record) + "\n")
+        except OSError as error:  # a full disk fails the write without naming the file
+            raise type(error)(f"{path}: a line not written ({error.strerror or error})") from None
 
     def due(self) -> bool:
         """Whether an epoch's end should be saved: ``checkpoint_seconds`` have passed since the last save."""

@@ -6,6 +6,7 @@ A damaged checkpoint is never read: "latest" and "best" fall back to the newest 
 line, an explicit intact step always restores, and a damaged one asked for by its step is refused in one line.
 Every bad input is one line on stderr and exit code 1, never a traceback."""
 
+import errno
 import json
 import shutil
 from pathlib import Path
@@ -241,3 +242,24 @@ def test_8_bit_images_read_as_before(tmp_path):
     expected = np.asarray(Image.open(sorted((root / "a").iterdir())[0]), np.float32) / 255
     assert images.dtype == np.float32 and images.max() <= 1
     assert any(np.array_equal(image[..., 0], expected) for image in images)
+
+
+def test_a_full_disk_names_the_file_that_could_not_be_written(tmp_path, monkeypatch, capsys):
+    class Full:  # a file opened on a full disk: the write fails, and its error names no file
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "open", Full, raising=False)  # runs' own open: metrics.jsonl's
+    folder = tmp_path / "run"
+    assert cli.main(["train", "--epochs", "1", "--run-dir", str(folder), "--checkpoint-seconds", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"jaxtrain train: error: {folder / 'metrics.jsonl'}: a line not written (No space left on device)\n"
