@@ -5,12 +5,14 @@ import dataclasses
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from jaxtrain import cli, devices, experiment, runs
 from jaxtrain.config import Config
@@ -133,6 +135,33 @@ def test_the_defaults_are_the_primers_and_auto_resolves_for_the_model_the_flags_
     assert cnn == Config(model="cnn") and mlp == Config()
     lrs = experiment.epoch_learning_rates(dataclasses.replace(cnn, epochs=3), batches_per_epoch=10)
     assert lrs[0] == 1e-3 and lrs[0] > lrs[1] > lrs[2] > 0  # annealed, not constant
+
+
+def _readme_defaults() -> dict[str, str]:
+    """The defaults that the README's table of training options gives, by flag: "--lr" -> "1e-3"."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Training options"):].split("\n\n")[1]
+    shown = {}
+    for row in table.splitlines()[2:]:
+        flags, default = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        names = re.findall(r"(--[a-z-]+)", flags)
+        values = [v.strip() for v in default.split(",")]
+        for name, value in zip(names, values if len(values) == len(names) else [default] * len(names)):
+            shown[name] = value
+    return shown
+
+
+def test_the_readmes_table_gives_the_librarys_defaults():
+    shown, fields = _readme_defaults(), {f.name: f.default for f in dataclasses.fields(Config)}
+    assert {"--model", "--lr", "--batch-size", "--epochs", "--optimizer", "--schedule"} <= set(shown)
+    for flag, text in shown.items():
+        default = fields[flag[2:].replace("-", "_")]
+        if default is None:  # the text says what None means: "the model's", "no clipping"
+            assert not re.match(r"`?[\d.]", text), f"{flag}: {text}"
+            continue
+        value = text.strip("`").split("`")[0].split(":")[0].strip()
+        assert (value == default if isinstance(default, str) else float(value) == default), f"{flag}: {text} != {default!r}"
+    assert "constant for the MLP, cosine for the CNN" in shown["--schedule"]  # what auto gives, as --help says
 
 
 def test_help_shows_what_auto_does_for_each_model(capsys):

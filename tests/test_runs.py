@@ -207,6 +207,13 @@ def trained(tmp_path_factory):
     return folder
 
 
+def test_the_clis_cnn_anneals_its_learning_rate_by_cosine(trained):
+    """`train --model cnn` with the default --schedule auto: the CNN's cosine, as the library resolves it."""
+    saved = json.loads((trained / "report.json").read_text())
+    assert saved["config"]["schedule"] == "cosine" and json.loads((trained / "config.json").read_text())["schedule"] == "cosine"
+    assert [h["lr"] for h in saved["history"]] == pytest.approx([1e-3, 5e-4], rel=1e-6)  # halfway through a cosine
+
+
 def test_evaluate_reads_the_saved_model(trained, tmp_path, capsys):
     report = tmp_path / "eval.json"
     assert cli.main(["evaluate", "--run-dir", str(trained), "--checkpoint", "best", "--report", str(report)]) == 0
