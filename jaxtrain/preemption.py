@@ -44,8 +44,11 @@ class Notice:
         past the fastest process's at the time of the notice; each step of the call is offered to it,
         so that the boundary that contains it answers True on every process alike.
         """
-        if self._several:  # a list, not a generator: the service hears of every step
-            offered = [multihost_utils.reached_preemption_sync_point(s) for s in range(self.step + 1, step + 1)]
+        if self._several:
+            try:  # a list, not a generator: the service hears of every step
+                offered = [multihost_utils.reached_preemption_sync_point(s) for s in range(self.step + 1, step + 1)]
+            except RuntimeError:  # the service is off (jax_enable_preemption_service): no notice can come
+                self._several, offered = False, []
             self.received = self.received or any(offered)
         self.step = step
         return self.received
@@ -58,7 +61,8 @@ def notice(step: int) -> Iterator[Notice]:
     One process: SIGTERM is noted instead of ending the process (a second SIGTERM ends it at once); the
     previous handler comes back afterwards. Outside the main thread, where Python cannot take signals,
     nothing is listened for. Several processes: ``jax.distributed``'s preemption service has taken SIGTERM
-    since ``jax.distributed.initialize``; a notice is read from it.
+    since ``jax.distributed.initialize``; a notice is read from it (where the service is turned off,
+    ``jax_enable_preemption_service``, none comes).
 
     Args:
       step: the state's step when the block starts.
