@@ -36,7 +36,10 @@ from jaxtrain.compare.measure import facts, measure_in_child
 from jaxtrain.config import ConfigError
 from jaxtrain.runs import write_text
 
-ROOT = Path(jaxtrain.__file__).resolve().parents[1]  # the repository: README.md, docs/, jaxtrain/
+# The repository whose README.md and docs/ hold the figures: the checkout this package lies in, or, for an
+# installed package, the current folder (run the command from the checkout).
+_SOURCE = Path(jaxtrain.__file__).resolve().parents[1]
+ROOT = _SOURCE if (_SOURCE / "pyproject.toml").is_file() else Path.cwd()
 # The documents that hold figures, relative to ROOT.
 DOCS = ("README.md", "docs/paradigms.md", "docs/performance.md", "docs/training.md")
 _MARKER = re.compile(r"^<!-- (/?)figure: ([\w.-]+) -->$", re.M)

@@ -1,5 +1,6 @@
 """The docs' figures: the registry, the markers, the blocks and the command (jaxtrain.compare.figures)."""
 
+import functools
 import re
 import shlex
 import shutil
@@ -120,8 +121,15 @@ def test_an_unknown_figure_is_one_line_naming_them_all_and_exit_code_2(capsys):
     assert all(name in err for name in FIGURES)
 
 
+@pytest.fixture
+def checkout_docs(monkeypatch):
+    """The command reads the checkout's documents, wherever the package under test is installed."""
+    monkeypatch.setattr(compare, "check_markers", lambda: figures.check_markers(ROOT))
+    monkeypatch.setattr(compare, "generate_figures", functools.partial(figures.generate, root=ROOT))
+
+
 @pytest.mark.quick
-def test_figures_on_mnist_without_its_folder_are_refused_before_any_work(capsys, monkeypatch):
+def test_figures_on_mnist_without_its_folder_are_refused_before_any_work(capsys, monkeypatch, checkout_docs):
     monkeypatch.setattr(figures, "measure_in_child", lambda *a, **k: pytest.fail("work started"))
     assert cli.main(["compare", "figures", "--only", "primer"]) == 2
     err = capsys.readouterr().err
@@ -132,7 +140,7 @@ def test_figures_on_mnist_without_its_folder_are_refused_before_any_work(capsys,
 
 
 @pytest.mark.quick
-def test_list_names_each_figure_with_its_commands(capsys):
+def test_list_names_each_figure_with_its_commands(capsys, checkout_docs):
     assert cli.main(["compare", "figures", "--list", "--only", "primer", "bench", "--data-dir", "../mnist"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "primer (README.md, about 0.5 minutes)"
