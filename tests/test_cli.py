@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from jaxtrain import cli, devices, experiment, runs
+from jaxtrain import cli, compare, devices, experiment, runs
 from jaxtrain.config import Config
 
 
@@ -105,10 +105,22 @@ def test_train_defaults_leave_the_model_and_the_primers_loop_alone(configs):
     assert configs[1].milestones == (3, 6)
 
 
+def _actions(*command: str) -> dict:
+    """A command's flags, by destination: ``_actions("compare", "parity")``."""
+    parser = cli.parser()
+    for word in command:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+    return {a.dest: a for a in parser._actions if a.dest != "help"}
+
+
 def _train_actions() -> dict:
-    """The train command's flags, by destination."""
-    commands = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return {a.dest: a for a in commands.choices["train"]._actions if a.dest != "help"}
+    return _actions("train")
+
+
+def test_every_parity_flag_defaults_to_parity_configs_default():
+    actions = _actions("compare", "parity")
+    for field in dataclasses.fields(compare.ParityConfig):
+        assert actions[field.name].default == field.default, f"--{field.name.replace('_', '-')}"
 
 
 def test_every_train_flag_defaults_to_the_librarys_own_default():
