@@ -21,7 +21,6 @@ def _data(n=64, size=8, seed=0):  # 8×8 keeps the CNN's compilations quick
     return rng.random((n, size, size, 1), np.float32), rng.integers(0, 10, n).astype(np.int32)
 
 
-@pytest.mark.quick
 def test_cnn_maps_28x28_images_to_logits_and_keeps_batch_statistics():
     images, _ = _data(4, size=28)
     model = CNN(channels=(4, 8))
@@ -181,7 +180,6 @@ def test_every_convolution_of_a_scanned_cnn_step_is_in_xla_cpus_fast_form():
     assert set(forms) == {"b01f_01io->b01f"}
 
 
-@pytest.mark.quick
 @pytest.mark.parametrize(
     "linen, make_nnx, shape",
     [
