@@ -225,20 +225,21 @@ def test_evaluate_reads_the_saved_model(trained, tmp_path, capsys):
 
 
 def test_the_best_checkpoint_is_the_one_of_the_best_validation_accuracy_not_test_accuracy(tmp_path, capsys):
-    """A run whose validation accuracy peaks at epoch 4 and test accuracy at epoch 5: best is epoch 4's."""
+    """A run whose validation accuracy peaks at epoch 4 and test accuracy at epoch 5 (jax 0.10.2 on the CPU):
+    best is the validation peak's checkpoint."""
     folder = tmp_path / "run"
     argv = ["train", "--epochs", "5", "--seed", "3", "--val-fraction", "0.1", "--run-dir", str(folder), "--checkpoint-seconds", "0"]
     assert cli.main(argv) == 0
     history = json.loads((folder / "report.json").read_text())["history"]
     by_val, by_test = (max(history, key=lambda r: (r[key], r["epoch"]))["epoch"] for key in ("val_accuracy", "test_accuracy"))
-    assert (by_val, by_test) == (4, 5)  # the run tells the two apart
+    assert by_val != by_test, "the run no longer tells the two apart: choose another --seed"  # here (4, 5)
     saved = runs.Run(folder)
-    assert saved.best_step() == 4 * 38 and len(saved.meta(saved.best_step())["history"]) == 4  # 38 batches an epoch
+    assert saved.best_step() == by_val * 38 and len(saved.meta(saved.best_step())["history"]) == by_val  # 38 batches an epoch
     report = tmp_path / "eval.json"
     assert cli.main(["evaluate", "--run-dir", str(folder), "--checkpoint", "best", "--report", str(report)]) == 0
     result = json.loads(report.read_text())
-    assert result["step"] == 4 * 38 and result["count"] == 449
-    assert result["accuracy"] == history[3]["test_accuracy"] <= 1
+    assert result["step"] == by_val * 38 and result["count"] == 449
+    assert result["accuracy"] == history[by_val - 1]["test_accuracy"] <= 1
 
 
 def test_predict_classifies_png_files_as_training_data_was_prepared(trained, tmp_path, capsys):
