@@ -117,12 +117,14 @@ def _train_actions() -> dict:
     return _actions("train")
 
 
+@pytest.mark.quick
 def test_every_parity_flag_defaults_to_parity_configs_default():
     actions = _actions("compare", "parity")
     for field in dataclasses.fields(compare.ParityConfig):
         assert actions[field.name].default == field.default, f"--{field.name.replace('_', '-')}"
 
 
+@pytest.mark.quick
 def test_every_train_flag_defaults_to_the_librarys_own_default():
     """One source of defaults: a flag's default is the declared default of what it sets (Config's field, as
     declared, before "auto" is resolved; Run's and initialize's arguments), so the CLI runs what the library runs."""
@@ -137,6 +139,7 @@ def test_every_train_flag_defaults_to_the_librarys_own_default():
     assert actions["init_timeout"].default == inspect.signature(devices.initialize).parameters["timeout"].default
 
 
+@pytest.mark.quick
 def test_the_defaults_are_the_primers_and_auto_resolves_for_the_model_the_flags_name(configs):
     """The primer's job is the default (MyModel, Adam at 1e-3, batch 32, 10 epochs, a constant rate), and
     the CNN, named on the command line, gets its own schedule: cosine."""
@@ -163,6 +166,7 @@ def _readme_defaults() -> dict[str, str]:
     return shown
 
 
+@pytest.mark.quick
 def test_the_readmes_table_gives_the_librarys_defaults():
     shown, fields = _readme_defaults(), {f.name: f.default for f in dataclasses.fields(Config)}
     assert {"--model", "--lr", "--batch-size", "--epochs", "--optimizer", "--schedule"} <= set(shown)
@@ -176,6 +180,7 @@ def test_the_readmes_table_gives_the_librarys_defaults():
     assert "constant for the MLP, cosine for the CNN" in shown["--schedule"]  # what auto gives, as --help says
 
 
+@pytest.mark.quick
 def test_help_shows_what_auto_does_for_each_model(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
