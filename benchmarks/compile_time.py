@@ -1,6 +1,6 @@
 """How long the first training step takes to compile, by compiler options, for the CNN and the MLP.
 
-    python benchmarks/compile_time.py [--repeats 3] [--batch-size 32]
+    python benchmarks/compile_time.py [--repeats 3] [--batch-size 32] [--models cnn mlp]
 
 Each measurement is a fresh process that builds the model's state, then times the first ``train_step``
 call by JAX's own compile events (tracing, lowering to MLIR, XLA's backend) and then the step itself
@@ -45,13 +45,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--models", nargs="+", choices=["cnn", "mlp"], default=["cnn", "mlp"])
     parser.add_argument("--measure", nargs=2, metavar=("MODEL", "OPTIONS"), help="measure one and print JSON")
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(*args.measure, args.batch_size)))
         return
     accepted = [name for name, options in CHOICES.items() if all(compiler.accepts(*option) for option in options.items())]
-    runs = {(model, choice): [] for model in ("cnn", "mlp") for choice in accepted}
+    runs = {(model, choice): [] for model in args.models for choice in accepted}
     for _ in range(args.repeats):
         for model, choice in runs:
             command = [sys.executable, __file__, "--measure", model, choice, "--batch-size", str(args.batch_size)]
