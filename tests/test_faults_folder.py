@@ -379,3 +379,12 @@ def test_resuming_with_fewer_epochs_from_python_is_refused(tmp_path):
     with pytest.raises(ownership.FolderError, match=r"holds a run \(config.json, metrics.jsonl, checkpoints\)"):
         experiment.run(Config(epochs=1), log=None, folder=runs.Run(folder))
     assert _snapshot(folder) == before
+
+
+def test_a_reader_leaves_the_temporary_folder_of_a_save_in_progress_alone(used):
+    """evaluate during training: Orbax's writer would remove another's unfinished save as debris; a reader must not."""
+    in_progress = used / "checkpoints" / "999.orbax-checkpoint-tmp-1"
+    (in_progress / "state").mkdir(parents=True)
+    experiment.load_run(used)
+    assert cli.main(["evaluate", "--run-dir", str(used)]) == 0
+    assert in_progress.is_dir()
