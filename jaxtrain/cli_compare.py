@@ -65,7 +65,7 @@ def add_compare(commands) -> None:
     f = studies.add_parser(
         "figures", formatter_class=Help,
         help="rerun the commands behind the docs' tables and pictures, one at a time, and write them into "
-        "README.md and docs/paradigms.md between their markers",
+        "README.md and docs/ between their markers",
     )
     f.add_argument("--data-dir", default=None,
                    help="MNIST's IDX folder, which most figures train on, as the docs should show it")

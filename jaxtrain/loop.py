@@ -191,7 +191,7 @@ def fit(
       the CNN on XLA:CPU, which runs a convolution's step several times slower inside a loop.
     - fused (``steps_per_call=K``): K steps per call, a ``lax.scan`` over K batches gathered on the
       host at once, saving K - 1 dispatches: for data that stays on the host, the MLP measured 1.4×
-      per step's speed (README, "Speed").
+      per step's speed (docs/performance.md).
     - device-resident (``data_on_device=True``): the dataset is copied to the device once and each
       call gathers its batches there, so only indices cross over; with ``steps_per_call=len(loader)``
       a whole epoch is one call. The fastest for the MLP (1.8× per step in the same measurement).
