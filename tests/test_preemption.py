@@ -71,7 +71,9 @@ def _free_port() -> int:
 
 
 def _pair(folder: Path, *flags: str) -> list[subprocess.Popen]:
-    group = ["--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--init-timeout", "60"]
+    # 20 epochs (about 0.25 s each here): jax's preemption service polls for SIGTERM once a second, then agrees
+    # on a step, so the run must outlast the notice by more than that; 3 epochs ended before it came.
+    group = ["--epochs", "20", "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--init-timeout", "60"]
     return [
         subprocess.Popen(_command(folder, *group, "--process-id", str(i), *flags), cwd=ROOT, env=_env(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
