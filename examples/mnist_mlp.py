@@ -16,7 +16,7 @@ from jaxtrain import ArrayDataset, DataLoader, MLP, adam, create_train_state, tr
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--dataset", choices=["mnist", "digits"], default="mnist")
-parser.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files")
+parser.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: downloaded once into $JAXTRAIN_DATA or ~/.cache/jaxtrain)")
 parser.add_argument("--epochs", type=int, default=10)
 parser.add_argument("--batch-size", type=int, default=32)
 parser.add_argument("--lr", type=float, default=1e-3)

@@ -20,7 +20,8 @@ from jaxtrain import ArrayDataset, DataLoader, adam, create_train_state, train_s
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--dataset", default="mnist", help="mnist, digits, a tensorflow-datasets name, folder:PATH or npz:FILE")
-parser.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files")
+parser.add_argument("--data-dir", default=None, help="mnist: a folder with its IDX files (default: downloaded once into $JAXTRAIN_DATA or "
+                    "~/.cache/jaxtrain); a tensorflow-datasets name: its data folder")
 parser.add_argument("--epochs", type=int, default=10)
 parser.add_argument("--batch-size", type=int, default=32)
 parser.add_argument("--lr", type=float, default=1e-3)

@@ -18,7 +18,7 @@ import jaxtrain
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--dataset", choices=["mnist", "digits"], default="mnist", help="the data")
-parser.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files")
+parser.add_argument("--data-dir", default=None, help="a folder with MNIST's IDX files (default: downloaded once into $JAXTRAIN_DATA or ~/.cache/jaxtrain)")
 parser.add_argument("--epochs", type=int, default=10, help="passes over the training data")
 parser.add_argument("--batch-size", type=int, default=32, help="examples per step")
 parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
