@@ -13,9 +13,10 @@ from jaxtrain.interop import from_torch, to_torch
 from jaxtrain.losses import cross_entropy
 from jaxtrain.models import CNN, MLP, BatchNorm
 from jaxtrain.nnx_models import NNXCNN, NNXMLP, NNXBatchNorm
-from jaxtrain.optim import accumulate_gradients, adam, adamw, clip_grad_norm, sgd
+from jaxtrain.optim import accumulate_gradients, adam, adamw, adjustable_lr, clip_grad_norm, sgd
 from jaxtrain.schedules import schedule
 from jaxtrain.train import TrainState, create_train_state, eval_step, evaluate, predict, train_step
+from jaxtrain.callbacks import Callback, EarlyStopping, LambdaCallback, ReduceLROnPlateau, TargetAccuracy
 from jaxtrain.loop import compile_fit, fit
 from jaxtrain.transfer import prefetch_to_device
 from jaxtrain.runs import Run
@@ -27,21 +28,27 @@ __all__ = [
     "ArrayDataset",
     "BatchNorm",
     "CNN",
+    "Callback",
     "ConcatDataset",
     "DataLoader",
     "Dataset",
     "DatasetUnavailableError",
+    "EarlyStopping",
+    "LambdaCallback",
     "MLP",
     "NNXBatchNorm",
     "NNXCNN",
     "NNXMLP",
+    "ReduceLROnPlateau",
     "Run",
     "Subset",
+    "TargetAccuracy",
     "TrainState",
     "WeightedRandomSampler",
     "accumulate_gradients",
     "adam",
     "adamw",
+    "adjustable_lr",
     "clip_grad_norm",
     "create_train_state",
     "cross_entropy",

@@ -68,7 +68,8 @@ def _add_train(commands) -> None:
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="L2 (sgd, adam) or decoupled (adamw)")
     p.add_argument("--schedule", choices=("auto", *SCHEDULES), default=defaults.schedule,
                    help="learning rate per optimizer step: constant, step (StepLR), multistep (MultiStepLR), "
-                   f"cosine (CosineAnnealingLR to 0); auto: {_by_model('schedule')}")
+                   f"cosine (CosineAnnealingLR to 0), plateau (ReduceLROnPlateau on the validation loss, once per "
+                   f"epoch: --factor, --patience ...); auto: {_by_model('schedule')}")
     p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
                    help="optimizer steps of linear warmup from lr/3 (LinearLR) before the schedule")
     p.add_argument("--step-size", type=int, default=defaults.step_size, metavar="EPOCHS",
@@ -88,6 +89,22 @@ def _add_train(commands) -> None:
     p.add_argument("--val-fraction", type=float, default=defaults.val_fraction, metavar="F",
                    help="hold this fraction of the training data out for validation, reported each epoch; "
                    "the best checkpoint is then chosen by validation accuracy")
+    s = p.add_argument_group("stopping and the plateau schedule", "checked once per epoch, on the host")
+    s.add_argument("--early-stopping", type=int, default=defaults.early_stopping, metavar="N",
+                   help="stop once the validation loss has not improved for N epochs, ending on the best epoch's "
+                   "state (needs --val-fraction)")
+    s.add_argument("--stop-at-accuracy", type=float, default=defaults.stop_at_accuracy, metavar="A",
+                   help="stop after the first epoch whose test accuracy reaches A (in (0, 1]); the report gives "
+                   "time_to_accuracy_seconds, from the process's start, and epochs_to_accuracy")
+    s.add_argument("--factor", type=float, default=defaults.factor,
+                   help="--schedule plateau (torch's ReduceLROnPlateau on the validation loss): the decay")
+    s.add_argument("--patience", type=int, default=defaults.patience, metavar="EPOCHS",
+                   help="plateau: epochs without improvement before the lr decays")
+    s.add_argument("--threshold", type=float, default=defaults.threshold,
+                   help="plateau: the least relative improvement that counts")
+    s.add_argument("--cooldown", type=int, default=defaults.cooldown, metavar="EPOCHS",
+                   help="plateau: epochs after a decay before bad epochs count again")
+    s.add_argument("--min-lr", type=float, default=defaults.min_lr, help="plateau: the lowest learning rate")
     p.add_argument("--devices", type=int, default=defaults.devices, metavar="N",
                    help="train data-parallel on the first N devices of each process (default: all of them); "
                    "--batch-size is the global batch, split over them")

@@ -121,8 +121,13 @@ class Config:
     epochs, as torch scripts step it once per epoch (the defaults are those of pytorch/examples' MNIST
     script); "multistep", ``MultiStepLR(milestones, gamma)`` with milestones in epochs; or "cosine",
     ``CosineAnnealingLR`` to 0 over the run. Any of them after ``warmup_steps`` optimizer steps of linear
-    warmup. ``grad_accum`` batches make one optimizer step; ``clip_norm`` clips the gradient's global norm
+    warmup; or "plateau", torch's ``ReduceLROnPlateau`` on the validation loss, once per epoch, with
+    ``factor``, ``patience``, ``threshold``, ``cooldown`` and ``min_lr`` (torch's defaults).
+    ``grad_accum`` batches make one optimizer step; ``clip_norm`` clips the gradient's global norm
     first. ``momentum`` applies to SGD only.
+
+    Stopping: ``early_stopping`` epochs without a lower validation loss stop the run, which ends on the best
+    epoch's state; ``stop_at_accuracy`` stops after the first epoch whose test accuracy reaches it.
 
     Devices: ``devices`` per process (None: all) train data-parallel; ``batch_size`` is the global batch,
     split over them, so it must be a multiple of their number.
@@ -153,6 +158,14 @@ class Config:
     steps_per_call: int | str = "auto"  # an int, "epoch" or "auto" (the model's ModelSpec.steps_per_call)
     data_on_device: bool | None = None  # None: when the training set fits (transfer.fits_on_device)
     devices: int | None = None  # devices per process to train on, data-parallel; None: all of them
+    # Stopping and the plateau schedule (jaxtrain.callbacks), each stepped once per epoch:
+    early_stopping: int | None = None  # patience in epochs on the validation loss; None: no early stopping
+    stop_at_accuracy: float | None = None  # stop after the first epoch whose test accuracy reaches this
+    factor: float = 0.1  # plateau: torch's ReduceLROnPlateau defaults, on the validation loss
+    patience: int = 10
+    threshold: float = 1e-4
+    cooldown: int = 0
+    min_lr: float = 0.0
 
     def __post_init__(self):
         if self.schedule == "auto" and self.model in MODELS:
@@ -169,7 +182,39 @@ class Config:
             raise ConfigError("val_fraction", self.val_fraction, "a fraction in [0, 1) of the training data")
         if self.schedule == "multistep" and not self.milestones:
             raise ConfigError("milestones", self.milestones, "at least one epoch with schedule='multistep'")
+        self._check_stopping()
         self.optimizer_args()  # the optimizer's own checks, before any work
+
+    def _check_stopping(self) -> None:
+        """Early stopping and the plateau schedule follow the validation loss: they need a validation split."""
+        if self.early_stopping is not None:
+            if isinstance(self.early_stopping, bool) or not isinstance(self.early_stopping, int) or self.early_stopping < 1:
+                raise ConfigError("early_stopping", self.early_stopping, "a positive integer (patience in epochs)")
+            if not self.val_fraction:
+                raise ConfigError("early_stopping", self.early_stopping, "a validation split too (--val-fraction F): "
+                                  "it stops on the validation loss")
+        if self.stop_at_accuracy is not None and not (isinstance(self.stop_at_accuracy, int | float) and 0 < self.stop_at_accuracy <= 1):
+            raise ConfigError("stop_at_accuracy", self.stop_at_accuracy, "an accuracy in (0, 1]")
+        if not (isinstance(self.factor, int | float) and 0 <= self.factor < 1):
+            raise ConfigError("factor", self.factor, "a number in [0, 1), as torch's ReduceLROnPlateau")
+        for name in ("patience", "cooldown"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(name, value, "an integer >= 0 (epochs)")
+        for name in ("threshold", "min_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 <= value < math.inf):
+                raise ConfigError(name, value, "a finite number >= 0")
+        if self.schedule == "plateau" and not self.val_fraction:
+            raise ConfigError("schedule", self.schedule, "a validation split too (--val-fraction F) for 'plateau', "
+                              "which follows the validation loss")
+        if self.schedule == "plateau" and self.warmup_steps:
+            raise ConfigError("warmup_steps", self.warmup_steps, "0 with schedule='plateau'")
+
+    def plateau_args(self) -> dict[str, Any]:
+        """``callbacks.ReduceLROnPlateau``'s arguments (torch's ``ReduceLROnPlateau``'s) for the plateau schedule."""
+        names = ("factor", "patience", "threshold", "cooldown", "min_lr")
+        return {"lr": self.lr, **{name: getattr(self, name) for name in names}}
 
     def optimizer_args(self) -> dict[str, Any]:
         """The keyword arguments of ``optim.OPTIMIZERS[self.optimizer]`` (and of its ``torch.optim`` twin),

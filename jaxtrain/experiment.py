@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from jaxtrain import datasets, devices, models, nnx_models, optim, record, schedules
+from jaxtrain import callbacks
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config
 from jaxtrain.data import ArrayDataset, DataLoader, random_split
 from jaxtrain.reports import deliver
@@ -124,14 +125,16 @@ def build_optimizer(config: Config, batches_per_epoch: int | None = None) -> opt
       parts that the configuration does not ask for.
     """
     lr: optim.ScalarOrSchedule = config.lr
-    if config.schedule != "constant" or config.warmup_steps:
+    if config.schedule not in ("constant", "plateau") or config.warmup_steps:
         if batches_per_epoch is None:
             raise ValueError(
                 f"schedule={config.schedule!r}, warmup_steps={config.warmup_steps}; "
                 f"expected batches_per_epoch (len(train_loader)) to count the schedule's steps"
             )
         lr = build_schedule(config, batches_per_epoch)
-    tx = optim.OPTIMIZERS[config.optimizer](**{**config.optimizer_args(), "lr": lr})
+    factory, args = optim.OPTIMIZERS[config.optimizer], {**config.optimizer_args(), "lr": lr}
+    # plateau: the rate in the optimizer state, where ReduceLROnPlateau lowers it between epochs
+    tx = optim.adjustable_lr(factory, **args) if config.schedule == "plateau" else factory(**args)
     if config.clip_norm is not None:
         tx = optim.clip_grad_norm(tx, config.clip_norm)
     return optim.accumulate_gradients(tx, config.grad_accum)
@@ -142,6 +145,46 @@ def epoch_learning_rates(config: Config, batches_per_epoch: int) -> list[float]:
     lr = build_schedule(config, batches_per_epoch)
     # str() of the float32 is its shortest decimal form: 0.001 rather than 0.0010000000474974513.
     return [float(str(np.float32(lr(_optimizer_steps(config, batches_per_epoch, e))))) for e in range(config.epochs)]
+
+
+class _ScheduledLr(callbacks.Callback):
+    """Each epoch's record (and ``metrics.jsonl`` line) gets the learning rate of its first optimizer step,
+    from the schedule, a pure function of the step; a rate held in the state (plateau) is recorded by fit."""
+
+    def __init__(self, lrs: Sequence[float]):
+        self.lrs = lrs
+
+    def on_epoch_end(self, context: callbacks.Context) -> None:
+        context.record.setdefault("lr", self.lrs[context.epoch - 1])
+
+
+def stop_callbacks(config: Config) -> dict[str, callbacks.Callback]:
+    """The callbacks that ``config``'s stopping and plateau settings ask for, by name: "plateau"
+    (``ReduceLROnPlateau`` on the validation loss), "early" (``EarlyStopping`` on it, ending on the best
+    epoch's state) and "target" (``TargetAccuracy`` on the test accuracy)."""
+    chosen: dict[str, callbacks.Callback] = {}
+    if config.schedule == "plateau":
+        chosen["plateau"] = callbacks.ReduceLROnPlateau("val_loss", **config.plateau_args())
+    if config.early_stopping:
+        chosen["early"] = callbacks.EarlyStopping("val_loss", patience=config.early_stopping, restore_best=True)
+    if config.stop_at_accuracy:
+        chosen["target"] = callbacks.TargetAccuracy(config.stop_at_accuracy)
+    return chosen
+
+
+def stop_report(chosen: dict[str, callbacks.Callback], history: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The report's fields of how the run ended: ``epochs_run`` and ``stopped`` (why it stopped before its
+    last epoch, or None); with early stopping ``best_epoch`` (the epoch whose state the run ended on) and
+    ``best_val_loss``; with a target accuracy ``epochs_to_accuracy`` and ``time_to_accuracy_seconds`` (from
+    the process's start; None where it was not reached)."""
+    report: dict[str, Any] = {"epochs_run": len(history), "stopped": None}
+    if "early" in chosen:
+        report.update(best_epoch=chosen["early"].best_epoch, best_val_loss=chosen["early"].best)
+    if "target" in chosen:
+        report.update(epochs_to_accuracy=chosen["target"].epoch, time_to_accuracy_seconds=chosen["target"].seconds)
+    reasons = [c.stopped for c in chosen.values() if getattr(c, "stopped", None)]
+    report["stopped"] = reasons[0] if reasons else None
+    return report
 
 
 def steady_speed(history: Sequence[dict[str, Any]]) -> float:
@@ -223,13 +266,13 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
     try:
         compile_seconds = compile_fit(state, train_loader, **mode, every=every, mesh=mesh)
         evals = {name: data[name] for name in ("val", "test") if name in data}
-        state, history = fit(state, train_loader, config.epochs, evals, log=log, run=folder, mesh=mesh, **mode)
+        stopping = stop_callbacks(config)
+        hooks = [_ScheduledLr(epoch_learning_rates(config, len(train_loader))), *stopping.values()]
+        state, history = fit(state, train_loader, config.epochs, evals, log=log, run=folder, mesh=mesh, callbacks=hooks, **mode)
     finally:
         if folder:
             folder.close()
-    # The schedule is a pure function of the step, so each epoch's lr comes from it, not from the state.
-    lrs = epoch_learning_rates(config, len(train_loader))
-    history = [{"epoch": record["epoch"], "lr": lr, **record} for record, lr in zip(history, lrs)]
+    history = [{"epoch": record["epoch"], "lr": record.get("lr"), **record} for record in history]
     start = time.perf_counter()
     final = evaluate(state, test_loader)
     eval_seconds = time.perf_counter() - start
@@ -254,6 +297,7 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
         "compile_seconds": compile_seconds,
         "eval_seconds": eval_seconds,
         "samples_per_second": steady_speed(history),
+        **stop_report(stopping, history),
     }
     if folder and devices.is_main_process():
         deliver(report, folder.folder / "report.json", "report")  # a full disk: printed on stdout instead

@@ -8,16 +8,17 @@ which ``compile_fit`` compiles ahead of time; the loss stays on the device and i
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
 from jaxtrain import devices, preemption
+from jaxtrain.callbacks import Callback, Context, DivergenceGuard, EpochLine, ProgressBar
+from jaxtrain.callbacks import call as call_hooks
 from jaxtrain.collate import select
 from jaxtrain.data import DataLoader
 from jaxtrain.train import Batch, Key, TrainState, evaluate, gather_steps, train_steps
@@ -91,19 +92,6 @@ def compile_fit(
         else:
             train_steps.lower(state, jax.tree.map(lambda a: spec(a, (k, b), where), sample)).compile()
     return time.perf_counter() - start
-
-
-def _progress(calls: Iterable[tuple], total: int, desc: str) -> Iterator[tuple]:
-    """A progress bar in examples on an interactive terminal; it never reads the loss."""
-    if not sys.stderr.isatty() or not devices.is_main_process():
-        yield from calls
-        return
-    from tqdm.auto import tqdm  # a dependency of tensorflow-datasets
-
-    with tqdm(total=total, desc=desc, leave=False, mininterval=0.5, unit="ex", unit_scale=True) as bar:
-        for call in calls:
-            yield call
-            bar.update(call[-1].size)
 
 
 def _epoch_calls(
@@ -180,6 +168,7 @@ def fit(
     inputs: Key = None,
     labels: Key = None,
     mesh: Mesh | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """The primer's loop: ``epochs`` passes over ``train_loader``, printing ``Epoch N, Loss: …`` after each.
 
@@ -224,6 +213,10 @@ def fit(
       labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",
         "targets", "y".
       mesh: the devices to train on (``devices.make_mesh``); the batch size must be a multiple of them.
+      callbacks: ``jaxtrain.callbacks.Callback``s, whose hooks run on the host at the start and end of the fit
+        and of each epoch and after each compiled call; they may stop the run (``EarlyStopping``), change
+        the learning rate (``ReduceLROnPlateau``) or add to an epoch's record. A run folder saves their
+        ``state_dict()`` with each checkpoint, and a resumed run gives it back to them.
 
     Raises:
       FloatingPointError: an epoch's loss is not finite (the run diverged); a ``run`` keeps its last good
@@ -238,9 +231,11 @@ def fit(
         or was begun with more epochs than ``epochs``.
 
     Returns:
-      The final state and a history: per epoch ``epoch``, ``train_loss`` (the mean of the batch losses,
-      the primer's ``running_loss / len(dataloader)``), ``seconds`` and ``samples_per_second`` of training,
-      and ``test_loss`` and ``test_accuracy`` with an ``eval_loader``.
+      The final state (with ``EarlyStopping(restore_best=True)``, the best epoch's) and a history: per epoch
+      ``epoch``, ``train_loss`` (the mean of the batch losses, the primer's ``running_loss / len(dataloader)``),
+      ``seconds`` and ``samples_per_second`` of training, ``test_loss`` and ``test_accuracy`` with an
+      ``eval_loader``, ``lr`` where the optimizer holds its rate (``optim.adjustable_lr``), and what callbacks
+      add. The epoch line shows the validation and test loss and accuracy after the primer's part.
 
     Example:
       >>> state, history = fit(state, train_loader, epochs=10, eval_loader=test_loader)
@@ -250,6 +245,9 @@ def fit(
         raise ValueError(f"epochs={epochs!r}; expected a positive integer")
     if not isinstance(steps_per_call, int) or steps_per_call < 1:
         raise ValueError(f"steps_per_call={steps_per_call!r}; expected a positive integer")
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise ValueError(f"callbacks: {callback!r}; expected instances of jaxtrain.callbacks.Callback")
     mesh = mesh or devices.make_mesh()
     devices.check_batch_size(mesh, train_loader.batch_size)
     state = devices.replicate(state, mesh)
@@ -263,47 +261,83 @@ def fit(
     evals = eval_loader if isinstance(eval_loader, dict) else {} if eval_loader is None else {"test": eval_loader}
     total = len(train_loader.indices(0))
     state, history, losses = run.restore_fit(state, train_loader, epochs) if run else (state, [], [])
-    every = run.periods if run else ()
+    # fit's own parts first and last, the user's between: the guard stops a diverged run before anyone sees
+    # its metrics, and the line shows what the epoch measured, before a callback changes anything.
+    hooks = [DivergenceGuard(), *([EpochLine(log)] if log else []), *callbacks, ProgressBar(total)]
+    every = tuple(run.periods if run else ()) + tuple(c.every for c in callbacks if c.every)
+    context = Context(state, epochs, history)
+    _load_callbacks(callbacks, run)
     # The steps so far, counted on the host: a preemption is agreed on in steps (host sync, once; this
     # process's copy, as the state is replicated over processes).
-    step, stop = int(jax.device_get(state.step.addressable_shards[0].data)) if run else 0, False
-    with preemption.notice(step) if run else contextlib.nullcontext() as preempt:
-        for epoch in range(len(history) + 1, epochs + 1):
+    context.step = int(jax.device_get(state.step.addressable_shards[0].data)) if run else 0
+    stop = False
+    stopped = run.stopped if run else None  # a run that a callback stopped before it was resumed: done
+    with preemption.notice(context.step) if run else contextlib.nullcontext() as preempt:
+        call_hooks(hooks, "on_fit_start", context)
+        adjustable = context.lr is not None  # then each epoch's record keeps its learning rate
+        for epoch in range(len(history) + 1, 0 if stopped else epochs + 1):
             start = time.perf_counter()
+            context.epoch, context.record, context.losses = epoch, None, losses
+            lr = context.lr if adjustable else None  # host read of one scalar, between epochs
+            call_hooks(hooks, "on_epoch_start", context)
             taken, samples = train_loader.next_start[1], 0
             calls = _epoch_calls(train_loader, steps_per_call, arrays, prefetch, every, mesh, (inputs, labels))
-            for call, args, index in _progress(calls, total, f"epoch {epoch}"):
-                state, metrics = call(state, *args)
+            for call, args, index in calls:
+                context.state, metrics = call(context.state, *args)
                 losses.append(metrics["loss"])
                 taken, samples = taken + len(index), samples + index.size
                 if len(losses) > _MAX_IN_FLIGHT:
                     jax.block_until_ready(losses[-1 - _MAX_IN_FLIGHT])  # a wait, not a read: see _MAX_IN_FLIGHT
-                step += len(index)
-                stop = stop or (run is not None and preempt.reached(step))
+                context.step += len(index)
+                context.examples = index.size
+                call_hooks(hooks, "on_call_end", context)
+                stop = stop or (run is not None and preempt.reached(context.step))
                 if run:
                     run.check_saves()  # a failed background save (a full disk) stops the run at once
-                if run and taken < len(train_loader) and (stop or any(taken % period == 0 for period in every)):
-                    run.step_end(state, train_loader, epoch, taken, losses, history, stop)
+                if run and taken < len(train_loader) and (stop or any(taken % period == 0 for period in run.periods)):
+                    run.callback_state = _callback_state(callbacks)
+                    run.step_end(context.state, train_loader, epoch, taken, losses, history, stop)
                 if stop and taken < len(train_loader):
-                    raise _preempted(run, step)
+                    raise _preempted(run, context.step)
+                if context.stop_reason and taken < len(train_loader):
+                    break  # a callback stopped the run mid-epoch: the epoch ends here
             # host sync: the epoch's one read of the loss
             batch_losses = np.concatenate([np.ravel(x) for x in jax.device_get(losses)])
             train_loss, losses = float(np.mean(batch_losses)), []
-            if not np.isfinite(train_loss):
-                raise FloatingPointError(
-                    f"epoch {epoch}: the training loss is {train_loss}; expected a finite number "
-                    f"(the run diverged: try a lower learning rate, or clipping the gradient norm)"
-                )
             seconds = time.perf_counter() - start
             record = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_second": samples / seconds}
-            if log:
-                log(f"Epoch {epoch}, Loss: {train_loss}")
-            for name, loader in evals.items():
-                metrics = evaluate(state, loader, inputs=inputs, labels=labels)
-                record.update({f"{name}_loss": metrics["loss"], f"{name}_accuracy": metrics["accuracy"]})
+            if lr is not None:
+                record["lr"] = lr
+            if np.isfinite(train_loss):  # a diverged epoch is not evaluated: the guard stops it
+                for name, loader in evals.items():
+                    metrics = evaluate(context.state, loader, inputs=inputs, labels=labels)
+                    record.update({f"{name}_loss": metrics["loss"], f"{name}_accuracy": metrics["accuracy"]})
+            context.record = record
+            call_hooks(hooks, "on_epoch_end", context)
             history.append(record)
+            last = epoch == epochs or context.stop_reason is not None
             if run:
-                run.epoch_end(state, train_loader, history, last=epoch == epochs, save=stop)
-            if stop and epoch < epochs:
-                raise _preempted(run, step)
-    return state, history
+                run.callback_state, run.stopped = _callback_state(callbacks), context.stop_reason
+                run.epoch_end(context.state, train_loader, history, last=last, save=stop)
+            if stop and epoch < epochs and not context.stop_reason:
+                raise _preempted(run, context.step)
+            if context.stop_reason:
+                if log:
+                    log(f"Stopped after epoch {epoch}: {context.stop_reason}")
+                break
+        context.stop_reason = context.stop_reason or stopped
+        call_hooks(hooks, "on_fit_end", context)
+    return context.state, history
+
+
+def _callback_state(callbacks: Sequence[Callback]) -> dict[str, Any]:
+    """The callbacks' own states, by position and class, for a checkpoint's meta."""
+    return {f"{i}:{type(c).__name__}": s for i, c in enumerate(callbacks) if (s := c.state_dict()) is not None}
+
+
+def _load_callbacks(callbacks: Sequence[Callback], run: Run | None) -> None:
+    """A resumed run's callbacks continue from the states saved with its checkpoint."""
+    saved = run.callback_state if run else {}
+    for i, callback in enumerate(callbacks):
+        if (state := saved.get(f"{i}:{type(callback).__name__}")) is not None:
+            callback.load_state_dict(state)

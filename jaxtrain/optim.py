@@ -11,12 +11,14 @@ as skipping ``optimizer.zero_grad()`` does in torch. The learning-rate schedules
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 ScalarOrSchedule = float | optax.Schedule
@@ -311,3 +313,95 @@ def accumulate_gradients(tx: optax.GradientTransformation, every_k: int) -> opta
         lambda params: steps(params).init(params),
         lambda updates, state, params=None, **extra: steps(updates).update(updates, state, params, **extra),
     )
+
+
+# A learning rate that the host may change between calls: held in the optimizer's state as an array
+# (optax.inject_hyperparams), so a new value is new data for the same compiled step, not a recompilation.
+
+
+def adjustable_lr(factory: Any, lr: ScalarOrSchedule, **kwargs: Any) -> optax.GradientTransformation:
+    """``factory(lr, **kwargs)`` with its learning rate in the optimizer state, where ``set_learning_rate``
+    (and ``jaxtrain.callbacks``) can change it between calls without recompiling.
+
+    Only the learning rate is injected (``optax.inject_hyperparams`` with every other argument static), so
+    the update computes what ``factory(lr, **kwargs)`` computes, bit for bit; the rate is held in the
+    parameters' dtype (float64 in a float64 run).
+
+    Args:
+      factory: ``sgd``, ``adam``, ``adamw`` or an optax optimizer such as ``optax.adam``; its first argument
+        is the learning rate (``lr`` or ``learning_rate``).
+      lr: the initial learning rate (a schedule is allowed, but then it sets the rate at every step).
+      kwargs: the optimizer's other arguments.
+
+    Returns:
+      The optimizer, its state an ``optax.InjectHyperparamsState``.
+
+    Example:
+      >>> tx = adjustable_lr(adam, 1e-3)
+      >>> learning_rate(tx.init({"w": jnp.zeros(3)}))
+      0.0010000000474974513
+    """
+    names = list(inspect.signature(factory).parameters)
+    if not names:
+        raise ValueError(f"factory={factory!r}; expected an optimizer whose first argument is the learning rate")
+    rate = names[0]
+    _check_lr(lr)
+    return optax.inject_hyperparams(factory, static_args=[name for name in names if name != rate])(lr, **kwargs)
+
+
+def _injected(node: Any) -> bool:
+    return isinstance(node, optax.InjectStatefulHyperparamsState)
+
+
+def _rate_name(node: Any) -> str | None:
+    return next((name for name in ("lr", "learning_rate") if name in node.hyperparams), None)
+
+
+def learning_rate(opt_state: Any) -> float | None:
+    """The learning rate held in an optimizer state (``adjustable_lr``, or any ``optax.inject_hyperparams``
+    optimizer with an ``lr`` or ``learning_rate``), or None where the state holds none.
+
+    A host read of one scalar (a sync); the first such rate found.
+
+    Example:
+      >>> learning_rate(state.opt_state)
+      0.0010000000474974513
+    """
+    for node in jax.tree.leaves(opt_state, is_leaf=_injected):
+        if _injected(node) and (name := _rate_name(node)):
+            return float(jax.device_get(node.hyperparams[name]))
+    return None
+
+
+def set_learning_rate(opt_state: Any, lr: float) -> Any:
+    """``opt_state`` with its learning rate set to ``lr`` (every rate that ``learning_rate`` would find), each
+    kept in its dtype and placement, so the compiled step takes it without recompiling.
+
+    Raises:
+      ValueError: ``lr`` is not a finite number >= 0, the state holds no learning rate (build the optimizer
+        with ``adjustable_lr``), or its rate follows a schedule, which would overwrite the new value.
+
+    Example:
+      >>> state = state.replace(opt_state=set_learning_rate(state.opt_state, 1e-4))
+    """
+    if callable(lr):
+        raise ValueError(f"lr={lr!r}; expected a finite number >= 0 (a schedule is fixed when the optimizer is built)")
+    _check_lr(lr)
+    found = []
+
+    def replace(node: Any) -> Any:
+        if not _injected(node) or not (name := _rate_name(node)):
+            return node
+        if name in node.hyperparams_states:
+            raise ValueError(f"lr={lr!r}: the optimizer's learning rate follows a schedule; expected a constant one "
+                             f"to set (adjustable_lr(adam, 1e-3))")
+        old = node.hyperparams[name]
+        found.append(name)
+        new = jax.device_put(np.asarray(lr, old.dtype), old.sharding) if isinstance(old, jax.Array) else np.asarray(lr, np.result_type(old))
+        return node._replace(hyperparams={**node.hyperparams, name: new})
+
+    opt_state = jax.tree.map(replace, opt_state, is_leaf=_injected)
+    if not found:
+        raise ValueError(f"lr={lr!r}: the optimizer state holds no learning rate to set; expected an optimizer built "
+                         f"with jaxtrain.adjustable_lr (e.g. adjustable_lr(adam, 1e-3)) or optax.inject_hyperparams")
+    return opt_state

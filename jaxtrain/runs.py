@@ -89,6 +89,10 @@ class Run(ownership.Owner):
         self._saved_step: int | None = None
         self._sealing: int | None = None
         self._skipped: set[Any] = set()
+        # What fit's callbacks keep (their state_dict()s) and why they stopped the run, if they did: saved
+        # with each checkpoint, given back on resume; a run stopped by one is done, and a resume returns it.
+        self.callback_state: dict[str, Any] = {}
+        self.stopped: str | None = None
 
     @property
     def manager(self) -> ocp.CheckpointManager:
@@ -169,6 +173,8 @@ class Run(ownership.Owner):
         step = int(state.step)  # host sync: the save needs the state anyway
         if step == self._saved_step:
             return
+        if step < (self._saved_step or 0) and self._rewind(step):
+            return
         if not all(bool(np.isfinite(leaf).all()) for leaf in jax.tree.leaves(jax.device_get(state.params))):
             raise FloatingPointError(f"step {step}: the parameters are not finite; the last good checkpoint is kept")
         metrics = None if accuracy is None or not math.isfinite(accuracy) else {"accuracy": accuracy}
@@ -185,6 +191,18 @@ class Run(ownership.Owner):
         except Exception as error:
             raise self.save_failed(error, step) from error
         self._last_save, self._saved_step = time.monotonic(), step
+
+    def _rewind(self, step: int) -> bool:
+        """A run that ends on an earlier step's state (``EarlyStopping(restore_best=True)``): the checkpoints
+        after ``step`` go, so that the latest is the state the run returned. True if ``step`` is saved already."""
+        try:
+            self.manager.wait_until_finished()
+            for later in [s for s in self.manager.all_steps() if s > step]:
+                self.manager.delete(later)
+        except Exception as error:
+            raise self.save_failed(error, step) from error
+        self._saved_step = None
+        return step in self.manager.all_steps()
 
     @property
     def periods(self) -> tuple[int, ...]:
@@ -208,6 +226,7 @@ class Run(ownership.Owner):
             return state, [], []
         self.check_epochs(epochs)
         state, meta = self.restore(state)
+        self.callback_state, self.stopped = meta.get("callbacks", {}), meta.get("stopped")
         loader.load_state_dict(meta["loader"])
         self._forget_after(int(state.step), len(meta["history"]))
         return state, meta["history"], [np.asarray(meta["losses"], np.float32)]
@@ -247,7 +266,8 @@ class Run(ownership.Owner):
             self.log({"epoch": epoch, "step": int(state.step), "train_loss": float(np.mean(values[-self.log_every:]))})
         if save or (self.checkpoint_every and taken % self.checkpoint_every == 0):
             position = (loader.next_start[0] - 1, taken)
-            self.save(state, {"loader": loader.state_dict(position), "history": history, "losses": values.tolist()})
+            meta = {"loader": loader.state_dict(position), "history": history, "losses": values.tolist()}
+            self.save(state, {**meta, "callbacks": self.callback_state})
 
     def epoch_end(self, state: TrainState, loader: DataLoader, history: list[dict], last: bool, save: bool = False) -> None:
         """After an epoch: its line in ``metrics.jsonl``, and a checkpoint when one is due, the run ends or
@@ -256,7 +276,8 @@ class Run(ownership.Owner):
         self.log(record)
         if self.due() or last or save:
             accuracy = record.get("val_accuracy", record.get("test_accuracy"))
-            self.save(state, {"loader": loader.state_dict(), "history": history, "losses": []}, accuracy)
+            meta = {"loader": loader.state_dict(), "history": history, "losses": [], "callbacks": self.callback_state}
+            self.save(state, {**meta, **({"stopped": self.stopped} if self.stopped else {})}, accuracy)
         if last:  # fit returns once the run's last checkpoint is committed
             self.wait()
 

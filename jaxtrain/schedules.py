@@ -3,11 +3,16 @@
 ``schedule(name, lr, ...)`` builds ``StepLR``, ``MultiStepLR``, ``CosineAnnealingLR`` or a constant rate,
 after an optional ``LinearLR`` warmup, as an optax schedule: pass it as the ``lr`` of ``optim.sgd``,
 ``optim.adam`` or ``optim.adamw``. Its arguments are checked as the optimizers' are, one line naming each.
+
+``Plateau`` is ``ReduceLROnPlateau``, which no function of the step can be: it follows a metric read once
+per epoch on the host, and sets the rate held in the optimizer state (``optim.adjustable_lr``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +20,7 @@ import optax
 
 from jaxtrain.optim import _check_integer, _check_number, _is_number
 
-SCHEDULES = ("constant", "step", "multistep", "cosine")
+SCHEDULES = ("constant", "step", "multistep", "cosine", "plateau")
 
 
 def schedule(
@@ -37,6 +42,8 @@ def schedule(
     steps its scheduler once per epoch converts epochs into steps (``jaxtrain.experiment`` does).
 
       - ``"constant"``: ``lr`` throughout.
+      - ``"plateau"``: ``lr`` as far as the step goes: ``ReduceLROnPlateau`` lowers it from the host, by a
+        metric the step does not see (``Plateau``, ``jaxtrain.callbacks.ReduceLROnPlateau``).
       - ``"step"``: ``StepLR(step_size, gamma)``: ``lr * gamma ** (t // step_size)``.
       - ``"multistep"``: ``MultiStepLR(milestones, gamma)``: ``lr * gamma ** (number of milestones <= t)``.
       - ``"cosine"``: ``CosineAnnealingLR(T_max=total_steps - warmup_steps, eta_min)``:
@@ -73,7 +80,7 @@ def schedule(
         raise ValueError(f"warmup_start_factor={warmup_start_factor!r}; expected a number in (0, 1] as torch's LinearLR")
     if name in ("step", "multistep"):
         _check_number("gamma", gamma, positive=True)
-    if name == "constant":
+    if name in ("constant", "plateau"):  # a plateau's rate changes from the host (Plateau), not by the step
         main = optax.constant_schedule(lr)
     elif name == "step":
         _check_integer("step_size", step_size, 1, " (optimizer steps)")
@@ -107,3 +114,94 @@ def _multistep(lr: float, milestones: jax.Array, gamma: float) -> optax.Schedule
         return lr * gamma ** jnp.sum(count >= milestones)
 
     return lr_at
+
+
+class Plateau:
+    """``torch.optim.lr_scheduler.ReduceLROnPlateau``'s rule, on the host: the same arguments, defaults and
+    arithmetic (Python floats), so that fed the same metrics it gives the same learning rates.
+
+    After each ``step(metric)``: a metric better than the best so far by more than ``threshold`` (relative:
+    below ``best * (1 - threshold)`` in mode "min"; absolute: below ``best - threshold``) resets the count of
+    bad epochs; more than ``patience`` bad epochs in a row multiply the rate by ``factor`` (not below
+    ``min_lr``, and not by a change of ``eps`` or less), then ``cooldown`` epochs count no bad epoch.
+
+    Args:
+      lr: the learning rate at the start.
+      mode: "min" (a loss) or "max" (an accuracy).
+      factor: the decay, < 1.
+      patience: bad epochs tolerated before a decay.
+      threshold: the least improvement that counts.
+      threshold_mode: "rel" or "abs".
+      cooldown: epochs after a decay before bad epochs count again.
+      min_lr: the lowest learning rate.
+      eps: a decay smaller than this is not made.
+
+    Example:
+      >>> plateau = Plateau(1e-3, patience=2)
+      >>> [plateau.step(loss) for loss in (1.0, 1.0, 1.0, 1.0)]
+      [0.001, 0.001, 0.001, 0.0001]
+    """
+
+    def __init__(
+        self,
+        lr: float,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        eps: float = 1e-8,
+    ):
+        _check_number("lr", lr)
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode={mode!r}; expected 'min' or 'max'")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"threshold_mode={threshold_mode!r}; expected 'rel' or 'abs'")
+        if not (_is_number(factor) and 0 <= float(factor) < 1):  # torch: "Factor should be < 1.0."
+            raise ValueError(f"factor={factor!r}; expected a number in [0, 1)")
+        _check_integer("patience", patience, 0, " (epochs)")
+        _check_integer("cooldown", cooldown, 0, " (epochs)")
+        _check_number("threshold", threshold)
+        _check_number("min_lr", min_lr)
+        _check_number("eps", eps)
+        self.lr, self.mode, self.factor, self.patience = float(lr), mode, float(factor), patience
+        self.threshold, self.threshold_mode, self.cooldown = float(threshold), threshold_mode, cooldown
+        self.min_lr, self.eps = float(min_lr), float(eps)
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = self.cooldown_counter = self.last_epoch = 0
+
+    def _is_better(self, a: float) -> bool:
+        if self.mode == "min":
+            return a < self.best * (1.0 - self.threshold) if self.threshold_mode == "rel" else a < self.best - self.threshold
+        return a > self.best * (self.threshold + 1.0) if self.threshold_mode == "rel" else a > self.best + self.threshold
+
+    def step(self, metric: float) -> float:
+        """Takes one epoch's metric (torch's ``scheduler.step(metric)``); returns the learning rate from now on."""
+        current = float(metric)
+        self.last_epoch += 1
+        if self._is_better(current):
+            self.best, self.num_bad_epochs = current, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0  # bad epochs in a cooldown are not counted
+        if self.num_bad_epochs > self.patience:
+            new_lr = max(self.lr * self.factor, self.min_lr)
+            if self.lr - new_lr > self.eps:
+                self.lr = new_lr
+            self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
+        return self.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        """What changes as it steps (JSON: a checkpoint's meta holds it); ``best`` may be infinite."""
+        keys = ("lr", "best", "num_bad_epochs", "cooldown_counter", "last_epoch")
+        return {key: getattr(self, key) for key in keys}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continues from ``state_dict()``'s values."""
+        worst = math.inf if self.mode == "min" else -math.inf
+        for key, value in state.items():  # strict JSON wrote an infinite best (no epoch yet) as null
+            setattr(self, key, (worst if value is None else float(value)) if key in ("lr", "best") else int(value))

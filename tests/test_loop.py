@@ -40,7 +40,9 @@ def test_fit_reports_each_epoch_and_prints_the_primers_lines(capsys):
     assert [line.split(",")[0] for line in out] == ["Epoch 1", "Epoch 2", "Epoch 3"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert out[-1] == f"Epoch 3, Loss: {history[-1]['train_loss']}"
+    # the primer's line first, then what the evaluation measured
+    test = f"test loss: {history[-1]['test_loss']:.4f}, test accuracy: {100 * history[-1]['test_accuracy']:.2f}%"
+    assert out[-1] == f"Epoch 3, Loss: {history[-1]['train_loss']}, {test}"
     assert int(state.step) == 9
 
 

@@ -134,6 +134,14 @@ _CHANGES = {
     "seed": ({"seed": 1}, "seed"),
     "val_fraction": ({"val_fraction": 0.1}, "val_fraction"),
     "devices": ({"devices": 1}, "devices"),
+    # when the run stops, and the plateau schedule's rule: a resumed run that ends elsewhere is another run
+    "early_stopping": ({"val_fraction": 0.1, "early_stopping": 2}, "early_stopping"),
+    "stop_at_accuracy": ({"stop_at_accuracy": 0.5}, "stop_at_accuracy"),
+    "factor": ({"factor": 0.5}, "factor"),
+    "patience": ({"patience": 2}, "patience"),
+    "threshold": ({"threshold": 0.1}, "threshold"),
+    "cooldown": ({"cooldown": 1}, "cooldown"),
+    "min_lr": ({"min_lr": 1e-5}, "min_lr"),
 }
 
 

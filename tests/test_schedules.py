@@ -1,12 +1,14 @@
 """Learning-rate schedules with torch.optim.lr_scheduler's values, step by step (jaxtrain.schedules)."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxtrain.optim import sgd
-from jaxtrain.schedules import schedule
+from jaxtrain.schedules import Plateau, schedule
 
 pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
 
@@ -122,3 +124,46 @@ def test_schedule_names_one_bad_argument_per_message(kwargs, message):
     with pytest.raises(ValueError) as info:
         schedule(**kwargs)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # torch's defaults: mode min, factor 0.1, patience 10, threshold 1e-4 relative
+        {"factor": 0.5, "patience": 2, "cooldown": 2, "min_lr": 2e-5},
+        {"patience": 0, "threshold": 0.05, "threshold_mode": "abs", "min_lr": 1e-6},
+        {"mode": "max", "factor": 0.3, "patience": 1, "threshold": 0.01},
+        {"factor": 0.5, "patience": 1, "eps": 1e-3},  # decays smaller than eps are not made
+    ],
+)
+def test_plateau_gives_torchs_learning_rates_for_the_same_metrics(options):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    # falls, plateaus within the threshold, exact ties, and rises
+    metrics = [*np.linspace(2, 1, 8), *(1 - 1e-5 * rng.random(15)), *([0.9] * 6), *rng.random(60), *np.linspace(0.5, 0.1, 11)]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, **options)
+    ours = Plateau(0.01, **options)
+    for metric in map(float, metrics):
+        theirs.step(metric)
+        assert ours.step(metric) == optimizer.param_groups[0]["lr"]
+        assert (ours.best, ours.num_bad_epochs, ours.cooldown_counter) == (theirs.best, theirs.num_bad_epochs, theirs.cooldown_counter)
+    assert ours.lr < 0.01  # it did decay
+
+
+def test_plateau_continues_from_its_state_and_refuses_torchs_bad_arguments():
+    metrics = [1.0, 0.5, 0.6, 0.6, 0.6, 0.4, 0.45, 0.45, 0.45, 0.45]
+    whole = Plateau(1e-3, patience=1, cooldown=1)
+    lrs = [whole.step(m) for m in metrics]
+    first = Plateau(1e-3, patience=1, cooldown=1)
+    [first.step(m) for m in metrics[:4]]
+    second = Plateau(1e-3, patience=1, cooldown=1)
+    second.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert [second.step(m) for m in metrics[4:]] == lrs[4:]
+    fresh = Plateau(1e-3)
+    fresh.load_state_dict({**fresh.state_dict(), "best": None})  # an infinite best, as strict JSON writes it
+    assert fresh.best == float("inf")
+    for bad, message in [({"factor": 1.0}, r"factor=1.0; expected a number in \[0, 1\)"), ({"mode": "low"}, "mode='low'"),
+                         ({"patience": -1}, "patience=-1"), ({"threshold_mode": "pct"}, "threshold_mode='pct'")]:
+        with pytest.raises(ValueError, match=message):
+            Plateau(1e-3, **bad)
