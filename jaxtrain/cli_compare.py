@@ -62,6 +62,22 @@ def add_compare(commands) -> None:
     b.add_argument("--plot", type=Path, default=None, help="draw test accuracy per epoch and samples/s by batch size into this PNG")
     b.set_defaults(handler=_bench)
 
+    j = studies.add_parser(
+        "job", formatter_class=Help,
+        help="time the whole job, a fresh process from its start to the printed accuracy: jaxtrain's CLI with a cold "
+        "and a warm compilation cache beside the primer's PyTorch program",
+    )
+    j.add_argument("--models", choices=compare.JOB_EPOCHS, nargs="+", default=list(compare.JOB_EPOCHS),
+                   help="the jobs: " + ", ".join(f"{m} for {e} epochs" for m, e in compare.JOB_EPOCHS.items()))
+    add_data(j, config)
+    j.add_argument("--epochs", type=int, default=None, help="the epochs of every job (default: each model's, as --models says)")
+    j.add_argument("--repeats", type=int, default=3, help="rounds of the three programs, one process after another; the table holds medians")
+    j.add_argument("--targets", nargs="+", default=[], metavar="MODEL=ACCURACY", type=_target,
+                   help="time to this test accuracy (default: " + ", ".join(f"{m}={t}" for m, t in compare.JOB_TARGETS.items()) + ")")
+    j.add_argument("--seed", type=int, default=config.seed, help="seeds both frameworks")
+    j.add_argument("--report", type=Path, default=None, help="write the results as JSON here")
+    j.set_defaults(handler=_job)
+
     f = studies.add_parser(
         "figures", formatter_class=Help,
         help="rerun the commands behind the docs' tables and pictures, one at a time, and write them into "
@@ -98,12 +114,38 @@ def _bench(args: argparse.Namespace) -> None:
     check_writable(args.plot, "--plot")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise ValueError(f"--plot {args.plot}: expected a .png file")
-    result = compare.bench(config, models=args.models, programs=programs, batch_sizes=args.batch_sizes, log=None)
+    result = compare.bench(config, models=args.models, programs=programs, batch_sizes=args.batch_sizes, log=_progress)
     print(compare.format_bench(result))
     if args.report:
         runs.write_json(args.report, result)
     if args.plot:
         compare.plot_bench(result, args.plot)
+
+
+def _progress(line: str) -> None:
+    """Each measurement as it starts and ends, on stderr: a long benchmark says where it is."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _target(text: str) -> tuple[str, float]:
+    model, _, accuracy = text.partition("=")
+    try:
+        return model, float(accuracy)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected MODEL=ACCURACY, e.g. mlp=0.965") from None
+
+
+def _job(args: argparse.Namespace) -> None:
+    config = Config(dataset=args.dataset, data_dir=args.data_dir, seed=args.seed)
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError("epochs", args.epochs, "a positive integer")
+    targets = dict(args.targets)
+    compare.job_check(args.models, args.repeats, {**compare.JOB_TARGETS, **targets})
+    check_writable(args.report)
+    result = compare.job(config, args.models, args.epochs, args.repeats, targets, log=_progress)
+    print(compare.format_job(result))
+    if args.report:
+        runs.write_json(args.report, result)
 
 
 def _figures(args: argparse.Namespace) -> None:

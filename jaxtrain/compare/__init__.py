@@ -4,6 +4,7 @@
 - ``parity``: both frameworks from the same weights on the same batches, and their differences;
 - ``measure``: each program in a fresh process, and the machine's facts and rates;
 - ``bench``: the one benchmark runner, with its presets;
+- ``job``: the whole job, a fresh process from its start to its printed accuracy, beside ``primer_script.py``;
 - ``plot``: its pictures;
 - ``figures``: the docs' tables and pictures, each with the commands that regenerate it.
 
@@ -16,6 +17,10 @@ torch and matplotlib are imported only when a function here is called: ``pip ins
 
 from jaxtrain.compare.bench import PRESETS, PROGRAMS, bench, format_bench
 from jaxtrain.compare.bench import check as bench_check
+from jaxtrain.compare.job import EPOCHS as JOB_EPOCHS
+from jaxtrain.compare.job import TARGETS as JOB_TARGETS
+from jaxtrain.compare.job import format_job, job
+from jaxtrain.compare.job import check as job_check
 from jaxtrain.compare.figures import FIGURES, check_markers
 from jaxtrain.compare.figures import generate as generate_figures
 from jaxtrain.compare.measure import machine, measure_in_child
@@ -25,6 +30,8 @@ from jaxtrain.compare.torch_side import TORCH_VARIANTS, flatten_shape, torch_mod
 
 __all__ = [
     "FIGURES",
+    "JOB_EPOCHS",
+    "JOB_TARGETS",
     "PARITY_DTYPES",
     "PRESETS",
     "PROGRAMS",
@@ -35,8 +42,11 @@ __all__ = [
     "check_markers",
     "flatten_shape",
     "format_bench",
+    "format_job",
     "format_parity",
     "generate_figures",
+    "job",
+    "job_check",
     "machine",
     "measure_in_child",
     "parity",

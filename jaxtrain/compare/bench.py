@@ -134,7 +134,9 @@ def bench(
       programs: names of ``PROGRAMS`` (``PRESETS`` has two views). "lax.scan" is left out for models
         with BatchNorm, which it does not handle.
       batch_sizes: the batch sizes to sweep; None: ``config.batch_size``.
-      log: where each row goes as it is measured (None: nowhere).
+      log: where each measurement's start and end go as they happen, and each row once measured
+        (None: nowhere). Every program is a process of its own (seconds to compile on a GPU), so a preset
+        takes minutes: these lines say where it is.
 
     Returns:
       ``config``, ``machine`` (``measure.machine``: facts and rates), ``rows``, ``runs`` (the programs'
@@ -149,21 +151,22 @@ def bench(
       >>> result = bench(Config(dataset="digits", epochs=2), models=("mlp",), programs=PRESETS["feeding"])
     """
     check(config, models, programs)
-    facts, _ = measure_in_child(machine)
+    step = _stepper(log)
+    facts, _ = step("the machine's matrix-product and copy rates", measure_in_child, machine)
     rows, runs, saves = [], [], {}
     for model in models:
         for batch_size in batch_sizes or (config.batch_size,):
             run_config = dataclasses.replace(config, model=model, batch_size=batch_size, schedule="auto")
-            flops, _ = measure_in_child(flops_per_example, run_config)
+            flops, _ = step(f"{model} batch {batch_size}: a step's FLOPs (compiling it)", measure_in_child, flops_per_example, run_config)
             if set(programs) & set(CHECKPOINT_SECONDS):
-                saves[model], _ = measure_in_child(checkpoint_seconds, run_config)
+                saves[model], _ = step(f"{model}: checkpoint save and restore", measure_in_child, checkpoint_seconds, run_config)
             primer = None
             for name in programs:
                 linen = issubclass(MODELS[model].module, flax.linen.Module)
                 if name == "lax.scan" and (experiment.model_options(run_config)["batch_norm"] or not linen):
                     continue
                 fn, args, kwargs = _program(name, run_config)
-                report, peak = measure_in_child(fn, *args, **kwargs)
+                report, peak = step(f"{model} batch {batch_size}: {name}", measure_in_child, fn, *args, **kwargs)
                 speed = experiment.steady_speed(report["history"])
                 primer = speed if name == PRIMER else primer
                 rows.append({
@@ -183,6 +186,22 @@ def bench(
                 if log:
                     log(format_row(rows[-1]))
     return {"config": dataclasses.asdict(config), "machine": facts, "rows": rows, "runs": runs, "checkpoints": saves}
+
+
+def _stepper(log: Callable[[str], None] | None) -> Callable[..., Any]:
+    """``step(what, fn, *args)``: ``fn(*args)``, saying on ``log`` when it starts and how long it took."""
+    began = time.perf_counter()
+
+    def step(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if log:
+            log(f"[{time.perf_counter() - began:6.1f} s] {what}: started")
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        if log:
+            log(f"[{time.perf_counter() - began:6.1f} s] {what}: done in {time.perf_counter() - start:.1f} s")
+        return result
+
+    return step
 
 
 def format_row(row: dict[str, Any]) -> str:

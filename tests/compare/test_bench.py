@@ -46,3 +46,14 @@ def test_unknown_programs_and_models_are_refused():
         compare.bench(Config(), programs=["keras"], log=None)
     with pytest.raises(ValueError, match="model='vit'"):
         compare.bench(Config(), models=["vit"], log=None)
+
+
+def test_each_measurement_is_announced_as_it_starts_and_ends(torch):
+    lines = []
+    compare.bench(Config(dataset="digits", epochs=2), programs=("pytorch-dataloader", "jaxtrain"), log=lines.append)
+    steps = [line.split("] ", 1)[1] for line in lines if line.startswith("[")]
+    whats = ["the machine's matrix-product and copy rates", "mlp batch 32: a step's FLOPs (compiling it)",
+             "mlp batch 32: pytorch-dataloader", "mlp batch 32: jaxtrain"]
+    assert [step.rsplit(": ", 1)[0] for step in steps] == [what for what in whats for _ in range(2)]
+    assert [step.rsplit(": ", 1)[1].split(" ")[0] for step in steps] == ["started", "done"] * len(whats)
+    assert lines[-1].startswith("| mlp | 32 | jaxtrain |")  # each row as soon as it is measured
