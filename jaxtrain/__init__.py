@@ -21,6 +21,7 @@ from jaxtrain.loop import compile_fit, fit
 from jaxtrain.transfer import prefetch_to_device
 from jaxtrain.runs import Run
 from jaxtrain.experiment import load_run
+from jaxtrain.summary import ModelSummary, summary
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "EarlyStopping",
     "LambdaCallback",
     "MLP",
+    "ModelSummary",
     "NNXBatchNorm",
     "NNXCNN",
     "NNXMLP",
@@ -74,6 +76,7 @@ __all__ = [
     "schedule",
     "select",
     "sgd",
+    "summary",
     "to_torch",
     "train_step",
 ]

@@ -6,6 +6,8 @@
   python -m jaxtrain predict --run-dir runs/mlp digit.png
   python -m jaxtrain export --run-dir runs/mlp --torch model.pt
   python -m jaxtrain plot runs/mlp -o curves.png
+  python -m jaxtrain train --config runs/mlp/config.json --epochs 20   # a file's flags, the command line's over them
+  python -m jaxtrain summary --model cnn --dataset digits
   python -m jaxtrain train --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # and 1 on the other host
   python -m jaxtrain compare parity --model cnn --optimizer adam --dtype float64 --steps 600
   python -m jaxtrain compare bench --preset feeding --dataset mnist --data-dir DIR --report bench.json
@@ -31,8 +33,13 @@ import numpy as np
 from jaxtrain import compare, curves, devices, experiment, interop, optim, preemption, runs
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config, ConfigError
 from jaxtrain.cli_compare import add_compare
+from jaxtrain.cli_summary import add_summary
 from jaxtrain.datasets import DatasetUnavailableError
-from jaxtrain.flags import Help, Parser, add_compile_cache, add_data, check_writable, field_defaults, from_flags, use_compile_cache
+from jaxtrain.configfile import ConfigFileError
+from jaxtrain.flags import (
+    Help, Parser, add_compile_cache, add_config, add_data, check_writable, field_defaults, from_flags, use_compile_cache,
+    with_config_file,
+)
 from jaxtrain.files import read_images
 from jaxtrain.ownership import FolderError
 from jaxtrain.reports import deliver
@@ -118,6 +125,7 @@ def _add_train(commands) -> None:
     p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here (process 0)")
     _add_run_folder(p)
     add_compile_cache(p)
+    add_config(p, Config)
     p.set_defaults(handler=_train)
 
 
@@ -293,12 +301,14 @@ def parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_use(commands)
     add_compare(commands)
+    add_summary(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        args = with_config_file(parser, argv, args)  # --config FILE: its values under the command line's
         if "compile_cache" in args:
             use_compile_cache(args)
         args.handler(args)
@@ -306,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or os.environ.get("JAXTRAIN_DEBUG"):
             traceback.print_exc()
         print(f"jaxtrain {_command(args)}: error: {_message(error)}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError | FolderError) else 1  # a bad setting: 2
+        return 2 if isinstance(error, ConfigError | ConfigFileError | FolderError) else 1  # a bad setting: 2
     except KeyboardInterrupt:
         print(f"jaxtrain {_command(args)}: interrupted", file=sys.stderr)
         return 130

@@ -1,6 +1,6 @@
 """The command line's shared pieces: a parser that errs in one line, a help formatter with true defaults,
-the data flags, the compilation cache's flags, and flags onto a configuration dataclass (``jaxtrain.cli``,
-``jaxtrain.cli_compare``)."""
+the data flags, the compilation cache's flags, ``--config FILE`` (``jaxtrain.configfile``), and flags onto a
+configuration dataclass (``jaxtrain.cli``, ``jaxtrain.cli_compare``)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import argparse
 import dataclasses
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 
-from jaxtrain import compiler, runs
+from jaxtrain import compiler, configfile, runs
 
 
 class Parser(argparse.ArgumentParser):
@@ -64,6 +65,40 @@ def use_compile_cache(args: argparse.Namespace) -> None:
         print(f"jaxtrain: no compilation cache ({folder}: {error.strerror})", file=sys.stderr)
         return
     compiler.cache_compilations(folder)
+
+
+def add_config(p: argparse.ArgumentParser, settings: type | None = None) -> None:
+    """``--config FILE``: the command's flags from a TOML or JSON file; ``settings``, the configuration
+    dataclass whose fields without a flag the file may set too."""
+    p.add_argument("--config", type=Path, default=None, metavar="FILE", action=configfile.ConfigFileAction, settings=settings,
+                   help="take flags' values from this .toml or .json file (keys as the flags' names, batch_size or "
+                   "batch-size); flags given here override it. A run folder's config.json is one")
+
+
+def with_config_file(parser: Callable[[], argparse.ArgumentParser], argv: list[str] | None, args: argparse.Namespace) -> argparse.Namespace:
+    """The command line parsed again over the defaults that its ``--config`` file gives, if it names one.
+
+    Args:
+      parser: makes a fresh parser of every command (``jaxtrain.cli.parser``).
+      argv: the command line, as first parsed (None: ``sys.argv[1:]``).
+      args: its first parse.
+
+    Returns:
+      ``args`` where no ``--config`` was given; else the new parse, the command line's flags over the file's.
+
+    Example:
+      >>> with_config_file(cli.parser, ["train", "--config", "run.toml", "--epochs", "2"], args).epochs
+      2
+    """
+    if getattr(args, "config", None) is None:
+        return args
+    fresh = parser()
+    command = fresh
+    for word in (args.command, getattr(args, "study", None)):  # down to the command's own parser
+        if word is not None:
+            command = next(a for a in command._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+    command.set_defaults(**configfile.defaults(args.config, command))
+    return fresh.parse_args(argv)
 
 
 def field_defaults(config_type: type) -> types.SimpleNamespace:
