@@ -360,3 +360,42 @@ class ProgressBar(Callback):
             self.bar = None
 
     on_fit_end = on_epoch_end
+
+
+class TensorBoard(Callback):
+    """TensorBoard events written as the run goes: each number of an epoch's record (losses, accuracies,
+    ``lr``, ``seconds``) at its epoch, flushed at once, so that ``tensorboard --logdir`` shows a run under way.
+    Process 0 writes; needs tensorboardX (``pip install 'jaxtrain[tensorboard]'``).
+
+    Args:
+      folder: the events folder, e.g. ``runs/mlp/tensorboard`` (``curves.write_tensorboard``'s, after a run).
+
+    Example:
+      >>> fit(state, train, 10, test, callbacks=[TensorBoard("runs/mlp/tensorboard")])
+    """
+
+    def __init__(self, folder: str | Path):
+        try:
+            from tensorboardX import SummaryWriter  # noqa: F401
+        except ImportError:
+            raise ImportError("TensorBoard needs tensorboardX: pip install 'jaxtrain[tensorboard]'") from None
+        self.folder, self.writer = Path(folder), None
+
+    def on_fit_start(self, context: Context) -> None:
+        if devices.is_main_process():
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.folder))
+
+    def on_epoch_end(self, context: Context) -> None:
+        if self.writer is None:
+            return
+        for key, value in context.record.items():
+            if key != "epoch" and isinstance(value, int | float) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, context.epoch)
+        self.writer.flush()
+
+    def on_fit_end(self, context: Context) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

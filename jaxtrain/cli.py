@@ -32,6 +32,7 @@ import numpy as np
 
 from jaxtrain import compare, curves, devices, experiment, interop, optim, preemption, runs
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config, ConfigError
+from jaxtrain import callbacks
 from jaxtrain.cli_compare import add_compare
 from jaxtrain.cli_summary import add_summary
 from jaxtrain.datasets import DatasetUnavailableError
@@ -145,6 +146,8 @@ def _add_run_folder(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", type=int, default=_default(runs.Run, "keep"), metavar="K", help="the latest checkpoints kept, besides the best")
     p.add_argument("--log-every", type=int, default=None, metavar="N",
                    help="also log the mean loss of every N steps to metrics.jsonl (default: per epoch only)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard events into DIR/tensorboard as the run goes, each epoch's (tensorboardX)")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -154,7 +157,8 @@ def _train(args: argparse.Namespace) -> None:
     missing = [flag for flag, value in flags.items() if value is None]
     if 0 < len(missing) < len(flags):
         raise ValueError(f"{missing[0]} is missing; expected --coordinator, --num-processes and --process-id together")
-    run_flags = {"--resume": args.resume, "--checkpoint-every": args.checkpoint_every, "--log-every": args.log_every}
+    run_flags = {"--resume": args.resume, "--checkpoint-every": args.checkpoint_every, "--log-every": args.log_every,
+                 "--tensorboard": args.tensorboard}
     if args.run_dir is None and any(run_flags.values()):
         flag = next(name for name, value in run_flags.items() if value)
         raise ValueError(f"{flag} without --run-dir: expected --run-dir DIR, where the run is kept")
@@ -163,7 +167,8 @@ def _train(args: argparse.Namespace) -> None:
         args.run_dir, resume=args.resume, keep=args.keep, checkpoint_seconds=args.checkpoint_seconds,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
     )
-    report = experiment.run(config, folder=folder)
+    live = [callbacks.TensorBoard(args.run_dir / "tensorboard")] if args.tensorboard else []
+    report = experiment.run(config, folder=folder, callbacks=live)
     if args.report and devices.is_main_process():  # a full disk now: the report goes where the error says
         deliver(report, args.report, "--report", copy=args.run_dir and args.run_dir / "report.json")
 

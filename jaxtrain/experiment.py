@@ -226,7 +226,10 @@ def initial_state(config: Config, sample: np.ndarray, batches_per_epoch: int, nu
     return create_train_state(model, optimizer, sample, seed=config.seed)
 
 
-def run(config: Config, log: Callable[[str], None] | None = print, folder: Run | None = None) -> dict[str, Any]:
+def run(
+    config: Config, log: Callable[[str], None] | None = print, folder: Run | None = None,
+    callbacks: Sequence[callbacks.Callback] = (),
+) -> dict[str, Any]:
     """Trains and evaluates as ``config`` says; returns the report.
 
     Args:
@@ -235,6 +238,8 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
       folder: a ``runs.Run``: the run's folder, where ``config.json``, ``metrics.jsonl``, the checkpoints and
         ``report.json`` go; with ``resume``, the run continues from its latest checkpoint. The folder is
         claimed before any work (``jaxtrain.ownership``), and closed at the end.
+      callbacks: more of ``fit``'s callbacks (``jaxtrain.callbacks.TensorBoard``, a user's own), after the
+        run's own (its lr record, early stopping, the plateau schedule, a target accuracy).
 
     Returns:
       ``dataset``, ``model``, ``batch_size``, ``device``, ``devices`` and ``processes`` (what the run
@@ -267,7 +272,7 @@ def run(config: Config, log: Callable[[str], None] | None = print, folder: Run |
         compile_seconds = compile_fit(state, train_loader, **mode, every=every, mesh=mesh)
         evals = {name: data[name] for name in ("val", "test") if name in data}
         stopping = stop_callbacks(config)
-        hooks = [_ScheduledLr(epoch_learning_rates(config, len(train_loader))), *stopping.values()]
+        hooks = [_ScheduledLr(epoch_learning_rates(config, len(train_loader))), *stopping.values(), *callbacks]
         state, history = fit(state, train_loader, config.epochs, evals, log=log, run=folder, mesh=mesh, callbacks=hooks, **mode)
     finally:
         if folder:

@@ -156,3 +156,23 @@ def test_the_plateau_schedule_from_the_command_line_follows_torch_and_resumes_ex
     for ours, theirs in zip(resumed["history"], whole["history"]):
         assert (ours["lr"], ours["val_loss"]) == (theirs["lr"], theirs["val_loss"])
     assert resumed["test_loss"] == whole["test_loss"]
+
+
+def test_tensorboard_events_are_written_during_the_run(tmp_path):
+    pytest.importorskip("tensorboardX")
+    from jaxtrain.callbacks import TensorBoard
+
+    train, val, images = _loaders(48)
+    sizes = []  # the events' bytes on disk at the end of each epoch, after the writer's hook
+    measure = LambdaCallback(on_epoch_end=lambda c: sizes.append(sum(f.stat().st_size for f in (tmp_path / "tb").iterdir())))
+    state = create_train_state(MLP(hidden=(4,)), adam(1e-2), images[:1])
+    fit(state, train, 3, {"val": val}, log=None, callbacks=[TensorBoard(tmp_path / "tb"), measure])
+    assert sizes[0] > 0 and sizes[0] < sizes[1] < sizes[2]
+
+
+def test_train_writes_tensorboard_events_live_into_the_run_folder(tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    assert cli.main(["train", "--epochs", "2", "--run-dir", str(tmp_path / "run"), "--tensorboard"]) == 0
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+    assert cli.main(["train", "--epochs", "1", "--tensorboard"]) == 1
+    assert "--tensorboard without --run-dir" in capsys.readouterr().err
