@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtrain import compare, curves, devices, experiment, interop, optim, preemption, runs
+from jaxtrain import auto, compare, curves, devices, experiment, interop, optim, preemption, runs
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config, ConfigError
 from jaxtrain import callbacks
 from jaxtrain.cli_compare import add_compare
@@ -91,7 +91,8 @@ def _add_train(commands) -> None:
                    help="clip the gradient's global norm to X before each optimizer step (default: no clipping)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seeds the initialization, dropout and the batch order")
     p.add_argument("--steps-per-call", type=_steps_per_call, default=defaults.steps_per_call,
-                   help=f"optimizer steps per compiled call: K, 'epoch', or 'auto', the measured default: {_by_model('steps_per_call')}")
+                   help=f"optimizer steps per compiled call: K, 'epoch', or 'auto', measured per backend and model "
+                   f"(docs/performance.md): {auto.summary()}")
     p.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=defaults.data_on_device,
                    help="keep the training set on the device (default: when it takes under a quarter of its memory)")
     p.add_argument("--val-fraction", type=float, default=defaults.val_fraction, metavar="F",

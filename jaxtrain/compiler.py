@@ -25,10 +25,14 @@ kept. Other backends do not read them.
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +68,26 @@ def accepts(name: str, value: Any) -> bool:
       >>> accepts("xla_cpu_use_fusion_emitters", False)  # jaxlib 0.10: True; 0.12: False
     """
     try:
-        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(np.float32(0)).compile()
+        _probe({name: value})
     except RuntimeError as error:  # jax.errors.JaxRuntimeError: "No such compile option", "not a valid enum value"
         _log.info("XLA refuses the compiler option %s=%r, so jaxtrain compiles without it: %s", name, value, error)
         return False
+    return True
+
+
+def _probe(options: dict[str, Any]) -> None:
+    """Compiles a one-line program with ``options``; XLA raises a RuntimeError at one it refuses."""
+    jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
+
+
+@functools.cache
+def _all_accepted() -> bool:
+    """Whether XLA accepts every option of ``YNN_OPTION`` and ``OLDER_EMITTERS`` together: one probe, a
+    program of its own, where probing each would compile one per option."""
+    try:
+        _probe({**YNN_OPTION, **OLDER_EMITTERS})
+    except RuntimeError:
+        return False  # one of them refused: each is probed on its own, and a refusal logged
     return True
 
 
@@ -80,9 +100,13 @@ def compiler_options(convolutions: bool) -> dict[str, Any]:
       convolutions: whether the program convolves (``has_convolution``).
 
     Returns:
-      The options, ``{}`` where XLA accepts none of them.
+      The options, ``{}`` where XLA accepts none of them, and off the CPU.
     """
+    if jax.default_backend() != "cpu":
+        return {}  # XLA:CPU's options, which other backends do not read: no probe to compile for them
     wanted = {**YNN_OPTION, **(OLDER_EMITTERS if convolutions else {})}
+    if _all_accepted():
+        return wanted
     return {name: value for name, value in wanted.items() if accepts(name, value)}
 
 
@@ -136,6 +160,85 @@ def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
 
     call.lower = lambda *args, **kwargs: pick(args, kwargs).lower(*args, **kwargs)
     return call
+
+
+# jax.monitoring's events: one per XLA program compiled (or loaded from the persistent cache), and one per load.
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+
+
+@dataclasses.dataclass
+class Compilations:
+    """The XLA programs that this process compiles, in any thread, from ``start()`` to ``stop()`` (or until
+    the object is dropped): what a run costs before its first step, and what a call that should have reused
+    a program gives away. ``count_compilations`` is the same as a ``with`` block.
+
+    Attributes:
+      programs: programs compiled, or loaded from the compilation cache (each is one XLA executable).
+      loaded: of those, the ones loaded from the compilation cache.
+      seconds: the time XLA took over them (loads included).
+      names: programs per name, e.g. ``{"jit(gather_steps_fn)": 2}``: one per distinct call shape.
+
+    Example:
+      >>> compiled = Compilations().start()
+      >>> state = create_train_state(MLP(), adam(1e-3), images[:1])
+      >>> compiled.stop().programs
+      1
+    """
+
+    programs: int = 0
+    loaded: int = 0
+    seconds: float = 0.0
+    names: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    def start(self) -> Compilations:
+        """Starts counting; returns ``self``."""
+        this = weakref.ref(self)  # the listeners must not keep an abandoned count alive: it stops when dropped
+
+        def on_compile(event: str, seconds: float, **kwargs: Any) -> None:
+            if event == _COMPILE_EVENT and (compiled := this()) is not None:
+                compiled.programs += 1
+                compiled.seconds += seconds
+                compiled.names[kwargs.get("fun_name", "?")] += 1
+
+        def on_event(event: str, **kwargs: Any) -> None:
+            if event == _CACHE_HIT_EVENT and (compiled := this()) is not None:
+                compiled.loaded += 1
+
+        jax.monitoring.register_event_duration_secs_listener(on_compile)
+        jax.monitoring.register_event_listener(on_event)
+        self._stop = weakref.finalize(self, _unregister, on_compile, on_event)
+        return self
+
+    def stop(self) -> Compilations:
+        """Stops counting; returns ``self``."""
+        self._stop()
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        """For a JSON report: ``{"programs", "loaded", "seconds", "names"}``."""
+        return {"programs": self.programs, "loaded": self.loaded, "seconds": self.seconds, "names": dict(self.names)}
+
+
+def _unregister(on_compile: Callable, on_event: Callable) -> None:
+    jax.monitoring.unregister_event_duration_listener(on_compile)
+    jax.monitoring.unregister_event_listener(on_event)
+
+
+@contextlib.contextmanager
+def count_compilations() -> Iterator[Compilations]:
+    """``Compilations`` counted over a block.
+
+    Example:
+      >>> with count_compilations() as compiled:
+      ...     predict(state, images[:8])
+      >>> compiled.programs   # 0 when predict has already compiled for this shape
+    """
+    compiled = Compilations().start()
+    try:
+        yield compiled
+    finally:
+        compiled.stop()
 
 
 # Programs that compiled faster than this are not worth a file: a cached read costs milliseconds.

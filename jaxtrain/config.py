@@ -23,26 +23,23 @@ class ModelSpec:
       module: the Flax module: a Linen one, or an NNX one (built with the input's shape and ``nnx.Rngs``).
       torch: the class of ``jaxtrain.compare.torch_side`` that mirrors it layer for layer.
       schedule: the learning-rate schedule that ``Config(schedule="auto")`` gives it.
-      steps_per_call: the steps per compiled call that ``Config(steps_per_call="auto")`` gives it.
+      family: its row of ``jaxtrain.auto.TABLE``, which gives ``Config(steps_per_call="auto")`` per backend.
     """
 
     module: type[models.MLP] | type[models.CNN] | type[nnx_models.NNXMLP] | type[nnx_models.NNXCNN]
     torch: str
     schedule: str
-    steps_per_call: int | str
+    family: str
 
 
-# The defaults follow docs/performance.md's feeding tables (`python -m jaxtrain compare figures --only feeding-mlp
-# feeding-cnn`). The MLP keeps the primer's constant rate, and its step is so cheap that per-call overhead
-# dominates: a whole epoch per call over device-resident data is fastest. The CNN anneals its rate (cosine:
-# with a constant rate its test accuracy swung from epoch to epoch). Its step dwarfs a call's overhead, so
-# several steps per call save little and compile more shapes: it takes one step a call.
+# The MLP keeps the primer's constant rate; the CNN anneals its rate (cosine: with a constant rate its test
+# accuracy swung from epoch to epoch). How each is fed, per backend, is jaxtrain.auto's table.
 # The NNX twins compute the same, from parameters laid out the same.
 MODELS = {
-    "mlp": ModelSpec(models.MLP, torch="MyModel", schedule="constant", steps_per_call="epoch"),
-    "cnn": ModelSpec(models.CNN, torch="CNN", schedule="cosine", steps_per_call=1),
-    "nnx-mlp": ModelSpec(nnx_models.NNXMLP, torch="MyModel", schedule="constant", steps_per_call="epoch"),
-    "nnx-cnn": ModelSpec(nnx_models.NNXCNN, torch="CNN", schedule="cosine", steps_per_call=1),
+    "mlp": ModelSpec(models.MLP, torch="MyModel", schedule="constant", family="mlp"),
+    "cnn": ModelSpec(models.CNN, torch="CNN", schedule="cosine", family="cnn"),
+    "nnx-mlp": ModelSpec(nnx_models.NNXMLP, torch="MyModel", schedule="constant", family="mlp"),
+    "nnx-cnn": ModelSpec(nnx_models.NNXCNN, torch="CNN", schedule="cosine", family="cnn"),
 }
 # The built-in datasets; Config.dataset also takes a tensorflow-datasets name, folder:PATH and npz:FILE.
 DATASETS = datasets.BUILT_IN
@@ -155,7 +152,7 @@ class Config:
     seed: int = 0
     val_fraction: float = 0.0
     eval_batch_size: int = 1000
-    steps_per_call: int | str = "auto"  # an int, "epoch" or "auto" (the model's ModelSpec.steps_per_call)
+    steps_per_call: int | str = "auto"  # an int, "epoch" or "auto" (per backend and model: jaxtrain.auto.TABLE)
     data_on_device: bool | None = None  # None: when the training set fits (transfer.fits_on_device)
     devices: int | None = None  # devices per process to train on, data-parallel; None: all of them
     # Stopping and the plateau schedule (jaxtrain.callbacks), each stepped once per epoch:

@@ -20,7 +20,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import datasets, devices, models, nnx_models, optim, record, schedules
+from jaxtrain import auto, datasets, devices, models, nnx_models, optim, record, schedules
+from jaxtrain.compiler import Compilations
 from jaxtrain import callbacks
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config
 from jaxtrain.data import ArrayDataset, DataLoader, random_split
@@ -38,14 +39,13 @@ FEEDING_MODES: dict[str, dict[str, Any]] = {
 }
 
 
-def feeding(config: Config, loader: DataLoader) -> dict[str, Any]:
-    """``fit``'s ``steps_per_call`` and ``data_on_device`` for ``config``, its "auto" settings resolved."""
-    steps = MODELS[config.model].steps_per_call if config.steps_per_call == "auto" else config.steps_per_call
-    on_device = config.data_on_device
-    if on_device is None:
-        # This process's own device: another process's device reports no memory.
-        on_device = fits_on_device(sum(a.nbytes for a in jax.tree.leaves(loader.arrays())), jax.local_devices()[0])
-    return {"steps_per_call": len(loader) if steps == "epoch" else steps, "data_on_device": on_device}
+def feeding(config: Config, loader: DataLoader) -> auto.Feeding:
+    """``fit``'s ``steps_per_call`` and ``data_on_device`` for ``config`` (``.settings()``), its "auto" settings
+    resolved for this backend and model by ``jaxtrain.auto``'s table, and why (``.why``)."""
+    # This process's own device: another process's device reports no memory.
+    fits = fits_on_device(sum(a.nbytes for a in jax.tree.leaves(loader.arrays())), jax.local_devices()[0])
+    family = MODELS[config.model].family
+    return auto.resolve(config.steps_per_call, config.data_on_device, family, jax.default_backend(), len(loader), fits)
 
 
 def build_model(
@@ -247,8 +247,10 @@ def run(
       resolved ``dropout``, ``batch_norm`` and ``dtype``), ``num_classes`` and ``class_names`` (None where
       the labels are their own names), ``history`` (per epoch: ``epoch``, ``lr``,
       ``train_loss``, ``test_loss``, ``test_accuracy``, with a validation split ``val_loss`` and
-      ``val_accuracy``, ``seconds``, ``samples_per_second``), and the final ``test_accuracy`` (a
-      fraction), ``compile_seconds`` (the calls' compilation) and ``samples_per_second`` (``steady_speed``). Of several processes, only process 0 logs and writes.
+      ``val_accuracy``, ``seconds``, ``samples_per_second``), ``steps_per_call`` and ``data_on_device`` as
+      run, ``feeding`` (those, the ``backend``, and ``why``: what chose each, ``jaxtrain.auto``), and the
+      final ``test_accuracy`` (a fraction), ``compile_seconds`` (the calls' compilation), ``compilations``
+      (every XLA program of the run: ``compiler.Compilations``) and ``samples_per_second`` (``steady_speed``). Of several processes, only process 0 logs and writes.
     """
     if not devices.is_main_process():
         log = None
@@ -260,8 +262,10 @@ def run(
     about = datasets.info(config.dataset, config.data_dir)
     train_loader, test_loader = data["train"], data["test"]
     sample = train_loader.gather(np.arange(1))[0]
+    compiled = Compilations().start()  # every program of the run: the initialization's to the last evaluation's
     state = devices.replicate(initial_state(config, sample, len(train_loader), about.num_classes), mesh)
-    mode = feeding(config, train_loader)
+    fed = feeding(config, train_loader)
+    mode = fed.settings()
     every = folder.periods if folder else ()
     classes = {"num_classes": about.num_classes, "class_names": about.class_names and list(about.class_names)}
     if folder:  # the input's shape and the classes too, so that the model can be rebuilt without the data
@@ -294,12 +298,14 @@ def run(
         "model_options": model_options(config),
         **classes,
         **mode,
+        "feeding": {"backend": jax.default_backend(), **mode, "why": fed.why},
         "train_examples": len(train_loader.dataset),
         "test_examples": final["count"],
         "history": history,
         "test_accuracy": final["accuracy"],
         "test_loss": final["loss"],
         "compile_seconds": compile_seconds,
+        "compilations": compiled.stop().as_dict(),
         "eval_seconds": eval_seconds,
         "samples_per_second": steady_speed(history),
         **stop_report(stopping, history),

@@ -108,7 +108,6 @@ def create_train_state(
     if not isinstance(tx, optax.GradientTransformation):
         raise ValueError(f"tx={tx!r}; expected an optax.GradientTransformation, e.g. jaxtrain.adam(1e-3)")
     _check_sample(sample)
-    init_key, key = jax.random.split(jax.random.key(seed))
     own = None
     if is_nnx(model):  # initialized at construction: its values are the start, and its forward checks the sample
         model, own = NNXModel.split(model)
@@ -116,32 +115,47 @@ def create_train_state(
     else:
         init = functools.partial(model.init, **_mode(model, False))
     try:
-        expected = jax.eval_shape(init, init_key, sample)
+        expected = jax.eval_shape(lambda x: init(jax.random.key(0), x), sample)  # shapes only: no key is made
     except Exception as error:  # whatever the model raises on this input: a shape or a type it cannot take
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         raise ValueError(
             f"sample ({_describe(sample)}): the model cannot take it ({type(error).__name__}: {first_line}); "
             f"expected a batch shaped like the training inputs, e.g. images[:1]"
         ) from error
-    if variables is None:
-        variables = own if own is not None else init(init_key, sample)
-    else:
+    if variables is not None:
         _check_variables(variables, expected)
-    variables = dict(variables)
+    variables = dict(variables if variables is not None else own if own is not None else {})
+    # One compiled program makes the state's arrays: run eagerly, op by op, the initialization compiled
+    # each of its dozens of ops on its own, and took longer than the training steps of a short run. The seed
+    # is an argument, so that every seed shares the program (and its entry in the compilation cache).
+    start = jax.jit(functools.partial(_start, None if variables else init, tx))
+    step, made, opt_state, key = start(np.uint32(seed), None if variables else sample, variables.get("params"))
+    variables = dict(made or variables)
     params = variables.pop("params")
     batch_stats = variables.pop("batch_stats", {})
     if variables:
         raise ValueError(f"variables has collections {sorted(variables)}; expected only 'params' and 'batch_stats'")
     return TrainState(
-        step=jnp.zeros([], jnp.int32),
+        step=step,
         params=params,
-        opt_state=tx.init(params),
+        opt_state=opt_state,
         batch_stats=batch_stats,
         key=key,
         model=model,
         tx=tx,
         loss_fn=loss_fn,
     )
+
+
+def _start(init: Callable | None, tx: optax.GradientTransformation, seed: jax.Array, sample: Any, params: Any) -> tuple:
+    """The arrays of a state at step 0: the step, the variables that ``init`` makes (None without ``init``,
+    which leaves ``params`` as given), the optimizer's state for the parameters, and the dropout key."""
+    init_key, key = jax.random.split(jax.random.key(seed))
+    variables = None
+    if init is not None:
+        variables = init(init_key, sample)
+        params = variables["params"]
+    return jnp.zeros([], jnp.int32), variables, tx.init(params), key
 
 
 def _describe(sample: Any) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from jaxtrain import cli, compare, devices, experiment, runs
+from jaxtrain import auto, cli, compare, devices, experiment, runs
 from jaxtrain.config import Config
 
 
@@ -186,7 +186,7 @@ def test_help_shows_what_auto_does_for_each_model(capsys):
         cli.main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
     assert "auto: constant for mlp and nnx-mlp, cosine for cnn and nnx-cnn (default: auto)" in text
-    assert "epoch for mlp and nnx-mlp, 1 for cnn and nnx-cnn (default: auto)" in text
+    assert f"{auto.summary()} (default: auto)" in text  # --steps-per-call: jaxtrain.auto's table, per backend
     assert "(default: constant)" not in text and "--lr LR learning rate (default: 0.001)" in text
 
 

@@ -99,15 +99,15 @@ def test_the_measured_defaults_are_what_config_resolves(monkeypatch):
     assert (Config(model="mlp").schedule, Config(model="cnn").schedule) == ("constant", "cosine")
     assert Config(model="cnn", schedule="step").schedule == "step"  # an explicit choice stays
     train = loaders(Config())["train"]
-    assert feeding(Config(model="mlp"), train) == {"steps_per_call": len(train), "data_on_device": True}
-    assert feeding(Config(model="cnn"), train) == {"steps_per_call": 1, "data_on_device": True}
-    assert feeding(Config(steps_per_call=4, data_on_device=False), train) == {"steps_per_call": 4, "data_on_device": False}
+    assert feeding(Config(model="mlp"), train).settings() == {"steps_per_call": len(train), "data_on_device": True}
+    assert feeding(Config(model="cnn"), train).settings() == {"steps_per_call": 1, "data_on_device": True}
+    assert feeding(Config(steps_per_call=4, data_on_device=False), train).settings() == {"steps_per_call": 4, "data_on_device": False}
     # On the device when the training set takes at most a quarter of its memory.
     memory = 4 * sum(a.nbytes for a in train.arrays())
     monkeypatch.setattr(transfer.os, "sysconf", lambda name: memory if name == "SC_PHYS_PAGES" else 1)
-    assert feeding(Config(), train)["data_on_device"]
+    assert feeding(Config(), train).data_on_device
     monkeypatch.setattr(transfer.os, "sysconf", lambda name: memory - 1 if name == "SC_PHYS_PAGES" else 1)
-    assert not feeding(Config(), train)["data_on_device"]
+    assert not feeding(Config(), train).data_on_device
 
 
 def test_fit_uses_no_prefetch_thread_on_the_cpu(monkeypatch):
