@@ -96,3 +96,13 @@ def run_cli():
 
     yield run
     shutil.rmtree(outside, ignore_errors=True)
+
+
+@pytest.fixture
+def configs(monkeypatch):
+    """The Configs that the train command would run, captured without running them."""
+    from jaxtrain import experiment
+
+    seen = []
+    monkeypatch.setattr(experiment, "run", lambda config, **_: seen.append(config) or {})
+    return seen

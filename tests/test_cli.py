@@ -77,14 +77,6 @@ def test_importing_the_library_and_the_study_loads_neither_torch_nor_tensorflow_
     assert result.stdout.strip() == "[]"
 
 
-@pytest.fixture
-def configs(monkeypatch):
-    """Captures the Config that the train command would run, without running it."""
-    seen = []
-    monkeypatch.setattr(experiment, "run", lambda config, log=print, folder=None: seen.append(config) or {})
-    return seen
-
-
 @pytest.mark.quick
 def test_train_flags_map_onto_config(configs):
     argv = ["train", "--model", "cnn", "--dropout", "0.2", "--no-batch-norm", "--dtype", "bfloat16",

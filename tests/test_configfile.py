@@ -11,14 +11,6 @@ from jaxtrain import cli, configfile, experiment
 from jaxtrain.config import Config
 
 
-@pytest.fixture
-def configs(monkeypatch):
-    """The Configs that the train command would run, without running them."""
-    seen = []
-    monkeypatch.setattr(experiment, "run", lambda config, log=print, folder=None: seen.append(config) or {})
-    return seen
-
-
 def _command(name: str) -> argparse.ArgumentParser:
     parser = cli.parser()
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
@@ -52,7 +44,7 @@ def test_a_run_folders_config_json_is_a_config_file(tmp_path, capsys, monkeypatc
     assert cli.main(argv) == 0
     recorded = json.loads((folder / "config.json").read_text())
     seen = []
-    monkeypatch.setattr(experiment, "run", lambda config, log=print, folder=None: seen.append(config) or {})
+    monkeypatch.setattr(experiment, "run", lambda config, **_: seen.append(config) or {})
     assert cli.main(["train", "--config", str(folder / "config.json"), "--epochs", "2"]) == 0
     assert {**dataclasses.asdict(seen[0]), "milestones": []} == {**{k: v for k, v in recorded.items() if k not in configfile.RECORDED},
                                                                   "epochs": 2, "milestones": []}
