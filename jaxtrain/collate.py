@@ -89,14 +89,17 @@ INPUT_NAMES = ("image", "images", "inputs", "x", "features")
 LABEL_NAMES = ("label", "labels", "target", "targets", "y")
 
 
-def select(batch: Any, inputs: str | int | None = None, labels: str | int | None = None) -> tuple[Any, Any]:
+def select(
+    batch: Any, inputs: str | int | Sequence[str | int] | None = None, labels: str | int | None = None
+) -> tuple[Any, Any]:
     """The ``(inputs, labels)`` of a batch (or an item) that is a tuple or a dict.
 
     Args:
       batch: a tuple (or list, namedtuple) or a mapping, e.g. ``{"image": (B, 28, 28, 1), "label": (B,)}``.
       inputs: which entry holds the inputs: a key of a dict, a position (or a field name) of a tuple. None:
         position 0 of a tuple; of a dict, the first key present of ``INPUT_NAMES`` ("image", "images",
-        "inputs", "x", "features").
+        "inputs", "x", "features"). A list or tuple of keys picks several entries, which the model takes as
+        one dict keyed by them (``{"ids": ..., "mask": ...}``), as a Keras model takes named inputs.
       labels: the same for the labels: None is position 1, or the first of ``LABEL_NAMES`` ("label",
         "labels", "target", "targets", "y").
 
@@ -109,8 +112,15 @@ def select(batch: Any, inputs: str | int | None = None, labels: str | int | None
 
     Example:
       >>> select({"pixels": x, "label": y}, inputs="pixels")   # (x, y)
+      >>> select({"ids": t, "mask": m, "label": y}, inputs=("ids", "mask"))   # ({"ids": t, "mask": m}, y)
     """
-    return _entry(batch, inputs, INPUT_NAMES, 0, "inputs"), _entry(batch, labels, LABEL_NAMES, 1, "labels")
+    if isinstance(inputs, list | tuple):
+        if not inputs:
+            raise ValueError(f"inputs={inputs!r}; expected a key of the batch, or a list of several")
+        chosen = {key: _entry(batch, key, INPUT_NAMES, 0, "inputs") for key in inputs}
+    else:
+        chosen = _entry(batch, inputs, INPUT_NAMES, 0, "inputs")
+    return chosen, _entry(batch, labels, LABEL_NAMES, 1, "labels")
 
 
 def _entry(batch: Any, key: str | int | None, names: tuple[str, ...], position: int, role: str) -> Any:

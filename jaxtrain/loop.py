@@ -209,7 +209,8 @@ def fit(
         ``with Run(...) as run:`` block.
       inputs: which entry of a batch (training and evaluation) holds the inputs (``collate.select``): a dict's
         key or a tuple's position; None for position 0 or the first of "image", "images", "inputs", "x",
-        "features". The entries picked are all that go to the device.
+        "features"; several keys (``("ids", "mask")``) give the model a dict of those entries. The entries
+        picked are all that go to the device, with their dtypes (token ids stay integers).
       labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",
         "targets", "y".
       mesh: the devices to train on (``devices.make_mesh``); the batch size must be a multiple of them.

@@ -29,7 +29,7 @@ from jaxtrain.losses import cross_entropy
 from jaxtrain.modules import NNXModel, is_nnx
 
 Batch = tuple[Any, Any]  # (inputs, labels); a dict batch is read by collate.select
-Key = str | int | None  # which entry of a batch: a dict's key or a tuple's position (collate.select)
+Key = str | int | tuple | list | None  # which entries of a batch: a dict's keys or a tuple's positions (collate.select)
 
 
 class TrainState(struct.PyTreeNode):
@@ -75,7 +75,8 @@ def create_train_state(
     """Initializes the model (or takes ``variables``) and the optimizer: torch's ``model = MyModel()`` and
     ``optimizer = torch.optim.Adam(model.parameters())``.
 
-    Before any work it checks the arguments: ``sample`` must be a float batch that the model can take
+    Before any work it checks the arguments: ``sample`` must be a batch that the model can take (floats,
+    or integers such as token ids; a dict of several inputs too)
     (checked with ``jax.eval_shape`` of the initialization, which computes nothing), ``seed`` an integer in
     [0, 2**32), and ``variables``, if given, shaped as the model's own.
 
@@ -85,8 +86,9 @@ def create_train_state(
         (``jaxtrain.modules.NNXModel``) and left unchanged, and ``model.train()`` / ``model.eval()`` set the
         mode of each step.
       tx: an optax optimizer, e.g. ``jaxtrain.optim.adam(1e-3)``.
-      sample: an input batch (e.g. ``images[:1]``, ``(1, H, W, C) float32`` in [0, 1]) that fixes the
-        parameter shapes.
+      sample: an input batch that fixes the parameter shapes: ``images[:1]`` (``(1, H, W, C) float32`` in
+        [0, 1]), token ids (``(1, T) int32``), or a dict of several inputs, as the model takes them. uint8,
+        the dtype of raw pixels, is refused: scale images to floats first (ids: ``astype(np.int32)``).
       seed: seeds the initialization and the dropout key; an integer in [0, 2**32).
       variables: start from these Flax variables (``{"params": ..., "batch_stats": ...}``) instead; for an
         NNX module, nested by attribute path (``interop.from_torch`` gives them for jaxtrain's models).
@@ -97,7 +99,7 @@ def create_train_state(
 
     Raises:
       ValueError: one line, e.g. ``seed=4294967296; expected an integer in [0, 2**32)`` or
-        ``sample (shape (1, 28, 28, 1), dtype uint8): integer-typed; expected floats ...``.
+        ``sample (shape (1, 28, 28, 1), dtype uint8): raw pixels; expected floats ...``.
 
     Example:
       >>> state = create_train_state(MLP(), adam(1e-3), images[:1])
@@ -176,19 +178,21 @@ def _dtype(value: Any) -> Any:
 
 
 def _check_sample(sample: Any) -> None:
-    """Refuses a sample that is not a non-empty batch of floats (uint8 images in 0..255, say)."""
+    """Refuses a sample that is not a non-empty batch of numbers, or that holds raw uint8 pixels."""
     leaves = jax.tree.leaves(sample)
     if not leaves:
         raise ValueError(f"sample={sample!r}; expected a batch of inputs, e.g. images[:1]")
     for leaf in leaves:
         dtype = _dtype(leaf)
-        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-            if dtype is not None and (jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_):
-                raise ValueError(
-                    f"sample ({_describe(sample)}): integer-typed; expected floats in [0, 1] "
-                    f"(scale the images first: uint8 pixels / 255)"
-                )
-            raise ValueError(f"sample ({_describe(sample)}): not floats; expected a float batch such as images[:1]")
+        # Integers pass as they are (token ids for an embedding, no cast to float), but uint8 is how pixels
+        # come, and a model would train on them unscaled in 0..255 without a word.
+        if np.dtype(getattr(leaf, "dtype", np.float32)) == np.uint8:
+            raise ValueError(
+                f"sample ({_describe(sample)}): raw pixels; expected floats in [0, 1] "
+                f"(scale the images first: uint8 pixels / 255; token ids: astype(np.int32))"
+            )
+        if dtype is None or not (jnp.issubdtype(dtype, jnp.number) or dtype == jnp.bool_):
+            raise ValueError(f"sample ({_describe(sample)}): not numbers; expected a batch such as images[:1] or token ids")
         if np.ndim(leaf) == 0 or np.shape(leaf)[0] == 0:
             raise ValueError(f"sample ({_describe(sample)}): no examples; expected a batch (B, ...) with B >= 1, e.g. images[:1]")
 
@@ -331,7 +335,7 @@ def _pad(batch: Batch, size: int) -> tuple[Batch, np.ndarray]:
     if n == size:
         return batch, mask
     fill = np.zeros(size - n, np.int64)
-    return tuple(np.concatenate([a, np.take(a, fill, axis=0)]) for a in batch), mask
+    return jax.tree.map(lambda a: np.concatenate([a, np.take(a, fill, axis=0)]), tuple(batch)), mask
 
 
 def evaluate(state: TrainState, loader: DataLoader, *, inputs: Key = None, labels: Key = None) -> dict[str, float]:
@@ -344,7 +348,8 @@ def evaluate(state: TrainState, loader: DataLoader, *, inputs: Key = None, label
       state: the train state.
       loader: the batches: tuples or dicts.
       inputs: which entry of a batch holds the inputs (``collate.select``): a dict's key or a tuple's position;
-        None for position 0 or the first of "image", "images", "inputs", "x", "features".
+        None for position 0 or the first of "image", "images", "inputs", "x", "features". Several keys
+        (``("ids", "mask")``) give the model a dict of those entries.
       labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",
         "targets", "y".
 

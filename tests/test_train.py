@@ -1,5 +1,6 @@
 """The loop: train_step, eval_step, evaluate, fit, its feeding modes and plan of calls (jaxtrain.train)."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from flax import nnx
 
 from jaxtrain import CNN, MLP, NNXMLP, ArrayDataset, DataLoader, accumulate_gradients, adam, create_train_state, eval_step
-from jaxtrain import evaluate, fit, load_digits, sgd, train_step
+from jaxtrain import evaluate, fit, load_digits, predict, sgd, train_step
 from jaxtrain.train import forward
 
 
@@ -127,8 +128,8 @@ def test_a_uint8_sample_is_refused_with_a_hint_to_scale_it():
     with pytest.raises(ValueError) as info:
         create_train_state(MLP(), sgd(0.1), sample)
     assert str(info.value) == (
-        "sample (shape (1, 8, 8, 1), dtype uint8): integer-typed; expected floats in [0, 1] "
-        "(scale the images first: uint8 pixels / 255)"
+        "sample (shape (1, 8, 8, 1), dtype uint8): raw pixels; expected floats in [0, 1] "
+        "(scale the images first: uint8 pixels / 255; token ids: astype(np.int32))"
     )
 
 
@@ -265,3 +266,78 @@ def test_an_nnx_model_with_state_a_step_would_drop_is_refused():
     )
     with pytest.raises(ValueError, match=r"^sample \(shape \(1, 5\), dtype float32\): the model cannot take it"):
         create_train_state(UserMLP(64, 8, nnx.Rngs(0)), sgd(0.1), np.zeros((1, 5), np.float32))
+
+
+# Token ids: an embedding bag (the mean of the tokens' embeddings) over int32 ids, the class given by which
+# fifth of the vocabulary most of an example's tokens come from.
+def _tokens(n=256, length=6, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n).astype(np.int32)
+    ids = labels[:, None] * 5 + rng.integers(0, 5, (n, length))
+    noise = rng.random((n, length)) < 0.3
+    ids = np.where(noise, rng.integers(0, 5 * classes, (n, length)), ids).astype(np.int32)
+    mask = (np.arange(length) < rng.integers(2, length + 1, n)[:, None]).astype(np.float32)
+    return ids, mask, labels
+
+
+class LinenBag(nn.Module):
+    """An embedding bag over ``ids: (B, T) int32``, or over ``{"ids", "mask"}`` (a masked mean)."""
+
+    @nn.compact
+    def __call__(self, inputs):
+        ids, mask = (inputs["ids"], inputs["mask"]) if isinstance(inputs, dict) else (inputs, None)
+        assert jnp.issubdtype(ids.dtype, jnp.integer)  # the ids reach the model as integers, never cast
+        vectors = nn.Embed(20, 16)(ids)
+        if mask is None:
+            return nn.Dense(4)(vectors.mean(1))
+        return nn.Dense(4)((vectors * mask[..., None]).sum(1) / mask.sum(1, keepdims=True))
+
+
+class NNXBag(nnx.Module):
+    def __init__(self, rngs):
+        self.embed, self.out = nnx.Embed(20, 16, rngs=rngs), nnx.Linear(16, 4, rngs=rngs)
+
+    def __call__(self, inputs):
+        ids, mask = (inputs["ids"], inputs["mask"]) if isinstance(inputs, dict) else (inputs, None)
+        assert jnp.issubdtype(ids.dtype, jnp.integer)
+        vectors = self.embed(ids)
+        if mask is None:
+            return self.out(vectors.mean(1))
+        return self.out((vectors * mask[..., None]).sum(1) / mask.sum(1, keepdims=True))
+
+
+@pytest.mark.parametrize("kind", ["linen", "nnx"])
+def test_a_model_over_int32_token_ids_trains_with_fit_and_evaluates(kind):
+    ids, _, labels = _tokens()
+    model = LinenBag() if kind == "linen" else NNXBag(nnx.Rngs(0))
+    state = create_train_state(model, adam(3e-2), ids[:1])
+    loader = DataLoader(ArrayDataset(ids[:192], labels[:192]), 32, shuffle=True, seed=0)
+    test = DataLoader(ArrayDataset(ids[192:], labels[192:]), 50)
+    before = evaluate(state, test)
+    state, history = fit(state, loader, 4, test, log=None)
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    after = evaluate(state, test)
+    assert after["count"] == 64 and after["loss"] < before["loss"] and after["accuracy"] > 0.8
+    assert predict(state, ids[:3]).shape == (3, 4)
+    # The same on the device-resident path, whose arrays keep their integer dtype there.
+    state, _ = fit(state, DataLoader(ArrayDataset(ids[:192], labels[:192]), 32), 1, log=None, data_on_device=True)
+
+
+@pytest.mark.parametrize("kind", ["linen", "nnx"])
+def test_a_dict_batch_feeds_two_inputs_to_the_model(kind):
+    ids, mask, labels = _tokens()
+    model = LinenBag() if kind == "linen" else NNXBag(nnx.Rngs(0))
+    state = create_train_state(model, adam(3e-2), {"ids": ids[:1], "mask": mask[:1]})
+    train = ArrayDataset(ids=ids[:192], mask=mask[:192], label=labels[:192])
+    test = DataLoader(ArrayDataset(ids=ids[192:], mask=mask[192:], label=labels[192:]), 50)  # a short last batch
+    keys = ("ids", "mask")
+    state, history = fit(state, DataLoader(train, 32, shuffle=True), 4, test, log=None, inputs=keys, data_on_device=True)
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    result = evaluate(state, test, inputs=keys)
+    assert result["count"] == 64 and result["accuracy"] > 0.8
+    # The mask is read: the same ids with the padding unmasked give other logits.
+    full = {"ids": ids[:8], "mask": np.ones_like(mask[:8])}
+    assert not np.allclose(predict(state, {"ids": ids[:8], "mask": mask[:8]}), predict(state, full))
+    with pytest.raises(ValueError) as info:
+        evaluate(state, test, inputs=("ids", "masks"))
+    assert str(info.value) == "inputs='masks'; expected a key of the batch: 'ids', 'label', 'mask'"
