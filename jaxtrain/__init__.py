@@ -15,6 +15,7 @@ from jaxtrain.models import CNN, MLP, BatchNorm
 from jaxtrain.nnx_models import NNXCNN, NNXMLP, NNXBatchNorm
 from jaxtrain.optim import accumulate_gradients, adam, adamw, adjustable_lr, clip_grad_norm, sgd
 from jaxtrain.schedules import schedule
+from jaxtrain.metrics import ConfusionMatrix, Metric, TopKAccuracy
 from jaxtrain.train import TrainState, create_train_state, eval_step, evaluate, predict, train_step
 from jaxtrain.callbacks import Callback, EarlyStopping, LambdaCallback, ReduceLROnPlateau, TargetAccuracy
 from jaxtrain.loop import compile_fit, fit
@@ -30,6 +31,7 @@ __all__ = [
     "BatchNorm",
     "CNN",
     "Callback",
+    "ConfusionMatrix",
     "ConcatDataset",
     "DataLoader",
     "Dataset",
@@ -37,6 +39,7 @@ __all__ = [
     "EarlyStopping",
     "LambdaCallback",
     "MLP",
+    "Metric",
     "ModelSummary",
     "NNXBatchNorm",
     "NNXCNN",
@@ -45,6 +48,7 @@ __all__ = [
     "Run",
     "Subset",
     "TargetAccuracy",
+    "TopKAccuracy",
     "TrainState",
     "WeightedRandomSampler",
     "accumulate_gradients",

@@ -192,7 +192,10 @@ def _add_use(commands) -> None:
     p.add_argument("--checkpoint", **checkpoint)
     p.add_argument("--dataset", default=None, metavar="NAME", help="evaluate on this dataset (default: the run's), as train --dataset")
     p.add_argument("--data-dir", default=None, help="its IDX or tensorflow-datasets folder (default: the run's)")
-    p.add_argument("--report", type=Path, default=None, help="write the result as JSON here")
+    p.add_argument("--top-k", type=_positive, default=None, metavar="K",
+                   help="also give the top-K accuracy: the label among the K highest scores")
+    p.add_argument("--report", type=Path, default=None,
+                   help="write the result as JSON here, with the confusion matrix (rows: true classes, columns: predicted)")
     add_compile_cache(p)
     p.set_defaults(handler=_evaluate)
 
@@ -218,6 +221,12 @@ def _add_use(commands) -> None:
     p.set_defaults(handler=_plot)
 
 
+def _positive(text: str) -> int:
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}; expected a positive integer")
+
+
 def _checkpoint(text: str) -> int | str:
     if text in ("latest", "best") or text.isdigit():
         return int(text) if text.isdigit() else text
@@ -238,11 +247,15 @@ def _evaluate(args: argparse.Namespace) -> None:
     if list(shape) != list(trained):  # the model would fail deep inside Flax, in tens of lines
         raise ValueError(f"dataset {config.dataset}: images of shape {tuple(shape)}; expected {tuple(trained)}, "
                          f"the input of the model in {args.run_dir}")
-    result = evaluate(state, test)
-    print(f"{config.dataset} test set, {result['count']} images: loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}%")
+    top_k = f"top{args.top_k}_accuracy" if args.top_k else None
+    result = evaluate(state, test, metrics=("confusion_matrix", *([top_k] if top_k else [])))
+    top = f", top-{args.top_k} accuracy {100 * result[top_k]:.2f}%" if top_k else ""
+    print(f"{config.dataset} test set, {result['count']} images: loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}%{top}")
     if args.report:
+        names = json.loads((args.run_dir / "config.json").read_text()).get("class_names")
+        result["confusion_matrix"] = result["confusion_matrix"].tolist()
         runs.write_json(args.report, {"run_dir": str(args.run_dir), "checkpoint": args.checkpoint, "dataset": config.dataset,
-                                      "step": int(state.step), **result})
+                                      "step": int(state.step), **result, **({"class_names": names} if names else {})})
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -26,6 +26,8 @@ from jaxtrain.collate import select
 from jaxtrain.compiler import jit
 from jaxtrain.data import DataLoader
 from jaxtrain.losses import cross_entropy
+from jaxtrain.metrics import Accuracy, Metric
+from jaxtrain.metrics import resolve as resolve_metrics
 from jaxtrain.modules import NNXModel, is_nnx
 
 Batch = tuple[Any, Any]  # (inputs, labels); a dict batch is read by collate.select
@@ -126,13 +128,13 @@ def create_train_state(
         ) from error
     if variables is not None:
         _check_variables(variables, expected)
-    variables = dict(variables if variables is not None else own if own is not None else {})
+    given = variables if variables is not None else own
     # One compiled program makes the state's arrays: run eagerly, op by op, the initialization compiled
     # each of its dozens of ops on its own, and took longer than the training steps of a short run. The seed
     # is an argument, so that every seed shares the program (and its entry in the compilation cache).
-    start = jax.jit(functools.partial(_start, None if variables else init, tx))
-    step, made, opt_state, key = start(np.uint32(seed), None if variables else sample, variables.get("params"))
-    variables = dict(made or variables)
+    start = jax.jit(functools.partial(_start, None if given else init, tx))
+    step, variables, opt_state, key = start(np.uint32(seed), None if given else sample, given and dict(given))
+    variables = dict(variables)
     params = variables.pop("params")
     batch_stats = variables.pop("batch_stats", {})
     if variables:
@@ -149,15 +151,13 @@ def create_train_state(
     )
 
 
-def _start(init: Callable | None, tx: optax.GradientTransformation, seed: jax.Array, sample: Any, params: Any) -> tuple:
-    """The arrays of a state at step 0: the step, the variables that ``init`` makes (None without ``init``,
-    which leaves ``params`` as given), the optimizer's state for the parameters, and the dropout key."""
+def _start(init: Callable | None, tx: optax.GradientTransformation, seed: jax.Array, sample: Any, given: Any) -> tuple:
+    """The arrays of a state at step 0: the step, the variables (``init``'s, or a copy of those ``given``
+    without ``init``: the steps donate the state's buffers, and their owner keeps its own), the optimizer's
+    state for the parameters, and the dropout key."""
     init_key, key = jax.random.split(jax.random.key(seed))
-    variables = None
-    if init is not None:
-        variables = init(init_key, sample)
-        params = variables["params"]
-    return jnp.zeros([], jnp.int32), variables, tx.init(params), key
+    variables = init(init_key, sample) if init is not None else jax.tree.map(jnp.copy, given)
+    return jnp.zeros([], jnp.int32), variables, tx.init(variables["params"]), key
 
 
 def _describe(sample: Any) -> str:
@@ -295,25 +295,31 @@ train_steps = jit(train_steps_fn, donate_argnums=0)
 gather_steps = jit(gather_steps_fn, donate_argnums=0)
 
 
-@jit
-def eval_step(state: TrainState, batch: Batch, mask: jax.Array | None = None) -> dict[str, jax.Array]:
-    """Evaluation mode, no gradients: the sums of the loss and of correct predictions over a batch.
+def eval_step(
+    state: TrainState, batch: Batch, mask: jax.Array | None = None, metrics: tuple[Metric, ...] = ()
+) -> dict[str, Any]:
+    """Evaluation mode, no gradients: the sums of the loss and of correct predictions over a batch, and what
+    each of ``metrics`` adds (``Metric.sums``), all in one compiled program.
 
     Args:
       state: the train state (not donated, not changed).
       batch: ``(inputs, labels)``, or a dict read by ``collate.select``'s common names.
       mask: ``(N,)`` booleans marking real examples in a padded batch; None counts them all.
+      metrics: ``jaxtrain.metrics.Metric``s (static: each set of them compiles once).
 
     Returns:
-      ``{"loss_sum", "correct", "count"}``, device scalars.
+      ``{"loss_sum", "correct", "count"}``, device scalars, and each metric's sums by its name.
     """
     inputs, labels = select(batch)
     if mask is None:
         mask = jnp.ones(labels.shape, bool)
     logits, _ = forward(state, state.params, inputs, train=False)
     per_example = jax.vmap(state.loss_fn)(logits[:, None], labels[:, None])
-    correct = (jnp.argmax(logits, -1) == labels) & mask
-    return {"loss_sum": jnp.sum(jnp.where(mask, per_example, 0)), "correct": jnp.sum(correct), "count": jnp.sum(mask)}
+    sums = {"loss_sum": jnp.sum(jnp.where(mask, per_example, 0)), "correct": Accuracy().sums(logits, labels, mask)}
+    return {**sums, "count": jnp.sum(mask), **{metric.name: metric.sums(logits, labels, mask) for metric in metrics}}
+
+
+eval_step = jit(eval_step, static_argnames="metrics")
 
 
 @jit
@@ -338,7 +344,14 @@ def _pad(batch: Batch, size: int) -> tuple[Batch, np.ndarray]:
     return jax.tree.map(lambda a: np.concatenate([a, np.take(a, fill, axis=0)]), tuple(batch)), mask
 
 
-def evaluate(state: TrainState, loader: DataLoader, *, inputs: Key = None, labels: Key = None) -> dict[str, float]:
+def evaluate(
+    state: TrainState,
+    loader: DataLoader,
+    *,
+    inputs: Key = None,
+    labels: Key = None,
+    metrics: Sequence[str | Metric | Callable] = (),
+) -> dict[str, Any]:
     """``model.eval()`` and ``torch.no_grad()`` over a whole loader: every example counted exactly once.
 
     A short last batch is padded to the loader's batch size and masked, so it reuses the compiled step.
@@ -352,13 +365,19 @@ def evaluate(state: TrainState, loader: DataLoader, *, inputs: Key = None, label
         (``("ids", "mask")``) give the model a dict of those entries.
       labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",
         "targets", "y".
+      metrics: more metrics (``jaxtrain.metrics``), computed in the same compiled step and summed over the
+        batches exactly: "top5" (any k), "confusion_matrix", a ``Metric``, or a function
+        ``fn(logits, labels) -> (B,)`` whose mean is reported under its name. "accuracy" is always given.
 
     Returns:
-      ``{"loss": mean loss, "accuracy": fraction correct, "count": examples}``.
+      ``{"loss": mean loss, "accuracy": fraction correct, "count": examples}`` and each metric by its name:
+      ``top5_accuracy`` a fraction, ``confusion_matrix`` a ``(C, C)`` int64 array (rows: true classes).
 
     Example:
       >>> evaluate(state, DataLoader(ArrayDataset(test_images, test_labels), batch_size=1000))
+      >>> evaluate(state, test_loader, metrics=("top5", "confusion_matrix"))["confusion_matrix"].trace()
     """
+    metrics = resolve_metrics(metrics)
     sums, mesh = [], devices.mesh_of(state)
     for batch in loader:
         batch, mask = _pad(select(batch, inputs, labels), loader.batch_size)
@@ -366,15 +385,19 @@ def evaluate(state: TrainState, loader: DataLoader, *, inputs: Key = None, label
             sharding = devices.batch_sharding(mesh, loader.batch_size)
             rows = devices.local_rows(sharding, (loader.batch_size,))
             batch, mask = devices.global_batch(jax.tree.map(lambda a: a[rows], (batch, mask)), sharding, loader.batch_size)
-        sums.append(eval_step(state, batch, mask))
+        # Without metrics, the call as the step is called elsewhere: a keyword would key another compilation.
+        sums.append(eval_step(state, batch, mask, metrics=metrics) if metrics else eval_step(state, batch, mask))
     if not sums:
         raise ValueError("evaluate: the loader yielded no batch")
     sums = jax.device_get(sums)  # host sync: the one read of the evaluation
-    totals = {key: sum(s[key] for s in sums) for key in sums[0]}
+    # Counts add up as int64, exactly; float sums (the loss, a Mean) in float64.
+    wide = lambda a: np.asarray(a, np.int64 if np.issubdtype(np.asarray(a).dtype, np.integer) else np.float64)  # noqa: E731
+    totals = jax.tree.map(lambda *batches: sum(map(wide, batches)), *sums)
     count = int(totals["count"])
     loss = float(totals["loss_sum"]) / count
     if not np.isfinite(loss):
         raise FloatingPointError(
             f"evaluate: the loss is {loss}; expected a finite number (labels outside 0..C-1, or a diverged model)"
         )
-    return {"loss": loss, "accuracy": float(totals["correct"]) / count, "count": count}
+    results = {metric.name: metric.result(totals[metric.name], count) for metric in metrics}
+    return {"loss": loss, "accuracy": float(totals["correct"]) / count, "count": count, **results}

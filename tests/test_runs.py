@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtrain import MLP, NNXMLP, ArrayDataset, DataLoader, adam, checkpoints, cli, create_train_state, curves, experiment, fit, runs
+from jaxtrain import MLP, NNXMLP, ArrayDataset, DataLoader, adam, checkpoints, cli, create_train_state, curves, experiment, fit, predict, runs
 from jaxtrain.config import Config
 
 
@@ -230,6 +230,22 @@ def test_evaluate_reads_the_saved_model(trained, tmp_path, capsys):
     best = max(saved["history"], key=lambda r: r["val_accuracy"])
     assert result["count"] == 449 and result["accuracy"] == best["test_accuracy"] <= 1
     assert "accuracy" in capsys.readouterr().out
+    # The confusion matrix: rows are the true classes (the test set's counts of each), its trace the correct ones.
+    matrix = np.asarray(result["confusion_matrix"])
+    labels = experiment.datasets.load_digits("test")[1]
+    assert matrix.shape == (10, 10)
+    np.testing.assert_array_equal(matrix.sum(1), np.bincount(labels, minlength=10))
+    assert np.trace(matrix) == round(result["accuracy"] * 449)
+    assert cli.main(["evaluate", "--run-dir", str(trained), "--checkpoint", "best", "--top-k", "3", "--report", str(report)]) == 0
+    top3 = json.loads(report.read_text())["top3_accuracy"]
+    assert result["accuracy"] < top3 <= 1 and "top-3 accuracy" in capsys.readouterr().out
+    # The top-3 accuracy from the model's own scores: the label among its three highest.
+    state, config = experiment.load_run(trained, "best")
+    images = experiment.loaders(config)["test"].gather(np.arange(449))[0]
+    probabilities = np.asarray(predict(state, images))
+    assert top3 == np.mean(np.any(np.argsort(-probabilities, -1)[:, :3] == labels[:, None], -1))
+    assert cli.main(["evaluate", "--run-dir", str(trained), "--top-k", "11"]) != 0
+    assert capsys.readouterr().err.strip().endswith("top11_accuracy: k=11 but the model gives 10 classes; expected k <= 10")
 
 
 def test_the_best_checkpoint_is_the_one_of_the_best_validation_accuracy_not_test_accuracy(tmp_path, capsys):
