@@ -57,10 +57,11 @@ class Context:
       losses: the batch losses of the epoch so far, on the device and unread (reading them is a host sync).
       examples: examples taken in the last call (``on_call_end``).
       stop_reason: why the run stops, once a hook has called ``stop``.
+      run: the ``jaxtrain.runs.Run`` that ``fit`` saves into, or None.
     """
 
-    def __init__(self, state: TrainState, epochs: int, history: list[dict[str, Any]]):
-        self.state, self.epochs, self.history = state, epochs, history
+    def __init__(self, state: TrainState, epochs: int, history: list[dict[str, Any]], run: Any = None):
+        self.state, self.epochs, self.history, self.run = state, epochs, history, run
         self.epoch, self.step, self.examples = 0, 0, 0
         self.record: dict[str, Any] | None = None
         self.losses: list[jax.Array] = []
@@ -152,8 +153,11 @@ class EarlyStopping(Callback):
 
     With ``restore_best``, the state at the end (on a stop, or after the last epoch) is the best epoch's, bit
     for bit: a copy of it is kept on the device (one state's memory); a run folder's last checkpoint is then
-    that epoch's too (``Run.save`` drops the checkpoints after it). A resumed run keeps the counts, but not
-    a best state from before the resume: it restores the best epoch since.
+    that epoch's too (``Run.save`` drops the checkpoints after it). In a run folder, each new best epoch is
+    also checkpointed (even when no save is due) and kept whatever ``Run(keep=...)`` says (``Run.pin``), so
+    a resumed run, whose copy on the device is gone, ends on the best epoch from before the resume just as
+    well: it reads that checkpoint back. (A run folder saved before this callback kept ``best_step``, or a
+    fit without a run folder, cannot: it ends on the best epoch since the resume.)
 
     Args:
       monitor: the metric of ``Context.record``: "val_loss", "val_accuracy", "test_loss" ...
@@ -163,7 +167,7 @@ class EarlyStopping(Callback):
       restore_best: end on the best epoch's state.
 
     Attributes:
-      best_epoch: the best epoch so far, and ``best`` its value.
+      best_epoch: the best epoch so far, ``best`` its value and ``best_step`` the optimizer steps taken by its end.
 
     Example:
       >>> state, history = fit(state, train, 300, {"val": val}, callbacks=[EarlyStopping(patience=3)])
@@ -175,9 +179,13 @@ class EarlyStopping(Callback):
         optim._check_number("min_delta", min_delta)
         self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
         self.mode, self.restore_best = _mode(monitor, mode), restore_best
-        self.best, self.best_epoch, self.wait = None, None, 0
+        self.best, self.best_epoch, self.best_step, self.wait = None, None, None, 0
         self.stopped: str | None = None
         self._best_state: TrainState | None = None
+
+    def on_fit_start(self, context: Context) -> None:
+        if self.restore_best and context.run is not None and self.best_step is not None:
+            context.run.pin(self.best_step)  # resumed: the best epoch so far is a checkpoint to keep
 
     def _improved(self, value: float) -> bool:
         if self.best is None:
@@ -187,9 +195,11 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, context: Context) -> None:
         value = _monitored(context, self.monitor, "EarlyStopping")
         if self._improved(value):
-            self.best, self.best_epoch, self.wait = value, context.epoch, 0
+            self.best, self.best_epoch, self.best_step, self.wait = value, context.epoch, context.step, 0
             if self.restore_best:  # a copy on the device, untouched by the next call's donation (no sync)
                 self._best_state = jax.tree.map(lambda a: a.copy(), context.state)
+                if context.run is not None:  # and on disk, for a resumed run: saved at this epoch's end, kept
+                    context.run.pin(context.step)
         else:
             self.wait += 1
             if self.wait >= self.patience and not self.stopped:
@@ -198,14 +208,20 @@ class EarlyStopping(Callback):
                     f"{self.patience} epochs; the best was epoch {self.best_epoch} ({self.monitor} {self.best:.6g})"
                 )
                 context.stop(self.stopped)
-        if self.restore_best and self._best_state is not None and (context.stop_reason or context.epoch == context.epochs):
-            context.state = self._best_state
+        if self.restore_best and (context.stop_reason or context.epoch == context.epochs):
+            if self._best_state is not None:
+                context.state = self._best_state
+            elif context.run is not None and self.best_step is not None and self.best_step != context.step:
+                # The best epoch came before a resume: its checkpoint, pinned then, holds its state.
+                context.state, _ = context.run.restore(context.state, self.best_step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "stopped": self.stopped}
+        keys = ("best", "best_epoch", "best_step", "wait", "stopped")
+        return {key: getattr(self, key) for key in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch, self.wait, self.stopped = (state[k] for k in ("best", "best_epoch", "wait", "stopped"))
+        self.best_step = state.get("best_step")  # absent from a checkpoint saved before it was kept
 
 
 class ReduceLROnPlateau(Callback):

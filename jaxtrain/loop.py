@@ -266,7 +266,7 @@ def fit(
     # its metrics, and the line shows what the epoch measured, before a callback changes anything.
     hooks = [DivergenceGuard(), *([EpochLine(log)] if log else []), *callbacks, ProgressBar(total)]
     every = tuple(run.periods if run else ()) + tuple(c.every for c in callbacks if c.every)
-    context = Context(state, epochs, history)
+    context = Context(state, epochs, history, run)
     _load_callbacks(callbacks, run)
     # The steps so far, counted on the host: a preemption is agreed on in steps (host sync, once; this
     # process's copy, as the state is replicated over processes).

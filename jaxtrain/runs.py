@@ -21,6 +21,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ class Run(ownership.Owner):
         # with each checkpoint, given back on resume; a run stopped by one is done, and a resume returns it.
         self.callback_state: dict[str, Any] = {}
         self.stopped: str | None = None
+        self._pinned: int | None = None
 
     @property
     def manager(self) -> ocp.CheckpointManager:
@@ -102,6 +104,7 @@ class Run(ownership.Owner):
             keep = policies.AnyPreservationPolicy([
                 policies.LatestN(self.keep),
                 policies.BestN(get_metric_fn=lambda m: m["accuracy"], n=1, keep_checkpoints_without_metrics=False),
+                _Pinned(self),
             ])
             directory = (self.folder / CHECKPOINTS).absolute()  # Orbax asks for an absolute path
             with checkpoints.quiet_orbax():  # it warns of each damaged step folder; restore says what it skips, once
@@ -157,6 +160,13 @@ class Run(ownership.Owner):
                 out.write(to_json(record) + "\n")
         except OSError as error:  # a full disk fails the write without naming the file
             raise type(error)(f"{path}: a line not written ({error.strerror or error})") from None
+
+    def pin(self, step: int) -> None:
+        """Keeps the checkpoint of ``step`` whatever ``keep`` says, and saves it at its epoch's end even when no
+        save is due: the best epoch of ``EarlyStopping(restore_best=True)``, which a resumed run reads back. One
+        step at a time: a new pin releases the last.
+        """
+        self._pinned = step
 
     def due(self) -> bool:
         """Whether an epoch's end should be saved: ``checkpoint_seconds`` have passed since the last save."""
@@ -274,7 +284,8 @@ class Run(ownership.Owner):
         ``save`` asks for one."""
         record = history[-1]
         self.log(record)
-        if self.due() or last or save:
+        pinned = self._pinned is not None and self._pinned == int(state.step)  # host sync: one scalar, when pinned
+        if self.due() or last or save or pinned:
             accuracy = record.get("val_accuracy", record.get("test_accuracy"))
             meta = {"loader": loader.state_dict(), "history": history, "losses": [], "callbacks": self.callback_state}
             self.save(state, {**meta, **({"stopped": self.stopped} if self.stopped else {})}, accuracy)
@@ -368,7 +379,8 @@ class Run(ownership.Owner):
         if model_only:  # restored as saved: the optimizer's state comes back as plain containers
             tree = {key: tree[key] for key in ("step", "params", "batch_stats", "key")}
         state = state.replace(**{**tree, "key": jax.random.wrap_key_data(tree["key"])})
-        self._saved_step = wanted
+        # The latest step saved: an earlier one restored (EarlyStopping's best) and saved again rewinds to it.
+        self._saved_step = max(wanted, self._saved_step or 0)
         return state, restored["meta"]
 
     def wait(self) -> None:
@@ -405,3 +417,12 @@ def _tree(state: TrainState) -> dict[str, Any]:
         "key": jax.random.key_data(state.key),
     }
 
+
+class _Pinned:
+    """Orbax's preservation policy for ``Run.pin``: the pinned step's checkpoint is kept."""
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> list[bool]:
+        return [info.step == self.run._pinned for info in checkpoints]

@@ -176,3 +176,51 @@ def test_train_writes_tensorboard_events_live_into_the_run_folder(tmp_path, caps
     assert any((tmp_path / "run" / "tensorboard").iterdir())
     assert cli.main(["train", "--epochs", "1", "--tensorboard"]) == 1
     assert "--tensorboard without --run-dir" in capsys.readouterr().err
+
+
+class _Crash(Exception):
+    pass
+
+
+def _scored(scores, crash_at=None):
+    """A callback that gives each epoch the score ``scores[epoch - 1]`` (early stopping's monitor), and
+    crashes the run as epoch ``crash_at`` begins."""
+
+    def score(context):
+        context.record["score"] = scores[context.epoch - 1]
+
+    def start(context):
+        if context.epoch == crash_at:
+            raise _Crash
+
+    return LambdaCallback(on_epoch_end=score, on_epoch_start=start)
+
+
+@pytest.mark.parametrize("checkpoint_seconds", [0, 1e9])
+def test_early_stopping_after_a_resume_ends_on_the_best_epoch_from_before_it(tmp_path, checkpoint_seconds):
+    """The best epoch (2) comes before the crash (as epoch 5 begins); the epochs after the resume do not beat
+    it. The resumed run ends on epoch 2's state bitwise, as the run that never stopped; its checkpoint was
+    saved though none was due (checkpoint_seconds=1e9) and kept though keep=1 would have dropped it."""
+    scores = [5.0, 1.0, 3.0, 4.0, 2.0, 6.0]
+    train, _, images = _loaders()
+    copies = []
+    keep = LambdaCallback(on_epoch_end=lambda c: copies.append(jax.tree.map(lambda a: a.copy(), c.state)))
+    whole, _ = fit(create_train_state(MLP(hidden=(8,)), adam(1e-2), images[:1]), train, 6, log=None,
+                   callbacks=[_scored(scores), EarlyStopping("score", patience=10), keep])
+    assert _equal(whole, copies[1])  # epoch 2's state, kept on the device
+
+    folder = tmp_path / "run"
+    train, _, _ = _loaders()
+    with pytest.raises(_Crash), runs.Run(folder, keep=1, checkpoint_seconds=checkpoint_seconds) as run:
+        fit(create_train_state(MLP(hidden=(8,)), adam(1e-2), images[:1]), train, 6, log=None, run=run,
+            callbacks=[_scored(scores, crash_at=5), EarlyStopping("score", patience=10)])
+    train, _, _ = _loaders()
+    early = EarlyStopping("score", patience=10)
+    with runs.Run(folder, resume=True, keep=1, checkpoint_seconds=checkpoint_seconds) as run:
+        resumed_from = run.latest_step()
+        state, history = fit(create_train_state(MLP(hidden=(8,)), adam(1e-2), images[:1]), train, 6, log=None, run=run,
+                             callbacks=[_scored(scores), early])
+        assert run.latest_step() == 2 * len(train)  # the folder ends on the best epoch too
+    assert resumed_from == (4 if checkpoint_seconds == 0 else 2) * len(train)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6] and early.best_epoch == 2
+    assert _equal(state, whole)
