@@ -60,8 +60,9 @@ class NNXModel:
           module: an initialized ``nnx.Module``; it is not changed.
 
         Returns:
-          The ``NNXModel`` and a copy of the module's variables as plain nested dicts (``nnx.to_pure_dict``),
-          laid out by attribute path: ``params["Dense_0"]["kernel"]``. No ``batch_stats`` key without ``nnx.BatchStat``.
+          The ``NNXModel`` and the module's variables, its own arrays (``create_train_state`` copies them), as
+          plain nested dicts (``nnx.to_pure_dict``) laid out by attribute path: ``params["Dense_0"]["kernel"]``.
+          No ``batch_stats`` key without ``nnx.BatchStat``.
 
         Raises:
           ValueError: the module holds variables other than parameters, batch statistics and RNG streams.
@@ -81,8 +82,7 @@ class NNXModel:
         variables = {"params": nnx.to_pure_dict(params)}
         if len(stats):
             variables["batch_stats"] = nnx.to_pure_dict(stats)
-        # Copies: the training step donates the state's buffers, and the module keeps its own.
-        return cls(graphdef, layout, type(module).__name__), jax.tree.map(jnp.copy, variables)
+        return cls(graphdef, layout, type(module).__name__), variables
 
     def module(self, variables: Mapping[str, Any], key: jax.Array | None = None) -> nnx.Module:
         """A fresh NNX module of this graph holding ``variables``, its RNG streams seeded from ``key``.

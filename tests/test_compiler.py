@@ -130,3 +130,23 @@ def test_a_second_process_loads_the_compiled_step_from_the_cache_and_computes_th
     second = run()
     assert second["compiled"] == 1 and second["loaded"] == 1
     assert second["loss"] == first["loss"]
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("model", ["mlp", "cnn", "nnx-cnn"])
+def test_initialization_is_one_program(model):
+    """create_train_state compiles one XLA program, not one per initializer op; a width no other test uses
+    keeps the program out of this process's caches."""
+    from flax import nnx
+
+    from jaxtrain import NNXCNN
+
+    sample = np.zeros((1, 8, 8, 1), np.float32)
+    module = {
+        "mlp": lambda: MLP(hidden=(37,)),
+        "cnn": lambda: CNN(channels=(5, 7), hidden=(37,)),
+        "nnx-cnn": lambda: NNXCNN((8, 8, 1), channels=(5, 7), hidden=(37,), rngs=nnx.Rngs(0)),
+    }[model]()
+    with compiler.count_compilations() as compiled:
+        create_train_state(module, adam(1e-3), sample, seed=3)
+    assert compiled.programs == 1, dict(compiled.names)
