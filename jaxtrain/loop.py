@@ -21,6 +21,8 @@ from jaxtrain.callbacks import Callback, Context, DivergenceGuard, EpochLine, Pr
 from jaxtrain.callbacks import call as call_hooks
 from jaxtrain.collate import select
 from jaxtrain.data import DataLoader
+from jaxtrain.metrics import Metric
+from jaxtrain.metrics import resolve as resolve_metrics
 from jaxtrain.train import Batch, Key, TrainState, evaluate, gather_steps, train_steps
 from jaxtrain.transfer import prefetch_to_device
 
@@ -169,6 +171,7 @@ def fit(
     labels: Key = None,
     mesh: Mesh | None = None,
     callbacks: Sequence[Callback] = (),
+    metrics: Sequence[str | Metric | Callable] = (),
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """The primer's loop: ``epochs`` passes over ``train_loader``, printing ``Epoch N, Loss: …`` after each.
 
@@ -218,6 +221,9 @@ def fit(
         and of each epoch and after each compiled call; they may stop the run (``EarlyStopping``), change
         the learning rate (``ReduceLROnPlateau``) or add to an epoch's record. A run folder saves their
         ``state_dict()`` with each checkpoint, and a resumed run gives it back to them.
+      metrics: more of ``evaluate``'s metrics (``jaxtrain.metrics``: "top5", "confusion_matrix", ...) for each
+        ``eval_loader``, into ``<name>_<metric>`` (``val_top5_accuracy``, which ``EarlyStopping`` may
+        monitor); a confusion matrix as nested lists.
 
     Raises:
       FloatingPointError: an epoch's loss is not finite (the run diverged); a ``run`` keeps its last good
@@ -249,6 +255,7 @@ def fit(
     for callback in callbacks:
         if not isinstance(callback, Callback):
             raise ValueError(f"callbacks: {callback!r}; expected instances of jaxtrain.callbacks.Callback")
+    measured = resolve_metrics(metrics)  # checked before any work
     mesh = mesh or devices.make_mesh()
     devices.check_batch_size(mesh, train_loader.batch_size)
     state = devices.replicate(state, mesh)
@@ -311,8 +318,10 @@ def fit(
                 record["lr"] = lr
             if np.isfinite(train_loss):  # a diverged epoch is not evaluated: the guard stops it
                 for name, loader in evals.items():
-                    metrics = evaluate(context.state, loader, inputs=inputs, labels=labels)
-                    record.update({f"{name}_loss": metrics["loss"], f"{name}_accuracy": metrics["accuracy"]})
+                    result = evaluate(context.state, loader, inputs=inputs, labels=labels, metrics=measured)
+                    result.pop("count")
+                    plain = {key: v.tolist() if isinstance(v, np.ndarray) else v for key, v in result.items()}  # JSON
+                    record.update({f"{name}_{key}": value for key, value in plain.items()})
             context.record = record
             call_hooks(hooks, "on_epoch_end", context)
             history.append(record)

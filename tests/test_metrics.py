@@ -98,3 +98,20 @@ def test_a_metrics_sums_leave_padding_out():
     assert int(TopKAccuracy(1).sums(logits, labels, mask)) == 1
     np.testing.assert_array_equal(ConfusionMatrix().sums(logits, labels, mask), [[0, 0, 0], [0, 0, 0], [0, 0, 1]])
     assert int(metrics_module.get("accuracy").sums(logits, labels, ~mask)) == 0
+
+
+def test_fit_records_the_metrics_of_each_evaluation_and_early_stopping_may_monitor_them():
+    from jaxtrain import EarlyStopping, adam, fit
+
+    state, images, labels = _state_and_data(n=160)
+    train = DataLoader(ArrayDataset(images[:120], labels[:120]), batch_size=16, shuffle=True)
+    val = DataLoader(ArrayDataset(images[120:], labels[120:]), batch_size=16)  # 40 = 2 × 16 + 8
+    state = create_train_state(MLP(hidden=(16,)), adam(1e-2), images[:1])
+    early = EarlyStopping("val_top3_accuracy", patience=100, restore_best=False)
+    state, history = fit(state, train, 2, {"val": val}, log=None, metrics=["top3", "confusion_matrix"], callbacks=[early])
+    result = evaluate(state, val, metrics=["top3", "confusion_matrix"])
+    assert history[-1]["val_top3_accuracy"] == result["top3_accuracy"] and early.mode == "max"
+    assert history[-1]["val_confusion_matrix"] == result["confusion_matrix"].tolist()  # JSON: nested lists
+    assert np.trace(history[-1]["val_confusion_matrix"]) == round(history[-1]["val_accuracy"] * 40)
+    with pytest.raises(ValueError, match="^metrics: 'f1'"):
+        fit(state, train, 1, log=None, metrics=["f1"])
