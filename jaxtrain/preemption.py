@@ -15,12 +15,15 @@ the processes until a notice comes.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import signal
 import threading
 from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 EXIT_CODE = 128 + signal.SIGTERM  # 143: what a shell reports for a process ended by SIGTERM
@@ -88,10 +91,25 @@ def notice(step: int) -> Iterator[Notice]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class CheckpointManager(ocp.CheckpointManager):
-    """Orbax's manager, leaving the preemption service to ``fit``: Orbax's own checks, made with the saved
-    step from its background thread, would move the service's count backwards and could make one process
-    pass the agreed step unseen."""
+def orbax() -> ModuleType:
+    """``orbax.checkpoint``, imported at a run folder's first use of it: ``import jaxtrain``, and a run
+    without a folder, do without its import (about 0.2 s)."""
+    return importlib.import_module("orbax.checkpoint")
 
-    def reached_preemption(self, step: int) -> bool:
-        return False
+
+def checkpoint_manager(directory: Any, **kwargs: Any) -> Any:
+    """``orbax.checkpoint.CheckpointManager(directory, **kwargs)``, leaving the preemption service to ``fit``."""
+    return _manager_class()(directory, **kwargs)
+
+
+@functools.cache
+def _manager_class() -> type:
+    class CheckpointManager(orbax().CheckpointManager):
+        """Orbax's manager, leaving the preemption service to ``fit``: Orbax's own checks, made with the saved
+        step from its background thread, would move the service's count backwards and could make one process
+        pass the agreed step unseen."""
+
+        def reached_preemption(self, step: int) -> bool:
+            return False
+
+    return CheckpointManager

@@ -23,11 +23,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from jaxtrain import checkpoints, ownership, preemption, record
@@ -35,6 +34,9 @@ from jaxtrain.data import DataLoader
 from jaxtrain.devices import is_main_process
 from jaxtrain.reports import check_writable, strict, to_json, write_json, write_text  # noqa: F401 (the API of before)
 from jaxtrain.train import TrainState
+
+if TYPE_CHECKING:
+    import orbax.checkpoint
 
 CHECKPOINTS = "checkpoints"
 SET_ASIDE = "checkpoints-set-aside"  # where a resumed run moves the checkpoints that it cannot read
@@ -85,7 +87,7 @@ class Run(ownership.Owner):
             raise NotADirectoryError(f"run folder {self.folder}: a file; expected a folder")
         self.resume, self.keep = resume, keep
         self.checkpoint_seconds, self.checkpoint_every, self.log_every = checkpoint_seconds, checkpoint_every, log_every
-        self._manager: ocp.CheckpointManager | None = None
+        self._manager: orbax.checkpoint.CheckpointManager | None = None
         self._last_save = time.monotonic()
         self._saved_step: int | None = None
         self._sealing: int | None = None
@@ -97,9 +99,10 @@ class Run(ownership.Owner):
         self._pinned: int | None = None
 
     @property
-    def manager(self) -> ocp.CheckpointManager:
+    def manager(self) -> orbax.checkpoint.CheckpointManager:
         """The Orbax manager of ``checkpoints/``, created on first use."""
         if self._manager is None:
+            ocp = preemption.orbax()
             policies = ocp.checkpoint_managers
             keep = policies.AnyPreservationPolicy([
                 policies.LatestN(self.keep),
@@ -112,7 +115,7 @@ class Run(ownership.Owner):
                     preservation_policy=keep, cleanup_tmp_directories=self.claimed, read_only=not self.claimed,
                     async_options=ocp.AsyncOptions(post_finalization_callback=self._seal),
                 )
-                self._manager = preemption.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+                self._manager = preemption.checkpoint_manager(directory, options=options, item_names=("state", "meta"))
         return self._manager
 
     def _seal(self) -> None:
@@ -189,6 +192,7 @@ class Run(ownership.Owner):
             raise FloatingPointError(f"step {step}: the parameters are not finite; the last good checkpoint is kept")
         metrics = None if accuracy is None or not math.isfinite(accuracy) else {"accuracy": accuracy}
         meta = strict({**meta, "accuracy": accuracy})
+        ocp = preemption.orbax()
         items = ocp.args.Composite(state=ocp.args.StandardSave(_tree(state)), meta=ocp.args.JsonSave(meta))
         self.check_saves()
         try:
@@ -335,6 +339,7 @@ class Run(ownership.Owner):
 
     def meta(self, step: int) -> dict[str, Any]:
         """The JSON saved beside checkpoint ``step``."""
+        ocp = preemption.orbax()
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def restore(self, state: TrainState, step: int | str = "latest", model_only: bool = False) -> tuple[TrainState, dict[str, Any]]:
@@ -365,6 +370,7 @@ class Run(ownership.Owner):
             raise FileNotFoundError(f"checkpoint {step!r} in {where}: {problem}; expected latest, best or an intact one: {kept}")
         if checkpoints.unverified(where):
             self._say(-1, f"checkpoints in {where} carry no manifest (written by an earlier version): read unverified")
+        ocp = preemption.orbax()
         target = None if model_only else jax.tree.map(ocp.utils.to_shape_dtype_struct, _tree(state))
         items = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
         try:

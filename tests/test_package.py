@@ -74,3 +74,12 @@ def test_python_m_jaxtrain_runs_from_any_folder(tmp_path):
 def test_the_study_imports_from_any_folder(tmp_path):
     out = _python("import jaxtrain.compare, jaxtrain.compare.torch_side; print(jaxtrain.compare.__name__)", tmp_path)
     assert out.strip() == "jaxtrain.compare"
+
+
+@pytest.mark.quick
+def test_import_jaxtrain_leaves_what_a_run_may_not_need_unimported(tmp_path):
+    """Orbax (a run folder's), tensorflow-datasets (a dataset by name), matplotlib (curves), torch (the
+    study, export) and tqdm (the progress bar) are imported where they are used, not by ``import jaxtrain``."""
+    heavy = ["orbax.checkpoint", "tensorflow_datasets", "matplotlib", "torch", "tqdm"]
+    code = f"import sys, jaxtrain; print([m for m in {heavy!r} if m in sys.modules])"
+    assert _python(code, tmp_path).strip() == "[]"
