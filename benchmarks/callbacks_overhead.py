@@ -3,7 +3,7 @@
 
     python benchmarks/callbacks_overhead.py --data-dir DIR [--epochs 3] [--repeats 5] [--batch-size 32]
 
-The training set is device-resident and fed as the CLI feeds the MLP by default (``jaxtrain.auto``: a whole
+The training set is device-resident and fed as the CLI feeds the MLP by default (``jaxtrain.training.feeding``: a whole
 epoch per compiled call on the CPU). Every call is compiled first (``compile_fit``), and a warm-up ``fit``
 runs each variant once. Then the two variants alternate, ``--repeats`` times each, each one a ``fit`` of
 ``--epochs`` epochs that continues the previous state, so that a change in the machine's speed touches
@@ -19,7 +19,8 @@ import time
 
 import jax
 
-from jaxtrain import MLP, ArrayDataset, DataLoader, LambdaCallback, adam, auto, compile_fit, create_train_state, fit, load_mnist
+from jaxtrain import MLP, ArrayDataset, DataLoader, LambdaCallback, adam, compile_fit, create_train_state, fit, load_mnist
+from jaxtrain.training import feeding
 
 
 def main() -> None:
@@ -32,9 +33,9 @@ def main() -> None:
 
     images, labels = load_mnist("train", args.data_dir)
     loader = DataLoader(ArrayDataset(images, labels), args.batch_size, shuffle=True, seed=0)
-    feeding = auto.resolve("auto", True, "mlp", jax.default_backend(), len(loader), fits=True).settings()
+    mode = feeding.resolve("auto", True, "mlp", jax.default_backend(), len(loader), fits=True).settings()
     state = create_train_state(MLP(), adam(1e-3), images[:1])
-    compile_fit(state, loader, **feeding)
+    compile_fit(state, loader, **mode)
 
     seen = []
     variants = {
@@ -45,12 +46,12 @@ def main() -> None:
     for repeat in range(args.repeats + 1):  # the first round warms up, unmeasured
         for name, callbacks in variants.items():
             start = time.perf_counter()
-            state, _ = fit(state, loader, args.epochs, log=None, callbacks=callbacks, **feeding)
+            state, _ = fit(state, loader, args.epochs, log=None, callbacks=callbacks, **mode)
             seconds = time.perf_counter() - start  # fit has read each epoch's loss: the work is done
             if repeat:
                 rates[name].append(args.epochs / seconds)
 
-    print(f"MLP on MNIST, {len(images)} examples, batch {args.batch_size}, {feeding}, backend {jax.default_backend()}")
+    print(f"MLP on MNIST, {len(images)} examples, batch {args.batch_size}, {mode}, backend {jax.default_backend()}")
     print(f"median of {args.repeats} fits of {args.epochs} epochs each, alternating")
     print("| callbacks | epochs/s (median) | all |")
     print("| --- | --- | --- |")

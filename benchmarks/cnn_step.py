@@ -2,7 +2,7 @@
 
     python benchmarks/cnn_step.py [--batch-size 32] [--repeats 7]
 
-For each set of YNNPACK fusions below, a fresh process compiles jaxtrain's CNN step (``models.CNN``, Adam,
+For each set of YNNPACK fusions below, a fresh process compiles jaxtrain's CNN step (``nn.linen.CNN``, Adam,
 random 28×28 images) with it, alone and 16 steps to a ``lax.scan`` call, and times both and torch's step
 (the same network, data already in tensors) in turns: each repeat runs each program for 16 steps, one
 after another; the table gives each program's median and its ratio to torch's median in the same
@@ -23,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtrain import models, optim, train
+from jaxtrain import CNN, adam, create_train_state
 from jaxtrain.compare import torch_side
-from jaxtrain.compiler import YNN_FUSIONS
+from jaxtrain.parallel.compiler import YNN_FUSIONS
+from jaxtrain.training.step import train_step_fn, train_steps_fn
 
 _TYPE = "LIBRARY_FUSION_TYPE_"
 # name → the value of xla_cpu_experimental_ynn_fusion_type (None: XLA's default list)
@@ -70,10 +71,10 @@ def measure(fusions: str | None, batch_size: int, repeats: int, dtype: str = "fl
     batches = jax.device_put((images, labels))
     programs, compile_s = {}, {}
     for key, fn, sample, run in (
-        ("one step a call", train.train_step_fn, jax.tree.map(lambda a: a[0], batches), _stepped),
-        ("16 steps a call (lax.scan)", train.train_steps_fn, batches, _looped),
+        ("one step a call", train_step_fn, jax.tree.map(lambda a: a[0], batches), _stepped),
+        ("16 steps a call (lax.scan)", train_steps_fn, batches, _looped),
     ):
-        state = train.create_train_state(models.CNN(dtype=jnp.dtype(dtype)), optim.adam(1e-3), images[0, :1])
+        state = create_train_state(CNN(dtype=jnp.dtype(dtype)), adam(1e-3), images[0, :1])
         start = time.perf_counter()
         step = jax.jit(fn, donate_argnums=0, compiler_options=options).lower(state, sample).compile()
         compile_s[key] = time.perf_counter() - start

@@ -5,7 +5,7 @@
 Each measurement is a fresh process that builds the model's state, then times the first ``train_step``
 call by JAX's own compile events (tracing, lowering to MLIR, XLA's backend) and then the step itself
 (median of 5 × 30 steps). The processes alternate between the options, so that a change in the machine's
-speed touches them all; the table gives medians over the repeats. Options (``jaxtrain.compiler``):
+speed touches them all; the table gives medians over the repeats. Options (``jaxtrain.parallel.compiler``):
 
 - "XLA defaults": ``jax.jit`` with no options.
 - "YNNPACK option": ``YNN_OPTION`` (products and reductions in YNNPACK, convolutions in XLA's own kernels).
@@ -30,7 +30,9 @@ import jax
 import jaxlib
 import numpy as np
 
-from jaxtrain import compiler, models, optim, train
+from jaxtrain import CNN, MLP, adam, create_train_state
+from jaxtrain.parallel import compiler
+from jaxtrain.training.step import train_step_fn
 
 CHOICES = {
     "XLA defaults": {},
@@ -82,8 +84,8 @@ def measure(model: str, choice: str, batch_size: int) -> dict[str, float]:
 
     rng = np.random.default_rng(0)
     batch = jax.device_put((rng.random((batch_size, 28, 28, 1), np.float32), rng.integers(0, 10, batch_size).astype(np.int32)))
-    state = train.create_train_state(models.CNN() if model == "cnn" else models.MLP(), optim.adam(1e-3), batch[0][:1])
-    step = jax.jit(train.train_step_fn, compiler_options=CHOICES[choice])
+    state = create_train_state(CNN() if model == "cnn" else MLP(), adam(1e-3), batch[0][:1])
+    step = jax.jit(train_step_fn, compiler_options=CHOICES[choice])
     jax.monitoring.register_event_duration_secs_listener(listen)
     state, metrics = step(state, batch)
     jax.block_until_ready(metrics)

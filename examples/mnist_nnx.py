@@ -30,7 +30,7 @@ args = parser.parse_args()
 
 # 1. Data. torch: dataset = MyDataset(data, labels); dataloader = DataLoader(dataset, batch_size=32, shuffle=True)
 (train_x, train_y), (test_x, test_y) = (jaxtrain.load(args.dataset, s, args.data_dir) for s in ("train", "test"))
-classes = jaxtrain.datasets.info(args.dataset, args.data_dir).num_classes
+classes = jaxtrain.info(args.dataset, args.data_dir).num_classes
 if args.dry_run:
     train_x, train_y, args.epochs = train_x[:512], train_y[:512], 1
 dataloader = DataLoader(ArrayDataset(train_x, train_y), batch_size=args.batch_size, shuffle=True)

@@ -12,7 +12,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from jaxtrain import datasets, models, nnx_models, optim, schedules
+from jaxtrain.nn.linen import CNN, MLP
+from jaxtrain.nn.nnx import NNXCNN, NNXMLP
+from jaxtrain.sources import registry
+from jaxtrain.training import optim, schedules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,26 +26,26 @@ class ModelSpec:
       module: the Flax module: a Linen one, or an NNX one (built with the input's shape and ``nnx.Rngs``).
       torch: the class of ``jaxtrain.compare.torch_side`` that mirrors it layer for layer.
       schedule: the learning-rate schedule that ``Config(schedule="auto")`` gives it.
-      family: its row of ``jaxtrain.auto.TABLE``, which gives ``Config(steps_per_call="auto")`` per backend.
+      family: its row of ``jaxtrain.training.feeding.TABLE``, which gives ``Config(steps_per_call="auto")`` per backend.
     """
 
-    module: type[models.MLP] | type[models.CNN] | type[nnx_models.NNXMLP] | type[nnx_models.NNXCNN]
+    module: type[MLP] | type[CNN] | type[NNXMLP] | type[NNXCNN]
     torch: str
     schedule: str
     family: str
 
 
 # The MLP keeps the primer's constant rate; the CNN anneals its rate (cosine: with a constant rate its test
-# accuracy swung from epoch to epoch). How each is fed, per backend, is jaxtrain.auto's table.
+# accuracy swung from epoch to epoch). How each is fed, per backend, is jaxtrain.training.feeding's table.
 # The NNX twins compute the same, from parameters laid out the same.
 MODELS = {
-    "mlp": ModelSpec(models.MLP, torch="MyModel", schedule="constant", family="mlp"),
-    "cnn": ModelSpec(models.CNN, torch="CNN", schedule="cosine", family="cnn"),
-    "nnx-mlp": ModelSpec(nnx_models.NNXMLP, torch="MyModel", schedule="constant", family="mlp"),
-    "nnx-cnn": ModelSpec(nnx_models.NNXCNN, torch="CNN", schedule="cosine", family="cnn"),
+    "mlp": ModelSpec(MLP, torch="MyModel", schedule="constant", family="mlp"),
+    "cnn": ModelSpec(CNN, torch="CNN", schedule="cosine", family="cnn"),
+    "nnx-mlp": ModelSpec(NNXMLP, torch="MyModel", schedule="constant", family="mlp"),
+    "nnx-cnn": ModelSpec(NNXCNN, torch="CNN", schedule="cosine", family="cnn"),
 }
 # The built-in datasets; Config.dataset also takes a tensorflow-datasets name, folder:PATH and npz:FILE.
-DATASETS = datasets.BUILT_IN
+DATASETS = registry.BUILT_IN
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # the model's compute dtype; None keeps float32
 
 
@@ -52,6 +55,10 @@ class ConfigError(ValueError):
     def __init__(self, field: str, value: Any, expected: str):
         super().__init__(f"{field}={value!r}; expected {expected}")
         self.field, self.value, self.expected = field, value, expected
+
+    def by_flag(self) -> str:
+        """The error as the command line says it: the field by the flag that sets it."""
+        return f"{self.field.replace('_', ' ')} {self.value!r} (--{self.field.replace('_', '-')}): expected {self.expected}"
 
 
 _CHOICES = {"model": tuple(MODELS), "optimizer": tuple(optim.OPTIMIZERS), "schedule": schedules.SCHEDULES}
@@ -92,7 +99,7 @@ def check_config(config: Any, **choices: Sequence[str]) -> None:
     seed = values.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError("seed", seed, "an integer in [0, 2**32)")
-    if "dataset" in values and (expected := datasets.unknown_name(values["dataset"])):
+    if "dataset" in values and (expected := registry.unknown_name(values["dataset"])):
         raise ConfigError("dataset", values["dataset"], expected)
     if values.get("data_dir") is not None and values.get("dataset") == "digits":
         raise ConfigError("data_dir", values["data_dir"], "none with dataset='digits', which is bundled")
@@ -106,7 +113,7 @@ class Config:
 
     Data: ``dataset`` is "digits", "mnist" (from IDX files in ``data_dir``, or tensorflow-datasets), any
     tensorflow-datasets image-classification name ("fashion_mnist", "cifar10"; ``data_dir`` its data
-    folder), "folder:PATH" (an image folder) or "npz:FILE" (``datasets.load``). The model takes the data's
+    folder), "folder:PATH" (an image folder) or "npz:FILE" (``registry.load``). The model takes the data's
     image shape and number of classes.
 
     Model: ``dropout`` and ``batch_norm`` of None keep the model's own default (the MLP has neither; the CNN
@@ -152,10 +159,10 @@ class Config:
     seed: int = 0
     val_fraction: float = 0.0
     eval_batch_size: int = 1000
-    steps_per_call: int | str = "auto"  # an int, "epoch" or "auto" (per backend and model: jaxtrain.auto.TABLE)
+    steps_per_call: int | str = "auto"  # an int, "epoch" or "auto" (per backend and model: jaxtrain.training.feeding.TABLE)
     data_on_device: bool | None = None  # None: when the training set fits (transfer.fits_on_device)
     devices: int | None = None  # devices per process to train on, data-parallel; None: all of them
-    # Stopping and the plateau schedule (jaxtrain.callbacks), each stepped once per epoch:
+    # Stopping and the plateau schedule (jaxtrain.training.callbacks), each stepped once per epoch:
     early_stopping: int | None = None  # patience in epochs on the validation loss; None: no early stopping
     stop_at_accuracy: float | None = None  # stop after the first epoch whose test accuracy reaches this
     factor: float = 0.1  # plateau: torch's ReduceLROnPlateau defaults, on the validation loss

@@ -11,8 +11,8 @@ of arrays, ``{"params": ..., "batch_stats": ...}``. The two also lay the same nu
 The layers map by kind and order: the i-th ``Linear``, ``Conv2d`` and ``BatchNorm{1,2}d`` of the torch
 module (in ``module.modules()`` order) become Flax's auto-named ``Dense_i``, ``Conv_i`` and ``BatchNorm_i``
 — the names of a compact Flax module that calls those layers in the same order, such as
-``jaxtrain.models.MLP`` and ``CNN``, and the attribute names of their NNX twins ``NNXMLP`` and ``NNXCNN``.
-BatchNorm's running statistics go to ``batch_stats`` as ``mean`` and ``var`` (``jaxtrain.models.BatchNorm``'s
+``jaxtrain.nn.linen.MLP`` and ``CNN``, and the attribute names of their NNX twins ``NNXMLP`` and ``NNXCNN``.
+BatchNorm's running statistics go to ``batch_stats`` as ``mean`` and ``var`` (``jaxtrain.nn.linen.BatchNorm``'s
 names).
 
 torch is imported only when a function here is called: ``pip install 'jaxtrain[compare]'``.
@@ -87,7 +87,7 @@ def to_torch(variables: Any, module: Any, flatten_shape: tuple[int, int, int] | 
     Args:
       variables: ``{"params": ..., "batch_stats": ...}`` as ``from_torch`` lays them out (numpy or jax
         arrays; a ``TrainState.variables``, say), or an NNX module laid out so (its ``nnx.Param`` and
-        ``nnx.BatchStat`` state, e.g. a ``jaxtrain.nnx_models.NNXMLP``).
+        ``nnx.BatchStat`` state, e.g. a ``jaxtrain.nn.nnx.NNXMLP``).
       module: the torch module to write into, of the architecture ``variables`` came from.
       flatten_shape: as in ``from_torch``.
 

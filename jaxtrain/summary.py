@@ -25,10 +25,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain.losses import cross_entropy
-from jaxtrain.modules import NNXModel, is_nnx
-from jaxtrain.optim import adam
-from jaxtrain.train import TrainState, create_train_state, forward, predict, train_step
+from jaxtrain.training.losses import cross_entropy
+from jaxtrain.nn.adapter import NNXModel
+from jaxtrain.training.optim import adam
+from jaxtrain.training.step import TrainState, create_train_state, forward, predict, train_step
 
 
 @dataclasses.dataclass(frozen=True)

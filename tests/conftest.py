@@ -10,7 +10,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from jaxtrain.compiler import CACHE_MIN_SECONDS, cache_compilations
+from jaxtrain.parallel.compiler import CACHE_MIN_SECONDS, cache_compilations
 
 # The checkout, for the files that are not installed (examples/, README.md, docs/, benchmarks/): by default the
 # folder above tests/. CI runs this suite against the installed package from outside the checkout and names the

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxtrain import cli
+from jaxtrain.cli import commands as cli
 
 from conftest import MNIST_DIR, ROOT
 
@@ -114,7 +114,7 @@ for split in ("train", "test"):
 np.savez("data.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 """,
 }
-_RUNNERS = ("python -m jaxtrain", "jaxtrain", "python examples/")
+_RUNNERS = ("python -m jaxtrain", "jaxtrain", "python examples/", "python tools/")
 # What a command needs beyond the base install, by a word it contains.
 _NEEDS = {"compare": "torch", "export": "torch", "pytorch_mnist.py": "torch", "plot": "matplotlib",
           "--tensorboard": "tensorboardX", "digits": "sklearn"}
@@ -153,7 +153,7 @@ def shrink(words: list[str]) -> tuple[dict[str, str], list[str]]:
         raise ValueError(f"`{line}`: not a jaxtrain command; expected one of {_RUNNERS}, or the block marked skip (REASON)")
     if "--dataset" in words and words[words.index("--dataset") + 1] == "mnist" and "--data-dir" not in words:
         raise ValueError(f"`{line}`: downloads MNIST; expected --data-dir {DATA}, or the block marked skip (needs a network)")
-    if "compare" in words and "figures" in words:
+    if words[1:2] == ["tools/figures.py"]:
         return env, _figures(words, line)
     out: list[str] = []
     given = iter(words)
@@ -185,13 +185,13 @@ def shrink(words: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def _figures(words: list[str], line: str) -> list[str]:
-    """`compare figures` made small: digits (--quick), the blocks printed rather than written into the docs."""
+    """`tools/figures.py` made small: digits (--quick), the blocks printed rather than written into the docs."""
+    script = [sys.executable, str(ROOT / words[1])]
     if "--list" in words:
-        return [sys.executable, *words[1:]] if words[0] == "python" else words
+        return script + words[2:]
     if "--only" not in words:
         raise ValueError(f"`{line}`: every figure, for many minutes; expected --only NAME, or the block marked skip (REASON)")
-    out = [w for w in words if w not in ("--data-dir", DATA)] + ["--quick", "--print"]
-    return [sys.executable, *out[1:]] if out[0] == "python" else [str(Path(sys.executable).with_name("jaxtrain")), *out[1:]]
+    return script + [w for w in words[2:] if w not in ("--data-dir", DATA)] + ["--quick", "--print"]
 
 
 def shrink_python(code: str) -> str:
@@ -290,10 +290,10 @@ def test_shrinking_keeps_the_command_and_makes_it_small():
     assert argv == [sys.executable, "-m", "jaxtrain", "train", "--dataset", "digits", "--epochs", "2"]
     assert shrink(["python", "examples/pytorch_mnist.py", "--data-dir", DATA])[1][2:] == ["--dataset", "digits", "--dry-run"]
     assert shrink(["jaxtrain", "compare", "parity", "--steps", "600"])[1][-1] == "5"
-    figures = shrink(["python", "-m", "jaxtrain", "compare", "figures", "--data-dir", DATA, "--only", "primer"])[1]
-    assert figures[1:] == ["-m", "jaxtrain", "compare", "figures", "--only", "primer", "--quick", "--print"]
+    figures = shrink(["python", "tools/figures.py", "--data-dir", DATA, "--only", "primer"])[1]
+    assert figures[1:] == [str(ROOT / "tools" / "figures.py"), "--only", "primer", "--quick", "--print"]
     with pytest.raises(ValueError, match="every figure"):
-        shrink(["jaxtrain", "compare", "figures", "--data-dir", DATA])
+        shrink(["python", "tools/figures.py", "--data-dir", DATA])
     with pytest.raises(ValueError, match="downloads MNIST"):
         shrink(["jaxtrain", "train", "--dataset", "mnist"])
     with pytest.raises(ValueError, match="not a jaxtrain command"):

@@ -7,7 +7,8 @@ import pytest
 
 from jaxtrain import CNN, MLP, NNXCNN
 from jaxtrain.config import Config
-from jaxtrain.experiment import build_model, build_optimizer, build_schedule, epoch_learning_rates, model_options, run
+from jaxtrain.build import build_model, build_optimizer, build_schedule, epoch_learning_rates, model_options
+from jaxtrain.experiment import run
 
 
 @pytest.mark.quick
@@ -93,7 +94,7 @@ def test_the_primers_configuration_on_mnist(mnist_dir):
 
 @pytest.mark.quick
 def test_the_measured_defaults_are_what_config_resolves(monkeypatch):
-    from jaxtrain import transfer
+    from jaxtrain.data import transfer
     from jaxtrain.experiment import feeding, loaders
 
     assert (Config(model="mlp").schedule, Config(model="cnn").schedule) == ("constant", "cosine")
@@ -113,7 +114,7 @@ def test_the_measured_defaults_are_what_config_resolves(monkeypatch):
 def test_fit_uses_no_prefetch_thread_on_the_cpu(monkeypatch):
     import jax
 
-    from jaxtrain import loop
+    from jaxtrain.training import fit as loop
 
     assert jax.default_backend() == "cpu"
     monkeypatch.setattr(loop, "prefetch_to_device", lambda *a, **k: pytest.fail("a prefetch thread on the CPU"))

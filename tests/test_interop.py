@@ -16,7 +16,7 @@ nn = torch.nn
 
 
 def _cnn(image_size=28, seed=0):
-    """jaxtrain.models.CNN(channels=(32, 64), hidden=()) in torch, with dropout off."""
+    """jaxtrain.nn.linen.CNN(channels=(32, 64), hidden=()) in torch, with dropout off."""
     torch.manual_seed(seed)
     return nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),

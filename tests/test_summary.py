@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtrain import MLP, NNXMLP, cli, create_train_state, sgd, summary
+from jaxtrain import MLP, NNXMLP, create_train_state, sgd, summary
+from jaxtrain.build import build_model
+from jaxtrain.cli import commands as cli
 from jaxtrain.config import MODELS, Config
-from jaxtrain.experiment import build_model
 
 summary_module = sys.modules[summary.__module__]  # jaxtrain.summary is the function; its module by name
 

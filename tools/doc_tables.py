@@ -1,4 +1,4 @@
-"""The docs' tables, formatted from the reports that the figures' commands write (``jaxtrain.compare.figures``).
+"""The docs' tables, formatted from the reports that the figures' commands write (``figures.py``, beside this file).
 
 A formatter takes a figure's ``Result``s, one per command in order, and returns Markdown.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from jaxtrain.compare import plot
 from jaxtrain.compare.bench import PRESETS, PRIMER, format_bench, format_machine
-from jaxtrain.loop import plan_calls
+from jaxtrain.training.fit import plan_calls
 
 
 @dataclasses.dataclass(frozen=True)

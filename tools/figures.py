@@ -1,16 +1,17 @@
 """The docs' figures, regenerated from the code: every table and picture of measured numbers in README.md
-and docs/ (``DOCS``), and the commands that measure them.
+and docs/ (``DOCS``), and the commands that measure them. A tool of the repository, not of the package: it
+rewrites the checkout's documents.
 
-A figure is a list of CLI commands and a formatter. ``generate`` runs the commands one after another, each
-in a fresh process (``python -m jaxtrain ...``, never two at once) that writes a JSON report
+A figure is a list of CLI commands and a formatter (``doc_tables``). ``generate`` runs the commands one after
+another, each in a fresh process (``python -m jaxtrain ...``, never two at once) that writes a JSON report
 (``--report``) into a temporary folder; the formatter turns the reports into a Markdown block, whose first
 line names the commands, the machine and the date. The block replaces what stands between
 ``<!-- figure: NAME -->`` and ``<!-- /figure: NAME -->`` in the figure's document.
 
-  python -m jaxtrain compare figures --data-dir DIR                  # every figure (--list: the minutes each)
-  python -m jaxtrain compare figures --data-dir DIR --only primer checkpoints
-  python -m jaxtrain compare figures --list                          # the figures, their commands and run times
-  python -m jaxtrain compare figures --quick --print                 # digits, 2 epochs: a check, not figures
+  python tools/figures.py --data-dir DIR                  # every figure (--list: the minutes each)
+  python tools/figures.py --data-dir DIR --only primer checkpoints
+  python tools/figures.py --list                          # the figures, their commands and run times
+  python tools/figures.py --quick --print                 # digits, 2 epochs: a check, not figures
 """
 
 from __future__ import annotations
@@ -29,17 +30,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jaxtrain
-from jaxtrain.compare import tables
-from jaxtrain.compare.tables import Result
-from jaxtrain.compare.measure import facts, measure_in_child
-from jaxtrain.config import ConfigError
-from jaxtrain.runs import write_text
+# The repository whose README.md and docs/ hold the figures: the one this file lies in.
+ROOT = Path(__file__).resolve().parents[1]
+if __name__ == "__main__":  # run from the checkout: its package, which the documents describe
+    sys.path.insert(0, str(ROOT))
 
-# The repository whose README.md and docs/ hold the figures: the checkout this package lies in, or, for an
-# installed package, the current folder (run the command from the checkout).
-_SOURCE = Path(jaxtrain.__file__).resolve().parents[1]
-ROOT = _SOURCE if (_SOURCE / "pyproject.toml").is_file() else Path.cwd()
+import jaxtrain  # noqa: E402 (after the checkout is put first)
+from jaxtrain.cli.flags import Help, Parser  # noqa: E402
+from jaxtrain.compare.measure import facts, measure_in_child  # noqa: E402
+from jaxtrain.config import ConfigError  # noqa: E402
+from jaxtrain.runs.reports import write_text  # noqa: E402
+
+import doc_tables as tables  # noqa: E402
+from doc_tables import Result  # noqa: E402
+
 # The documents that hold figures, relative to ROOT.
 DOCS = ("README.md", "docs/paradigms.md", "docs/performance.md", "docs/training.md")
 _MARKER = re.compile(r"^<!-- (/?)figure: ([\w.-]+) -->$", re.M)
@@ -275,7 +279,7 @@ def _machine(about: dict[str, Any]) -> str:
 
 def _header(name: str, figure: Figure, about: dict[str, Any], date: str, data_dir: str | None, quick: bool) -> str:
     """The block's first line: the command that regenerates it, what that ran, the machine and the date."""
-    rerun = ["python", "-m", "jaxtrain", "compare", "figures", "--only", name]
+    rerun = ["python", "tools/figures.py", "--only", name]
     rerun += ["--quick"] if quick else ["--data-dir", data_dir or "DIR"] if figure.needs_data else []
     if figure.common:
         ran = f"`{command_line(figure.common, data_dir, quick)}` with each row's flags, a process a row"
@@ -290,7 +294,8 @@ def _header(name: str, figure: Figure, about: dict[str, Any], date: str, data_di
 def _run(name: str, figure: Figure, data_dir: str | None, quick: bool, work: Path, pictures: Path,
          log: Callable[[str], None] | None) -> list[Result]:
     """Runs the figure's commands one after another, each in a fresh process, and reads their reports."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    package = str(Path(jaxtrain.__file__).resolve().parents[1])  # the children import the jaxtrain this process did
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package, os.environ.get("PYTHONPATH"))))}
     results = []
     for i, (row, command) in enumerate(zip(figure.rows, figure.commands), 1):
         shown = command_line(command, data_dir, quick)
@@ -381,3 +386,47 @@ def generate(
             if done:
                 done(name, blocks[name])
     return blocks
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python tools/figures.py``: reruns the commands behind the docs' tables and pictures, one at a time, and
+    writes them into README.md and docs/ between their markers. Errors as jaxtrain's own: one line, exit 2."""
+    p = Parser(prog="tools/figures.py", description=main.__doc__.split(". Errors")[0], formatter_class=Help)
+    p.add_argument("--data-dir", default=None, help="MNIST's IDX folder, which most figures train on, as the docs should show it")
+    p.add_argument("--only", nargs="+", choices=FIGURES, default=None, metavar="NAME",
+                   help=f"these figures only (default: all of them): {', '.join(FIGURES)}")
+    p.add_argument("--list", action="store_true", help="list the figures, their commands and estimated minutes; run nothing")
+    p.add_argument("--print", action="store_true", dest="print_blocks",
+                   help="print the blocks instead of writing them and the pictures into the docs")
+    p.add_argument("--quick", action="store_true",
+                   help="shrink every command (digits, at most 2 epochs or 20 steps): a check of the commands, not figures")
+    args = p.parse_args(argv)
+    names = args.only or list(FIGURES)
+    try:
+        if args.list:
+            if args.print_blocks:
+                raise ConfigError("print", True, "no --print with --list, which runs nothing")
+            print(listing(names, args.data_dir, quick=args.quick))
+            return 0
+
+        def log(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+        def done(name: str, block: str) -> None:  # each figure as soon as it is done: a later failure keeps it
+            if args.print_blocks:
+                print(f"<!-- figure: {name} -->\n\n{block}\n\n<!-- /figure: {name} -->\n", flush=True)
+            else:
+                log(f"{name}: written into {FIGURES[name].doc}")
+
+        generate(names, args.data_dir, quick=args.quick, write=not args.print_blocks, log=log, done=done)
+    except (ConfigError, ValueError) as error:
+        print(f"tools/figures.py: error: {error.by_flag() if isinstance(error, ConfigError) else error}", file=sys.stderr)
+        return 2
+    except (ChildProcessError, FileNotFoundError) as error:
+        print(f"tools/figures.py: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

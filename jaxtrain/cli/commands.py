@@ -11,7 +11,6 @@
   python -m jaxtrain train --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # and 1 on the other host
   python -m jaxtrain compare parity --model cnn --optimizer adam --dtype float64 --steps 600
   python -m jaxtrain compare bench --preset feeding --dataset mnist --data-dir DIR --report bench.json
-  python -m jaxtrain compare figures --data-dir DIR --only primer checkpoints
 """
 
 from __future__ import annotations
@@ -30,22 +29,29 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtrain import auto, compare, curves, devices, experiment, interop, optim, preemption, runs
-from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config, ConfigError
-from jaxtrain import callbacks
-from jaxtrain.cli_compare import add_compare
-from jaxtrain.cli_summary import add_summary
-from jaxtrain.datasets import DatasetUnavailableError
-from jaxtrain.configfile import ConfigFileError
-from jaxtrain.flags import (
+from jaxtrain import compare, experiment, interop
+from jaxtrain.build import model_options
+from jaxtrain.cli.compare import add_compare
+from jaxtrain.cli.configfile import ConfigFileError
+from jaxtrain.cli.flags import (
     Help, Parser, add_compile_cache, add_config, add_data, check_writable, field_defaults, from_flags, use_compile_cache,
     with_config_file,
 )
-from jaxtrain.files import read_images
-from jaxtrain.ownership import FolderError
-from jaxtrain.reports import deliver
-from jaxtrain.schedules import SCHEDULES
-from jaxtrain.train import evaluate, predict
+from jaxtrain.cli.summary import add_summary
+from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config, ConfigError
+from jaxtrain.parallel import devices
+from jaxtrain.runs import curves
+from jaxtrain.runs.folder import Run
+from jaxtrain.runs.load import load_run
+from jaxtrain.runs.ownership import FolderError
+from jaxtrain.runs.reports import deliver, to_json, write_json
+from jaxtrain.sources.download import DatasetUnavailableError
+from jaxtrain.sources.files import read_images
+from jaxtrain.training import feeding, optim, preemption
+from jaxtrain.training.monitors import TensorBoard
+from jaxtrain.training.schedules import SCHEDULES
+from jaxtrain.training.evaluation import evaluate
+from jaxtrain.training.step import predict
 
 
 def _by_model(setting: str) -> str:
@@ -71,7 +77,7 @@ def _add_train(commands) -> None:
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training data")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
     p.add_argument("--lr", type=float, default=defaults.lr, help="learning rate")
-    p.add_argument("--optimizer", choices=optim.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
+    p.add_argument("--optimizer", choices=optim.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.training.optim's")
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="L2 (sgd, adam) or decoupled (adamw)")
     p.add_argument("--schedule", choices=("auto", *SCHEDULES), default=defaults.schedule,
@@ -92,7 +98,7 @@ def _add_train(commands) -> None:
     p.add_argument("--seed", type=int, default=defaults.seed, help="seeds the initialization, dropout and the batch order")
     p.add_argument("--steps-per-call", type=_steps_per_call, default=defaults.steps_per_call,
                    help=f"optimizer steps per compiled call: K, 'epoch', or 'auto', measured per backend and model "
-                   f"(docs/performance.md): {auto.summary()}")
+                   f"(docs/performance.md): {feeding.summary()}")
     p.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=defaults.data_on_device,
                    help="keep the training set on the device (default: when it takes under a quarter of its memory)")
     p.add_argument("--val-fraction", type=float, default=defaults.val_fraction, metavar="F",
@@ -140,11 +146,11 @@ def _add_run_folder(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
                    help="keep the run in DIR: config.json, metrics.jsonl, checkpoints/ and report.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
-    p.add_argument("--checkpoint-seconds", type=float, default=_default(runs.Run, "checkpoint_seconds"), metavar="S",
+    p.add_argument("--checkpoint-seconds", type=float, default=_default(Run, "checkpoint_seconds"), metavar="S",
                    help="checkpoint at an epoch's end at most once every S seconds (and always at the run's end)")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="also checkpoint every N steps of an epoch (default: at epochs' ends only)")
-    p.add_argument("--keep", type=int, default=_default(runs.Run, "keep"), metavar="K", help="the latest checkpoints kept, besides the best")
+    p.add_argument("--keep", type=int, default=_default(Run, "keep"), metavar="K", help="the latest checkpoints kept, besides the best")
     p.add_argument("--log-every", type=int, default=None, metavar="N",
                    help="also log the mean loss of every N steps to metrics.jsonl (default: per epoch only)")
     p.add_argument("--tensorboard", action="store_true",
@@ -164,11 +170,11 @@ def _train(args: argparse.Namespace) -> None:
         flag = next(name for name, value in run_flags.items() if value)
         raise ValueError(f"{flag} without --run-dir: expected --run-dir DIR, where the run is kept")
     devices.initialize(args.coordinator, args.num_processes, args.process_id, timeout=args.init_timeout)
-    folder = args.run_dir and runs.Run(
+    folder = args.run_dir and Run(
         args.run_dir, resume=args.resume, keep=args.keep, checkpoint_seconds=args.checkpoint_seconds,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
     )
-    live = [callbacks.TensorBoard(args.run_dir / "tensorboard")] if args.tensorboard else []
+    live = [TensorBoard(args.run_dir / "tensorboard")] if args.tensorboard else []
     report = experiment.run(config, folder=folder, callbacks=live)
     if args.report and devices.is_main_process():  # a full disk now: the report goes where the error says
         deliver(report, args.report, "--report", copy=args.run_dir and args.run_dir / "report.json")
@@ -235,7 +241,7 @@ def _checkpoint(text: str) -> int | str:
 
 def _evaluate(args: argparse.Namespace) -> None:
     check_writable(args.report)
-    state, config = experiment.load_run(args.run_dir, args.checkpoint)
+    state, config = load_run(args.run_dir, args.checkpoint)
     if not args.dataset and json.loads((args.run_dir / "config.json").read_text()).get("dataset", "") is None:
         raise ConfigError("dataset", None, f"the data to evaluate on: {args.run_dir} was made by fit from Python, "
                           f"which does not record its dataset")
@@ -254,12 +260,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.report:
         names = json.loads((args.run_dir / "config.json").read_text()).get("class_names")
         result["confusion_matrix"] = result["confusion_matrix"].tolist()
-        runs.write_json(args.report, {"run_dir": str(args.run_dir), "checkpoint": args.checkpoint, "dataset": config.dataset,
-                                      "step": int(state.step), **result, **({"class_names": names} if names else {})})
+        write_json(args.report, {"run_dir": str(args.run_dir), "checkpoint": args.checkpoint, "dataset": config.dataset,
+                                 "step": int(state.step), **result, **({"class_names": names} if names else {})})
 
 
 def _predict(args: argparse.Namespace) -> None:
-    state, _ = experiment.load_run(args.run_dir, args.checkpoint)
+    state, _ = load_run(args.run_dir, args.checkpoint)
     settings = json.loads((args.run_dir / "config.json").read_text())
     shape, names = settings["input_shape"], settings.get("class_names")
     probabilities = np.asarray(predict(state, read_images(args.files, tuple(shape))))
@@ -268,7 +274,7 @@ def _predict(args: argparse.Namespace) -> None:
     if names:  # the class folders' (or the dataset's) names, by label
         rows = [{**row, "name": names[row["class"]]} for row in rows]
     if args.json:
-        print(runs.to_json(rows, indent=2))
+        print(to_json(rows, indent=2))
     for row in rows if not args.json else []:
         print(f"{row['file']}: {row.get('name', row['class'])} ({row['probability']:.3f})")
 
@@ -277,10 +283,10 @@ def _export(args: argparse.Namespace) -> None:
     import torch
 
     check_writable(args.torch, "--torch")
-    state, config = experiment.load_run(args.run_dir, args.checkpoint)
+    state, config = load_run(args.run_dir, args.checkpoint)
     settings = json.loads((args.run_dir / "config.json").read_text())
     (height, width, channels), num_classes = settings["input_shape"], settings.get("num_classes", 10)
-    dropout = experiment.model_options(config)["dropout"]
+    dropout = model_options(config)["dropout"]
     net = compare.torch_model(config.model, (height, width), dropout=dropout, channels=channels, num_classes=num_classes)
     flatten = compare.flatten_shape(config.model, (height, width, channels))
     module = interop.to_torch(jax.device_get(state.variables), net, flatten)
@@ -307,9 +313,7 @@ def _command(args: argparse.Namespace) -> str:
 
 def _message(error: Exception) -> str:
     """An error as the user should read it: a configuration field by the flag that sets it."""
-    if isinstance(error, ConfigError):
-        return f"{error.field.replace('_', ' ')} {error.value!r} (--{error.field.replace('_', '-')}): expected {error.expected}"
-    return str(error)
+    return error.by_flag() if isinstance(error, ConfigError) else str(error)
 
 
 def parser() -> argparse.ArgumentParser:

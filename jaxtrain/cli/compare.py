@@ -1,5 +1,5 @@
 """``python -m jaxtrain compare``: the study's flags onto ``jaxtrain.compare``: parity, the benchmark and the
-docs' figures."""
+whole job."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from pathlib import Path
 
 import jax
 
-from jaxtrain import compare, optim, runs
+from jaxtrain import compare
+from jaxtrain.runs.reports import write_json
+from jaxtrain.training import optim
 from jaxtrain.config import MODELS, Config, ConfigError
-from jaxtrain.flags import Help, Parser, add_data, check_writable, field_defaults, from_flags
+from jaxtrain.cli.flags import Help, Parser, add_data, check_writable, field_defaults, from_flags
 
 
 def add_compare(commands) -> None:
-    parser = commands.add_parser("compare", help="the PyTorch program beside jaxtrain's: parity, benchmarks and the docs' figures")
+    parser = commands.add_parser("compare", help="the PyTorch program beside jaxtrain's: parity, benchmarks and the whole job")
     studies = parser.add_subparsers(dest="study", required=True, parser_class=Parser)
     defaults = field_defaults(compare.ParityConfig)
 
@@ -24,7 +26,7 @@ def add_compare(commands) -> None:
         help="train in PyTorch and in jaxtrain from the same weights on the same batches; report the differences",
     )
     p.add_argument("--model", choices=MODELS, default=defaults.model, help="the network (dropout off)")
-    p.add_argument("--optimizer", choices=optim.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.optim's")
+    p.add_argument("--optimizer", choices=optim.OPTIMIZERS, default=defaults.optimizer, help="torch.optim's and jaxtrain.training.optim's")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 for adam and adamw, 1e-2 for sgd)")
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="sgd")
     p.add_argument("--dampening", type=float, default=defaults.dampening, help="sgd")
@@ -78,22 +80,6 @@ def add_compare(commands) -> None:
     j.add_argument("--report", type=Path, default=None, help="write the results as JSON here")
     j.set_defaults(handler=_job)
 
-    f = studies.add_parser(
-        "figures", formatter_class=Help,
-        help="rerun the commands behind the docs' tables and pictures, one at a time, and write them into "
-        "README.md and docs/ between their markers",
-    )
-    f.add_argument("--data-dir", default=None,
-                   help="MNIST's IDX folder, which most figures train on, as the docs should show it")
-    f.add_argument("--only", nargs="+", choices=compare.FIGURES, default=None, metavar="NAME",
-                   help=f"these figures only (default: all of them): {', '.join(compare.FIGURES)}")
-    f.add_argument("--list", action="store_true", help="list the figures, their commands and estimated minutes; run nothing")
-    f.add_argument("--print", action="store_true", dest="print_blocks",
-                   help="print the blocks instead of writing them and the pictures into the docs")
-    f.add_argument("--quick", action="store_true",
-                   help="shrink every command (digits, at most 2 epochs or 20 steps): a check of the commands, not figures")
-    f.set_defaults(handler=_figures)
-
 
 def _parity(args: argparse.Namespace) -> None:
     config = from_flags(compare.ParityConfig, args)
@@ -103,7 +89,7 @@ def _parity(args: argparse.Namespace) -> None:
         jax.config.update("jax_enable_x64", True)
     report = compare.parity(config)
     if args.report:
-        runs.write_json(args.report, report)
+        write_json(args.report, report)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -117,7 +103,7 @@ def _bench(args: argparse.Namespace) -> None:
     result = compare.bench(config, models=args.models, programs=programs, batch_sizes=args.batch_sizes, log=_progress)
     print(compare.format_bench(result))
     if args.report:
-        runs.write_json(args.report, result)
+        write_json(args.report, result)
     if args.plot:
         compare.plot_bench(result, args.plot)
 
@@ -145,25 +131,4 @@ def _job(args: argparse.Namespace) -> None:
     result = compare.job(config, args.models, args.epochs, args.repeats, targets, log=_progress)
     print(compare.format_job(result))
     if args.report:
-        runs.write_json(args.report, result)
-
-
-def _figures(args: argparse.Namespace) -> None:
-    names = args.only or list(compare.FIGURES)
-    if args.list:  # needs no checkout: the figures and their commands are the package's
-        if args.print_blocks:
-            raise ConfigError("print", True, "no --print with --list, which runs nothing")
-        print(compare.figures.listing(names, args.data_dir, quick=args.quick))
-        return
-    compare.check_markers()
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    def done(name: str, block: str) -> None:  # each figure as soon as it is done: a later failure keeps it
-        if args.print_blocks:
-            print(f"<!-- figure: {name} -->\n\n{block}\n\n<!-- /figure: {name} -->\n", flush=True)
-        else:
-            log(f"{name}: written into {compare.FIGURES[name].doc}")
-
-    compare.generate_figures(names, args.data_dir, quick=args.quick, write=not args.print_blocks, log=log, done=done)
+        write_json(args.report, result)

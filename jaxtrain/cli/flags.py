@@ -1,6 +1,6 @@
 """The command line's shared pieces: a parser that errs in one line, a help formatter with true defaults,
-the data flags, the compilation cache's flags, ``--config FILE`` (``jaxtrain.configfile``), and flags onto a
-configuration dataclass (``jaxtrain.cli``, ``jaxtrain.cli_compare``)."""
+the data flags, the compilation cache's flags, ``--config FILE`` (``jaxtrain.cli.configfile``), and flags onto a
+configuration dataclass (``jaxtrain.cli.commands``, ``jaxtrain.cli.compare``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 
-from jaxtrain import compiler, configfile, runs
+from jaxtrain.cli import configfile
+from jaxtrain.parallel import compiler
+from jaxtrain.runs import reports
 
 
 class Parser(argparse.ArgumentParser):
@@ -79,7 +81,7 @@ def with_config_file(parser: Callable[[], argparse.ArgumentParser], argv: list[s
     """The command line parsed again over the defaults that its ``--config`` file gives, if it names one.
 
     Args:
-      parser: makes a fresh parser of every command (``jaxtrain.cli.parser``).
+      parser: makes a fresh parser of every command (``jaxtrain.cli.commands.parser``).
       argv: the command line, as first parsed (None: ``sys.argv[1:]``).
       args: its first parse.
 
@@ -124,4 +126,4 @@ def from_flags(config_type: type, args: argparse.Namespace):
 def check_writable(path: Path | None, flag: str = "--report") -> None:
     """Fails before any work when an output could not be written afterwards."""
     if path is not None:
-        runs.check_writable(path, flag)
+        reports.check_writable(path, flag)

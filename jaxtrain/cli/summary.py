@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from jaxtrain import datasets, experiment, optim
+from jaxtrain.build import initial_state
+from jaxtrain.sources import registry
+from jaxtrain.training import optim
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config, ConfigError
-from jaxtrain.flags import Help, add_config, add_data, field_defaults, from_flags
+from jaxtrain.cli.flags import Help, add_config, add_data, field_defaults, from_flags
 from jaxtrain.summary import summary
 
 
@@ -38,8 +40,8 @@ def _summary(args: argparse.Namespace) -> None:
     config = from_flags(Config, args)
     if args.depth < 1:
         raise ConfigError("depth", args.depth, "a positive integer")
-    images, _ = datasets.load(config.dataset, "test", config.data_dir)
+    images, _ = registry.load(config.dataset, "test", config.data_dir)
     sample = images[:1]
-    state = experiment.initial_state(config, sample, 1, datasets.info(config.dataset, config.data_dir).num_classes)
+    state = initial_state(config, sample, 1, registry.info(config.dataset, config.data_dir).num_classes)
     result = summary(state, sample, batch_size=config.batch_size, depth=args.depth)
     print(json.dumps(result.to_dict()) if args.json else result)

@@ -5,14 +5,14 @@
 - ``measure``: each program in a fresh process, and the machine's facts and rates;
 - ``bench``: the one benchmark runner, with its presets;
 - ``job``: the whole job, a fresh process from its start to its printed accuracy, beside ``primer_script.py``;
-- ``plot``: its pictures;
-- ``figures``: the docs' tables and pictures, each with the commands that regenerate it.
+- ``plot``: its pictures.
+
+The docs' tables and pictures are regenerated from these by ``tools/figures.py``, outside the package.
 
 torch and matplotlib are imported only when a function here is called: ``pip install 'jaxtrain[compare]'``.
 
   python -m jaxtrain compare parity --model cnn --optimizer adam --dtype float64 --steps 600
   python -m jaxtrain compare bench --preset frameworks --dataset mnist --data-dir DIR --report bench.json
-  python -m jaxtrain compare figures --data-dir DIR --only primer
 """
 
 from jaxtrain.compare.bench import PRESETS, PROGRAMS, bench, format_bench
@@ -21,15 +21,12 @@ from jaxtrain.compare.job import EPOCHS as JOB_EPOCHS
 from jaxtrain.compare.job import TARGETS as JOB_TARGETS
 from jaxtrain.compare.job import format_job, job
 from jaxtrain.compare.job import check as job_check
-from jaxtrain.compare.figures import FIGURES, check_markers
-from jaxtrain.compare.figures import generate as generate_figures
 from jaxtrain.compare.measure import machine, measure_in_child
 from jaxtrain.compare.parity import PARITY_DTYPES, ParityConfig, format_parity, parity
 from jaxtrain.compare.plot import plot_batch_sizes, plot_bench
 from jaxtrain.compare.torch_side import TORCH_VARIANTS, flatten_shape, torch_model, torch_run
 
 __all__ = [
-    "FIGURES",
     "JOB_EPOCHS",
     "JOB_TARGETS",
     "PARITY_DTYPES",
@@ -39,12 +36,10 @@ __all__ = [
     "TORCH_VARIANTS",
     "bench",
     "bench_check",
-    "check_markers",
     "flatten_shape",
     "format_bench",
     "format_job",
     "format_parity",
-    "generate_figures",
     "job",
     "job_check",
     "machine",

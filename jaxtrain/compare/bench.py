@@ -20,11 +20,12 @@ from typing import Any
 import flax.linen
 import numpy as np
 
-from jaxtrain import experiment
+from jaxtrain import build, experiment
+from jaxtrain.sources import registry
 from jaxtrain.compare.measure import checkpoint_seconds, flops_per_example, machine, measure_in_child
 from jaxtrain.compare.torch_side import TORCH_VARIANTS, torch_run
 from jaxtrain.config import MODELS, Config, ConfigError
-from jaxtrain.runs import Run
+from jaxtrain.runs.folder import Run
 
 PRIMER = "pytorch-dataloader"  # the primer's program as written: every ratio is to it
 PROGRAMS = (
@@ -56,8 +57,8 @@ def scan_reference(config: Config) -> dict[str, Any]:
     import jax.numpy as jnp
     import optax
 
-    images, labels = (jnp.asarray(a) for a in experiment.datasets.load(config.dataset, "train", config.data_dir))
-    model = experiment.build_model(config, experiment.datasets.info(config.dataset, config.data_dir).num_classes)
+    images, labels = (jnp.asarray(a) for a in registry.load(config.dataset, "train", config.data_dir))
+    model = build.build_model(config, registry.info(config.dataset, config.data_dir).num_classes)
     params = model.init(jax.random.key(config.seed), images[:1])["params"]
     tx = optax.adam(config.lr)
 
@@ -85,7 +86,7 @@ def scan_reference(config: Config) -> dict[str, Any]:
         loss = float(loss)  # host sync: the epoch's end
         seconds = time.perf_counter() - start
         history.append({"epoch": e + 1, "train_loss": loss, "seconds": seconds, "samples_per_second": n / seconds})
-    return {"history": history, "compile_seconds": None, "eval_seconds": None, "test_accuracy": None}
+    return {"history": history, "compile_seconds": None, "test_accuracy": None}
 
 
 def run_in_folder(config: Config, checkpoint_seconds: float) -> dict[str, Any]:
@@ -163,7 +164,7 @@ def bench(
             primer = None
             for name in programs:
                 linen = issubclass(MODELS[model].module, flax.linen.Module)
-                if name == "lax.scan" and (experiment.model_options(run_config)["batch_norm"] or not linen):
+                if name == "lax.scan" and (build.model_options(run_config)["batch_norm"] or not linen):
                     continue
                 fn, args, kwargs = _program(name, run_config)
                 report, peak = step(f"{model} batch {batch_size}: {name}", measure_in_child, fn, *args, **kwargs)

@@ -126,7 +126,8 @@ def run_once(program: str, config: Config, target: float, folder: Path, cache: P
     history = report["history"]
     if len(times["epoch_lines"]) != len(history):
         raise RuntimeError(f"{program}: {len(times['epoch_lines'])} epoch lines printed for {len(history)} epochs; expected one each")
-    known = evaluated_at(times["epoch_lines"], [e["seconds"] for e in history], times["accuracy_seconds"], report["eval_seconds"])
+    # Neither program evaluates again after its last epoch: its accuracy line follows that epoch's evaluation.
+    known = evaluated_at(times["epoch_lines"], [e["seconds"] for e in history], times["accuracy_seconds"], 0.0)
     reached = time_to_accuracy(history, known, target)
     return {
         **times,

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from jaxtrain import experiment
+from jaxtrain import build, experiment
+from jaxtrain.sources import registry
 from jaxtrain.config import Config
 
 
@@ -113,15 +114,15 @@ def flops_per_example(config: Config) -> float:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxtrain.train import create_train_state, train_step
+    from jaxtrain.training.step import create_train_state, train_step
 
-    images, _ = experiment.datasets.load(config.dataset, "test", config.data_dir)
+    images, _ = registry.load(config.dataset, "test", config.data_dir)
     # A whole batch even where the test set is smaller (digits' 449 images against a batch of 512).
     rows = np.arange(config.batch_size) % len(images)
     batch = (jnp.asarray(images[rows]), jnp.zeros(config.batch_size, jnp.int32))
-    num_classes = experiment.datasets.info(config.dataset, config.data_dir).num_classes
-    model = experiment.build_model(config, num_classes, images.shape[1:])
-    state = create_train_state(model, experiment.build_optimizer(config, 1), images[:1])
+    num_classes = registry.info(config.dataset, config.data_dir).num_classes
+    model = build.build_model(config, num_classes, images.shape[1:])
+    state = create_train_state(model, build.build_optimizer(config, 1), images[:1])
     cost = train_step.lower(state, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost["flops"]) / config.batch_size
@@ -135,10 +136,10 @@ def checkpoint_seconds(config: Config, repeats: int = 5) -> dict[str, float]:
     import jax
     import numpy as np
 
-    from jaxtrain.runs import Run
+    from jaxtrain.runs.folder import Run
 
-    images, _ = experiment.datasets.load(config.dataset, "test", config.data_dir)
-    state = experiment.initial_state(config, images[:1], 1, experiment.datasets.info(config.dataset, config.data_dir).num_classes)
+    images, _ = registry.load(config.dataset, "test", config.data_dir)
+    state = build.initial_state(config, images[:1], 1, registry.info(config.dataset, config.data_dir).num_classes)
     saves, restores = [], []
     with tempfile.TemporaryDirectory() as folder:
         run = Run(folder, keep=repeats)

@@ -15,11 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtrain import datasets, experiment, interop, optim
+from jaxtrain import build, experiment, interop
+from jaxtrain.sources import registry
+from jaxtrain.training import optim
 from jaxtrain.compare.torch_side import _torch, flatten_shape, to_labels, to_nchw, torch_accuracy, torch_model, torch_optimizer, torch_step
 from jaxtrain.config import Config, check_config
-from jaxtrain.data import ArrayDataset, DataLoader
-from jaxtrain.train import create_train_state, evaluate, train_step
+from jaxtrain.data.loader import ArrayDataset, DataLoader
+from jaxtrain.training.evaluation import evaluate
+from jaxtrain.training.step import create_train_state, train_step
 
 PARITY_DTYPES = ("float32", "float64")
 
@@ -62,7 +65,7 @@ class ParityConfig:
         optim.OPTIMIZERS[self.optimizer](**self.optimizer_args())  # the optimizer's own checks, before any work
 
     def optimizer_args(self) -> dict[str, Any]:
-        """The optimizer's keyword arguments, which ``jaxtrain.optim`` and ``torch.optim`` share."""
+        """The optimizer's keyword arguments, which ``jaxtrain.training.optim`` and ``torch.optim`` share."""
         lr = self.lr if self.lr is not None else (1e-2 if self.optimizer == "sgd" else 1e-3)
         weight_decay = self.weight_decay if self.weight_decay is not None else (1e-2 if self.optimizer == "adamw" else 0.0)
         if self.optimizer == "sgd":
@@ -89,7 +92,7 @@ def parity(config: ParityConfig, log: Callable[[str], None] | None = print) -> d
     Both start from torch's initial weights (copied with ``interop.from_torch``) and take the same batches
     in the same order. Dropout is off (p=0), since the two frameworks cannot draw the same masks;
     BatchNorm trains in train mode on both sides, torch's running statistics against
-    ``jaxtrain.models.BatchNorm``'s. Matmuls run at full precision on accelerators.
+    ``jaxtrain.nn.linen.BatchNorm``'s. Matmuls run at full precision on accelerators.
 
     Args:
       config: what to train; ``dtype="float64"`` needs ``jax.config.update("jax_enable_x64", True)``
@@ -115,17 +118,17 @@ def parity(config: ParityConfig, log: Callable[[str], None] | None = print) -> d
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("dtype='float64' needs 64-bit JAX; expected jax.config.update('jax_enable_x64', True) before the run")
     dtype = np.dtype(config.dtype)
-    images, labels = datasets.load(config.dataset, "train", config.data_dir)
-    test_images, test_labels = datasets.load(config.dataset, "test", config.data_dir)
+    images, labels = registry.load(config.dataset, "train", config.data_dir)
+    test_images, test_labels = registry.load(config.dataset, "test", config.data_dir)
     images, test_images = images.astype(dtype), test_images.astype(dtype)
 
     # One initialization, torch's, copied across: the two frameworks' initializers differ.
     torch.manual_seed(config.seed)
-    num_classes = datasets.info(config.dataset, config.data_dir).num_classes
+    num_classes = registry.info(config.dataset, config.data_dir).num_classes
     net = torch_model(config.model, images.shape[1:3], dropout=0.0, channels=images.shape[3], num_classes=num_classes)
     net = net.to(getattr(torch, config.dtype))
     variables = jax.tree.map(jnp.asarray, interop.from_torch(net, flatten_shape(config.model, images.shape[1:])))
-    model = experiment.build_model(Config(model=config.model, dropout=0.0), num_classes, images.shape[1:])
+    model = build.build_model(Config(model=config.model, dropout=0.0), num_classes, images.shape[1:])
 
     args = config.optimizer_args()
     optimizer = torch_optimizer(config, net.parameters())

@@ -7,7 +7,7 @@ accuracy. It imports nothing of jaxtrain (nor JAX), so its process pays only for
 
 It does the work that ``python -m jaxtrain train`` does: the primer's loop (``MyDataset``, ``DataLoader``
 with ``shuffle=True``, ``zero_grad``/``backward``/``step``, ``running_loss += loss.item()``), ``MyModel`` or
-the torch twin of ``jaxtrain.models.CNN``, Adam, the learning-rate schedule that jaxtrain's CLI gives the
+the torch twin of ``jaxtrain.nn.linen.CNN``, Adam, the learning-rate schedule that jaxtrain's CLI gives the
 model, and an evaluation of the test set after every epoch. It prints jaxtrain's lines: ``Epoch N, Loss: L``
 when an epoch's training ends (before its evaluation), and ``Accuracy on the N test images: A%`` once the
 last evaluation is done. ``--report`` writes the history (per epoch ``seconds`` of training and
@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader, Dataset
 
 
 def load(dataset: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """``jaxtrain.datasets.load``'s arrays for "mnist" (IDX files in ``data_dir``) and "digits": images
+    """``jaxtrain.sources.registry.load``'s arrays for "mnist" (IDX files in ``data_dir``) and "digits": images
     (N, 1, H, W) float32 in [0, 1] (channels first, as torch's convolutions expect), labels (N,) int64."""
-    if dataset == "digits":  # jaxtrain.datasets.load_digits: a seeded shuffle, a quarter for the test split
+    if dataset == "digits":  # jaxtrain.sources.registry.load_digits: a seeded shuffle, a quarter for the test split
         from sklearn.datasets import load_digits
 
         digits = load_digits()
@@ -83,18 +83,19 @@ class MyModel(nn.Module):
 
 
 class CNN(nn.Module):
-    """``jaxtrain.models.CNN``'s torch twin (``jaxtrain.compare.torch_side``'s, which a test holds it to):
-    [Conv 3×3 (no bias) → BatchNorm2d → ReLU → MaxPool 2] × 3, flatten, Dropout, Linear → ReLU → Dropout,
-    Linear."""
+    """``jaxtrain.nn.linen.CNN``'s torch twin, which ``jaxtrain.compare.torch_side`` uses too: [Conv 3×3 (no bias) →
+    BatchNorm2d → ReLU → MaxPool 2] × 3, flatten, Dropout, Linear → ReLU → Dropout, Linear."""
 
-    def __init__(self, image_size: int, channels=(32, 64, 128), hidden=(128,), num_classes: int = 10, dropout: float = 0.25):
+    def __init__(self, image_size, channels=(32, 64, 128), hidden=(128,), num_classes: int = 10, dropout: float = 0.25,
+                 in_channels: int = 1):
         super().__init__()
-        layers, width = [], 1
+        layers, width = [], in_channels
         for out in channels:
             layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)]
             width = out
         self.features = nn.Sequential(*layers)
-        width *= (image_size // 2 ** len(channels)) ** 2
+        height, across = (image_size, image_size) if isinstance(image_size, int) else image_size  # a side, or (H, W)
+        width *= (height // 2 ** len(channels)) * (across // 2 ** len(channels))
         head = [nn.Dropout(dropout)]
         for out in hidden:
             head += [nn.Linear(width, out), nn.ReLU(), nn.Dropout(dropout)]

@@ -16,90 +16,37 @@ from typing import Any
 
 import numpy as np
 
-from jaxtrain import datasets, experiment, models
+from jaxtrain import experiment
 from jaxtrain.config import MODELS, Config
+from jaxtrain.sources import registry
 
 TORCH_VARIANTS = ("dataloader", "tensors", "compile")
 
 
 @functools.cache
 def _torch() -> types.SimpleNamespace:
-    """torch and the primer's classes, defined on first use so that ``import jaxtrain`` never loads torch."""
+    """torch and the primer's classes (``primer_script``'s), imported on first use so that ``import jaxtrain``
+    never loads torch."""
     try:
         import torch
     except ImportError as error:
         raise ImportError(f"{error}; the comparison with PyTorch needs it: pip install 'jaxtrain[compare]'") from None
     from torch import nn
     from torch.utils.data import DataLoader as TorchDataLoader
-    from torch.utils.data import Dataset
 
-    class MyDataset(Dataset):
-        """The primer's dataset: ``data[idx], labels[idx]``, one example at a time."""
-
-        def __init__(self, data, labels):
-            self.data = data
-            self.labels = labels
-
-        def __len__(self):
-            return len(self.data)
-
-        def __getitem__(self, idx):
-            return self.data[idx], self.labels[idx]
-
-    class MyModel(nn.Module):
-        """The primer's model: ``x.view(-1, 784)`` → Linear(784, 256) → ReLU → Linear(256, 10)."""
-
-        def __init__(self, in_features: int = 784, hidden: int = 256, num_classes: int = 10):
-            super().__init__()
-            self.in_features = in_features
-            self.fc1 = nn.Linear(in_features, hidden)
-            self.relu = nn.ReLU()
-            self.fc2 = nn.Linear(hidden, num_classes)
-
-        def forward(self, x):
-            x = x.view(-1, self.in_features)
-            return self.fc2(self.relu(self.fc1(x)))
-
-    class CNN(nn.Module):
-        """``jaxtrain.models.CNN`` in torch: [Conv 3×3 (no bias) → BatchNorm2d → ReLU → MaxPool 2] per block,
-        flatten, then Dropout → [Linear → ReLU → Dropout] per hidden layer → Linear."""
-
-        def __init__(
-            self,
-            image_size: int | tuple[int, int] = 28,
-            channels: Sequence[int] = tuple(models.CNN.channels),
-            hidden: Sequence[int] = tuple(models.CNN.hidden),
-            num_classes: int = 10,
-            dropout: float = 0.25,
-            in_channels: int = 1,
-        ):
-            super().__init__()
-            layers, width = [], in_channels
-            for out in channels:
-                layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)]
-                width = out
-            self.features = nn.Sequential(*layers)
-            height, across = (image_size, image_size) if isinstance(image_size, int) else image_size
-            width *= (height // 2 ** len(channels)) * (across // 2 ** len(channels))
-            head = [nn.Dropout(dropout)]
-            for out in hidden:
-                head += [nn.Linear(width, out), nn.ReLU(), nn.Dropout(dropout)]
-                width = out
-            self.head = nn.Sequential(*head, nn.Linear(width, num_classes))
-
-        def forward(self, x):
-            return self.head(torch.flatten(self.features(x), 1))
+    from jaxtrain.compare import primer_script  # imports torch: the primer's classes, written once, there
 
     optimizers = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     return types.SimpleNamespace(
-        torch=torch, nn=nn, DataLoader=TorchDataLoader, MyDataset=MyDataset, MyModel=MyModel, CNN=CNN, optimizers=optimizers
+        torch=torch, nn=nn, DataLoader=TorchDataLoader, MyDataset=primer_script.MyDataset, MyModel=primer_script.MyModel,
+        CNN=primer_script.CNN, optimizers=optimizers
     )
 
 
 def torch_model(
     name: str, image_size: int | tuple[int, int], dropout: float = 0.25, channels: int = 1, num_classes: int = 10
 ) -> Any:
-    """The torch counterpart of ``jaxtrain.models``' ``MLP()`` (the primer's ``MyModel``) or ``CNN(dropout=...)``,
+    """The torch counterpart of ``jaxtrain.nn.linen``' ``MLP()`` (the primer's ``MyModel``) or ``CNN(dropout=...)``,
     and of their NNX twins.
 
     Args:
@@ -182,7 +129,7 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
     """The primer's PyTorch program, timed: ``jaxtrain.experiment.run``'s counterpart, with its report.
 
     The program is the primer's: ``MyDataset`` and ``DataLoader(shuffle=True)``, ``MyModel`` (or the CNN
-    that mirrors ``jaxtrain.models.CNN``), ``CrossEntropyLoss``, the optimizer that ``config`` names, and
+    that mirrors ``jaxtrain.nn.linen.CNN``), ``CrossEntropyLoss``, the optimizer that ``config`` names, and
     per step ``zero_grad``, forward, ``backward``, ``step`` and ``running_loss += loss.item()``; then
     ``model.eval()`` and ``torch.no_grad()`` over the test set after each epoch. torch is seeded with
     ``config.seed`` and keeps its default threads. Where CUDA is available the model trains there, as the
@@ -198,9 +145,9 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
 
     Returns:
       The keys of ``experiment.run``'s report: ``history`` per epoch (``epoch``, ``train_loss``,
-      ``test_loss``, ``test_accuracy``, ``seconds``, ``samples_per_second``), ``test_accuracy``,
+      ``test_loss``, ``test_accuracy``, ``seconds``, ``samples_per_second``, ``eval_seconds``), ``test_accuracy``,
       ``compile_seconds`` (the first step's seconds, data included), ``samples_per_second``
-      (``experiment.steady_speed``), ``eval_seconds``, ``device`` and the rest.
+      (``experiment.steady_speed``), ``eval_seconds`` (the last epoch's evaluation), ``device`` and the rest.
 
     Example:
       >>> report = torch_run(Config(dataset="digits", epochs=1), "tensors", log=None)
@@ -212,15 +159,15 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
     t = _torch()
     torch = t.torch
     torch.manual_seed(config.seed)
-    train_images, train_labels = datasets.load(config.dataset, "train", config.data_dir)
-    test_images, test_labels = datasets.load(config.dataset, "test", config.data_dir)
+    train_images, train_labels = registry.load(config.dataset, "train", config.data_dir)
+    test_images, test_labels = registry.load(config.dataset, "test", config.data_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data, labels = to_nchw(train_images), to_labels(train_labels)
     test_data, test_targets = to_nchw(test_images), to_labels(test_labels)
     if variant != "dataloader":  # the DataLoader reads from host memory, as the primer's does
         data, labels, test_data, test_targets = (a.to(device) for a in (data, labels, test_data, test_targets))
 
-    model = torch_model(config.model, train_images.shape[1:3], channels=train_images.shape[3], num_classes=datasets.info(config.dataset, config.data_dir).num_classes).to(device)
+    model = torch_model(config.model, train_images.shape[1:3], channels=train_images.shape[3], num_classes=registry.info(config.dataset, config.data_dir).num_classes).to(device)
     criterion = t.nn.CrossEntropyLoss()
     optimizer = torch_optimizer(config, model.parameters())
     forward = torch.compile(model) if variant == "compile" else model
@@ -269,14 +216,15 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
         seconds = time.perf_counter() - start
         if log:
             log(f"Epoch {epoch}, Loss: {running_loss / steps}")
+        start = time.perf_counter()
         test_loss, test_accuracy = test()
         history.append({
             "epoch": epoch, "train_loss": running_loss / steps, "seconds": seconds,
             "samples_per_second": len(labels) / seconds, "test_loss": test_loss, "test_accuracy": test_accuracy,
+            "eval_seconds": time.perf_counter() - start,
         })
-    start = time.perf_counter()
-    test_loss, test_accuracy = test()
-    eval_seconds = time.perf_counter() - start
+    # The last epoch's evaluation is the final one: nothing trains between it and here.
+    test_loss, test_accuracy = history[-1]["test_loss"], history[-1]["test_accuracy"]
     if log:
         log(f"Accuracy on the {len(test_targets)} test images: {100 * test_accuracy:.2f}%")
     return {
@@ -292,7 +240,7 @@ def torch_run(config: Config, variant: str = "dataloader", log: Callable[[str], 
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
         "compile_seconds": compile_seconds,
-        "eval_seconds": eval_seconds,
+        "eval_seconds": history[-1]["eval_seconds"],
         "samples_per_second": experiment.steady_speed(history),
     }
 

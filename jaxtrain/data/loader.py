@@ -2,8 +2,8 @@
 
 A dataset is anything with ``__getitem__`` and ``__len__``, as in PyTorch; ``Subset``, ``random_split`` and
 ``ConcatDataset`` make datasets of datasets. ``DataLoader`` yields batches of numpy arrays with torch's
-semantics for ``batch_size``, ``shuffle``, ``drop_last``, ``sampler`` (``jaxtrain.samplers``) and
-``collate_fn`` (``jaxtrain.collate``), and draws each epoch's order from ``(seed, epoch)``: a run is
+semantics for ``batch_size``, ``shuffle``, ``drop_last``, ``sampler`` (``jaxtrain.data.samplers``) and
+``collate_fn`` (``jaxtrain.data.collate``), and draws each epoch's order from ``(seed, epoch)``: a run is
 reproducible, and resumes mid-epoch from ``state_dict()``.
 """
 
@@ -17,8 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 import numpy as np
 
-from jaxtrain.collate import default_collate
-from jaxtrain.samplers import Sampler, WeightedRandomSampler
+from jaxtrain.data.collate import default_collate
+from jaxtrain.data.samplers import Sampler, WeightedRandomSampler
 
 
 @runtime_checkable

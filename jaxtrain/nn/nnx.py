@@ -1,9 +1,12 @@
 """The primer's MLP, the CNN and torch-semantics BatchNorm in Flax NNX, whose modules hold their arrays,
-like torch's.
+like torch's: a deliberate mirror of ``jaxtrain.nn.linen``, to read the two APIs side by side.
 
-Each layer is an attribute named as Linen names a compact module's layers (``Dense_0``, ``Conv_0``,
-``BatchNorm_0``, in call order), so the parameters are laid out exactly as ``models.MLP``'s and
-``models.CNN``'s: ``interop.from_torch`` / ``to_torch``, checkpoints and parity see one layout for both APIs.
+The mirror computes what the Linen models compute: the same operations (``jaxtrain.nn.ops``: ``conv2d``,
+``max_pool``, BatchNorm's ``batch_normalize`` and ``running_statistics``), and on the same weights the same
+outputs and running statistics (tests/nn/test_nnx.py). Each layer is an attribute named as Linen names a
+compact module's layers (``Dense_0``, ``Conv_0``, ``BatchNorm_0``, in call order), so the parameters are laid
+out exactly as ``linen.MLP``'s and ``linen.CNN``'s: ``interop.from_torch`` / ``to_torch``, checkpoints and
+parity see one layout for both APIs. Only dropout draws its masks otherwise (``nnx.Dropout``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxtrain.models import Dtype, max_pool
-
-
+from jaxtrain.nn.ops import Dtype, batch_normalize, conv2d, max_pool, normalize, running_statistics
 
 class NNXBatchNorm(nnx.Module):
     """``BatchNorm`` (torch's semantics) as an NNX module: ``scale`` and ``bias`` are ``nnx.Param``s,
@@ -48,23 +49,30 @@ class NNXBatchNorm(nnx.Module):
         self.var = nnx.BatchStat(jnp.ones((features,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        features = x.shape[-1]
-        stats_dtype = jnp.promote_types(x.dtype, jnp.float32)
+        xs = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         if self.use_running_average:
-            mean, var = self.mean[...], self.var[...]
-        else:
-            xs = x.astype(stats_dtype)
-            axes = tuple(range(x.ndim - 1))
-            mean = xs.mean(axes)
-            var = jnp.square(xs - mean).mean(axes)
-            n = x.size // features
-            if n < 2:  # torch raises too: the unbiased variance of a single value is undefined
-                raise ValueError(f"BatchNorm in training mode got {n} value per feature; expected more than 1")
-            m = self.momentum
-            self.mean[...] = (1 - m) * self.mean[...] + m * mean
-            self.var[...] = (1 - m) * self.var[...] + m * var * (n / (n - 1))
-        y = (x.astype(stats_dtype) - mean) * jax.lax.rsqrt(var + self.epsilon) * self.scale[...] + self.bias[...]
+            y = normalize(xs, self.mean[...], self.var[...], self.scale[...], self.bias[...], self.epsilon)
+            return y.astype(self.dtype or x.dtype)
+        y, mean, var = batch_normalize(xs, self.scale[...], self.bias[...], self.epsilon)
+        self.mean[...], self.var[...] = running_statistics(
+            self.mean[...], self.var[...], mean, var, x.size // x.shape[-1], self.momentum
+        )
         return y.astype(self.dtype or x.dtype)
+
+
+class NNXConv(nnx.Conv):
+    """``nnx.Conv`` (its parameters and initializers) with stride 1, computed by ``ops.conv2d``, as Linen's ``Conv``.
+
+    Example:
+      >>> conv = NNXConv(1, 32, (3, 3), padding=1, rngs=nnx.Rngs(0))
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...]
+        bias = self.bias[...] if self.use_bias else None
+        dtype = self.dtype or jnp.result_type(x, kernel)  # Linen's promote_dtype: a given dtype, else the widest
+        y = conv2d(x.astype(dtype), kernel.astype(dtype), self.padding)
+        return y if bias is None else y + bias.astype(dtype)
 
 
 class NNXMLP(nnx.Module):
@@ -148,7 +156,7 @@ class NNXCNN(nnx.Module):
         self.dropout, self.batch_norm = dropout, batch_norm
         height, width, depth = input_shape
         for i, out in enumerate(self.channels):
-            conv = nnx.Conv(depth, out, (3, 3), padding=1, use_bias=not batch_norm, dtype=dtype, rngs=rngs)
+            conv = NNXConv(depth, out, (3, 3), padding=1, use_bias=not batch_norm, dtype=dtype, rngs=rngs)
             setattr(self, f"Conv_{i}", conv)
             if batch_norm:
                 setattr(self, f"BatchNorm_{i}", NNXBatchNorm(out, dtype=dtype))
@@ -164,7 +172,7 @@ class NNXCNN(nnx.Module):
             x = getattr(self, f"Conv_{i}")(x)
             if self.batch_norm:
                 x = getattr(self, f"BatchNorm_{i}")(x)
-            x = max_pool(nnx.relu(x))  # torch's gradient, without XLA:CPU's scalar loop
+            x = max_pool(nnx.relu(x), 2)
         x = x.reshape(x.shape[0], -1)
         for i in range(len(self.hidden)):
             x = nnx.relu(getattr(self, f"Dense_{i}")(self.Dropout_0(x)))

@@ -16,14 +16,20 @@ written before checkpoints carried manifests, and are read unverified once their
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import importlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jax
 
 MANIFEST = "jaxtrain-manifest.json"
 _FORMAT = 1
@@ -151,14 +157,15 @@ def survey(directory: str | Path) -> tuple[list[int], dict[int, str]]:
     return intact, {step: problem for step, problem in problems.items() if problem is not None}
 
 
-def set_aside(directory: str | Path, into: str | Path) -> list[tuple[int, str, Path]]:
+def set_aside(directory: str | Path, into: str | Path) -> tuple[list[int], list[tuple[int, str, Path]]]:
     """Moves each checkpoint of ``directory`` that ``survey`` finds damaged into the folder ``into`` (kept,
     not deleted: it may still be of use to someone), as ``into/<step>``.
 
     Returns:
-      ``(step, what is wrong, where it went)`` of each checkpoint moved.
+      The intact steps, which stay, oldest first, and ``(step, what is wrong, where it went)`` of each
+      checkpoint moved.
     """
-    _, broken = survey(directory)
+    intact, broken = survey(directory)
     moved = []
     for step, problem in broken.items():
         target = Path(into) / str(step)
@@ -167,7 +174,7 @@ def set_aside(directory: str | Path, into: str | Path) -> list[tuple[int, str, P
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(Path(directory) / str(step), target)
         moved.append((step, problem, target))
-    return moved
+    return intact, moved
 
 
 @contextlib.contextmanager
@@ -181,3 +188,64 @@ def quiet_orbax() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def orbax() -> ModuleType:
+    """``orbax.checkpoint``, imported at a run folder's first use of it: ``import jaxtrain``, and a run
+    without a folder, do without its import (about 0.2 s)."""
+    return importlib.import_module("orbax.checkpoint")
+
+
+@functools.cache
+def _manager_class() -> type:
+    class CheckpointManager(orbax().CheckpointManager):
+        """Orbax's manager, leaving the preemption service to ``fit`` (``jaxtrain.training.preemption``): Orbax's
+        own checks, made with the saved step from its background thread, would move the service's count
+        backwards and could make one process pass the agreed step unseen."""
+
+        def reached_preemption(self, step: int) -> bool:
+            return False
+
+    return CheckpointManager
+
+
+def manager(directory: Path, keep: int, writer: bool, on_commit: Callable[[], None],
+            pinned: Callable[[], int | None] = lambda: None) -> Any:
+    """The Orbax manager of a run's checkpoints in ``directory`` (an absolute path): the latest ``keep``, the
+    best by accuracy and the step that ``pinned()`` names are kept; ``on_commit`` runs once a save's files are
+    all written, before Orbax renames its temporary folder. A reader (``writer=False``) neither writes nor
+    removes a writer's temporaries."""
+    ocp = orbax()
+    policies = ocp.checkpoint_managers
+    kept = policies.AnyPreservationPolicy([
+        policies.LatestN(keep),
+        policies.BestN(get_metric_fn=lambda m: m["accuracy"], n=1, keep_checkpoints_without_metrics=False),
+        _Pinned(pinned),
+    ])
+    with quiet_orbax():  # it warns of each damaged step folder; restore says what it skips, once
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=kept, cleanup_tmp_directories=writer, read_only=not writer,
+            async_options=ocp.AsyncOptions(post_finalization_callback=on_commit),
+        )
+        return _manager_class()(directory, options=options, item_names=("state", "meta"))
+
+
+class _Pinned:
+    """Orbax's preservation policy for a pinned step (``Run.pin``): that step's checkpoint is kept."""
+
+    def __init__(self, pinned: Callable[[], int | None]):
+        self.pinned = pinned
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> list[bool]:
+        return [info.step == self.pinned() for info in checkpoints]
+
+
+def state_tree(state: Any) -> dict[str, Any]:
+    """The arrays of a ``TrainState``, its typed key as raw key data, which Orbax stores."""
+    return {
+        "step": state.step,
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "batch_stats": state.batch_stats,
+        "key": jax.random.key_data(state.key),
+    }

@@ -1,6 +1,6 @@
 """Learning curves of run folders: a picture with matplotlib, or TensorBoard events with tensorboardX.
 
-Both read the folders' ``metrics.jsonl``, the lines that ``runs.Run`` appends as a run goes, so a run
+Both read the folders' ``metrics.jsonl``, the lines that ``runs.folder.Run`` appends as a run goes, so a run
 can be drawn while it trains or after it crashed. Neither needs TensorFlow.
 
   python -m jaxtrain plot runs/mlp runs/cnn -o curves.png

@@ -6,12 +6,12 @@ the checkpoints from all of them):
   config.json      the configuration (``resume`` refuses another one)
   metrics.jsonl    one strict JSON line per epoch (and per ``log_every`` steps), flushed as the run goes
   checkpoints/     Orbax checkpoints: the whole ``TrainState``, the loader's position and the history, each
-                   with a manifest of its files' checksums, checked before it is read (``jaxtrain.checkpoints``)
+                   with a manifest of its files' checksums, checked before it is read (``jaxtrain.runs.checkpoints``)
   report.json      the final report
 
 ``fit(..., run=Run(folder))`` saves into it; ``Run(folder, resume=True)`` continues the run from its
 latest checkpoint, bit for bit, since the batch order is a pure function of (seed, epoch) and each step's
-dropout key a function of the step. ``load_state(folder)`` gives the trained model back.
+dropout key a function of the step. ``jaxtrain.runs.load.load_run(folder)`` gives the trained model back.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +28,11 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxtrain import checkpoints, ownership, preemption, record
-from jaxtrain.data import DataLoader
-from jaxtrain.devices import is_main_process
-from jaxtrain.reports import check_writable, strict, to_json, write_json, write_text  # noqa: F401 (the API of before)
-from jaxtrain.train import TrainState
+from jaxtrain.data.loader import DataLoader
+from jaxtrain.parallel.devices import is_main_process
+from jaxtrain.runs import checkpoints, ownership, record
+from jaxtrain.runs.reports import strict, to_json, write_json
+from jaxtrain.training.step import TrainState
 
 if TYPE_CHECKING:
     import orbax.checkpoint
@@ -50,7 +49,7 @@ class Run(ownership.Owner):
     each one to a temporary folder and renames it when complete, so a crash mid-save leaves the previous
     checkpoint whole. The last ``keep`` are kept, and the best by accuracy (validation, else test).
 
-    A Run owns its folder from its first write until ``close`` (``jaxtrain.ownership``: a lock, and a run
+    A Run owns its folder from its first write until ``close`` (``jaxtrain.runs.ownership``: a lock, and a run
     already there refused without ``resume``); ``with Run(path) as run:`` closes it. A failed save (a full
     disk) stops the run at once in one line; the last good checkpoint is kept.
 
@@ -101,26 +100,15 @@ class Run(ownership.Owner):
     @property
     def manager(self) -> orbax.checkpoint.CheckpointManager:
         """The Orbax manager of ``checkpoints/``, created on first use."""
-        if self._manager is None:
-            ocp = preemption.orbax()
-            policies = ocp.checkpoint_managers
-            keep = policies.AnyPreservationPolicy([
-                policies.LatestN(self.keep),
-                policies.BestN(get_metric_fn=lambda m: m["accuracy"], n=1, keep_checkpoints_without_metrics=False),
-                _Pinned(self),
-            ])
-            directory = (self.folder / CHECKPOINTS).absolute()  # Orbax asks for an absolute path
-            with checkpoints.quiet_orbax():  # it warns of each damaged step folder; restore says what it skips, once
-                options = ocp.CheckpointManagerOptions(  # a reader neither writes nor removes a writer's temporaries
-                    preservation_policy=keep, cleanup_tmp_directories=self.claimed, read_only=not self.claimed,
-                    async_options=ocp.AsyncOptions(post_finalization_callback=self._seal),
-                )
-                self._manager = preemption.checkpoint_manager(directory, options=options, item_names=("state", "meta"))
+        if self._manager is None:  # Orbax asks for an absolute path
+            self._manager = checkpoints.manager(
+                (self.folder / CHECKPOINTS).absolute(), self.keep, self.claimed, self._seal, pinned=lambda: self._pinned
+            )
         return self._manager
 
     def _seal(self) -> None:
         """Orbax's hook once a save's files are all written, before it renames the temporary folder: the
-        manifest goes in, so that every committed checkpoint has one (``jaxtrain.checkpoints``)."""
+        manifest goes in, so that every committed checkpoint has one (``jaxtrain.runs.checkpoints``)."""
         directory = self.folder / CHECKPOINTS
         temporary = sorted(directory.glob(f"{self._sealing}.orbax-checkpoint-tmp*"))
         checkpoints.write_manifest(temporary[-1] if temporary else directory / str(self._sealing))
@@ -136,7 +124,7 @@ class Run(ownership.Owner):
             keeps its ``epochs``.
 
         Raises:
-          jaxtrain.ownership.FolderError: one line naming the first setting that differs from the saved run's.
+          jaxtrain.runs.ownership.FolderError: one line naming the first setting that differs from the saved run's.
         """
         self.claim()
         path = self.folder / "config.json"
@@ -192,8 +180,8 @@ class Run(ownership.Owner):
             raise FloatingPointError(f"step {step}: the parameters are not finite; the last good checkpoint is kept")
         metrics = None if accuracy is None or not math.isfinite(accuracy) else {"accuracy": accuracy}
         meta = strict({**meta, "accuracy": accuracy})
-        ocp = preemption.orbax()
-        items = ocp.args.Composite(state=ocp.args.StandardSave(_tree(state)), meta=ocp.args.JsonSave(meta))
+        ocp = checkpoints.orbax()
+        items = ocp.args.Composite(state=ocp.args.StandardSave(checkpoints.state_tree(state)), meta=ocp.args.JsonSave(meta))
         self.check_saves()
         try:
             self.manager.wait_until_finished()  # the previous save sealed first (manager.save would wait anyway)
@@ -234,12 +222,12 @@ class Run(ownership.Owner):
             write_json(self.folder / "config.json", record.describe(state, loader))
         if not self.resume:
             return state, [], []
-        self._set_aside()
-        if self.latest_step() is None:
+        intact = self._set_aside()  # every checkpoint checked once; the latest is checked again when read
+        if not intact:
             self._forget_after(-1, 0)  # the lines of a run stopped before its first checkpoint: it starts afresh
             return state, [], []
-        self.check_epochs(epochs)
-        state, meta = self.restore(state)
+        self.check_epochs(epochs, latest=intact[-1])
+        state, meta = self.restore(state, intact[-1])
         self.callback_state, self.stopped = meta.get("callbacks", {}), meta.get("stopped")
         loader.load_state_dict(meta["loader"])
         self._forget_after(int(state.step), len(meta["history"]))
@@ -307,7 +295,7 @@ class Run(ownership.Owner):
 
     def intact_steps(self) -> list[int]:
         """The steps of the checkpoints that are complete and match their manifests, oldest first; each of
-        the others is named once, in one line on stderr, as skipped (``jaxtrain.checkpoints``)."""
+        the others is named once, in one line on stderr, as skipped (``jaxtrain.runs.checkpoints``)."""
         intact, broken = checkpoints.survey(self.folder / CHECKPOINTS)
         for step, problem in broken.items():
             self._say(step, f"checkpoint {step} in {self.folder / CHECKPOINTS}: {problem}; skipped")
@@ -318,17 +306,19 @@ class Run(ownership.Owner):
             print(f"jaxtrain: {line}", file=sys.stderr)
         self._skipped.add(key)
 
-    def _set_aside(self) -> None:
+    def _set_aside(self) -> list[int]:
         """Moves the checkpoints that cannot be read out of ``checkpoints/`` (``checkpoints.set_aside``; process
         0, and every process waits for it): a resumed run would otherwise meet them again as it saves the
-        same steps, and Orbax's keep-N would count them as kept."""
-        moved = checkpoints.set_aside(self.folder / CHECKPOINTS, self.folder / SET_ASIDE) if is_main_process() else []
+        same steps, and Orbax's keep-N would count them as kept. Returns the intact steps, checked once."""
+        intact, moved = checkpoints.set_aside(self.folder / CHECKPOINTS, self.folder / SET_ASIDE) if is_main_process() else ([], [])
         for step, problem, target in moved:
             self._say(("moved", step), f"checkpoint {step} in {self.folder / CHECKPOINTS}: {problem}; moved to {target}")
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("jaxtrain: damaged checkpoints set aside")
+            intact = intact if is_main_process() else self.intact_steps()  # what process 0 left
         if self._manager is not None:
             self._manager.reload()
+        return intact
 
     def best_step(self, intact: list[int] | None = None) -> int | None:
         """The step of the intact checkpoint (of ``intact``, default ``intact_steps()``) with the highest
@@ -339,7 +329,7 @@ class Run(ownership.Owner):
 
     def meta(self, step: int) -> dict[str, Any]:
         """The JSON saved beside checkpoint ``step``."""
-        ocp = preemption.orbax()
+        ocp = checkpoints.orbax()
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def restore(self, state: TrainState, step: int | str = "latest", model_only: bool = False) -> tuple[TrainState, dict[str, Any]]:
@@ -350,7 +340,7 @@ class Run(ownership.Owner):
             shapes and dtypes to restore; its values are not used.
           step: "latest", "best", or a checkpoint's step.
           model_only: restore the step, parameters, statistics and key, keeping ``state``'s optimizer state
-            (for a folder made by ``fit``, whose optimizer is not recorded: ``jaxtrain.record``).
+            (for a folder made by ``fit``, whose optimizer is not recorded: ``jaxtrain.runs.record``).
 
         Raises:
           FileNotFoundError: no such checkpoint, or it is damaged (``intact_steps``); the message lists
@@ -370,8 +360,8 @@ class Run(ownership.Owner):
             raise FileNotFoundError(f"checkpoint {step!r} in {where}: {problem}; expected latest, best or an intact one: {kept}")
         if checkpoints.unverified(where):
             self._say(-1, f"checkpoints in {where} carry no manifest (written by an earlier version): read unverified")
-        ocp = preemption.orbax()
-        target = None if model_only else jax.tree.map(ocp.utils.to_shape_dtype_struct, _tree(state))
+        ocp = checkpoints.orbax()
+        target = None if model_only else jax.tree.map(ocp.utils.to_shape_dtype_struct, checkpoints.state_tree(state))
         items = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
         try:
             restored = self.manager.restore(wanted, args=items)
@@ -411,24 +401,3 @@ class Run(ownership.Owner):
                     self._manager.close()
                 self._manager = None
             self.release()
-
-
-def _tree(state: TrainState) -> dict[str, Any]:
-    """The arrays of a ``TrainState``, its typed key as raw key data, which Orbax stores."""
-    return {
-        "step": state.step,
-        "params": state.params,
-        "opt_state": state.opt_state,
-        "batch_stats": state.batch_stats,
-        "key": jax.random.key_data(state.key),
-    }
-
-
-class _Pinned:
-    """Orbax's preservation policy for ``Run.pin``: the pinned step's checkpoint is kept."""
-
-    def __init__(self, run: Run):
-        self.run = run
-
-    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> list[bool]:
-        return [info.step == self.run._pinned for info in checkpoints]

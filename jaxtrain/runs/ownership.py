@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-from jaxtrain.reports import check_space
+from jaxtrain.runs.reports import check_space
 
 LOCK = ".lock"
 # What a run leaves in its folder; any of them means that the folder holds a run.
@@ -191,7 +191,7 @@ def claim(folder: str | Path, resume: bool, lock: Lock, on_takeover: Callable[[]
 
 
 class Owner:
-    """What ``runs.Run`` adds to own its folder: ``claim`` before the first write, ``release`` at ``close``,
+    """What ``runs.folder.Run`` adds to own its folder: ``claim`` before the first write, ``release`` at ``close``,
     ``with Run(path) as run:``, and a failed background save turned into one line that stops the run.
 
     The class that mixes it in has ``folder``, ``resume``, ``_manager``, ``latest_step()``, ``meta(step)``
@@ -255,14 +255,16 @@ class Owner:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def check_epochs(self, epochs: int | None, saved_epochs: int | None = None, fixed_length: str | None = None) -> None:
+    def check_epochs(self, epochs: int | None, saved_epochs: int | None = None, fixed_length: str | None = None,
+                     latest: int | None = None) -> None:
         """Refuses to resume with fewer epochs than the run has done, or, where ``fixed_length`` names what
-        fixes the run's length (a cosine schedule), with any other number than ``saved_epochs``.
+        fixes the run's length (a cosine schedule), with any other number than ``saved_epochs``. ``latest``:
+        the latest intact checkpoint's step, where the caller has checked them already.
 
         Raises:
           FolderError: one line naming the epochs and what to pass.
         """
-        step = self.latest_step() if self.resume and epochs is not None else None
+        step = (latest if latest is not None else self.latest_step()) if self.resume and epochs is not None else None
         if step is None:
             return
         meta = self.meta(step)

@@ -18,14 +18,14 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtrain import models
-from jaxtrain.collate import select
+from jaxtrain.nn.linen import CNN, MLP
+from jaxtrain.data.collate import select
 from jaxtrain.config import Config
-from jaxtrain.data import DataLoader
-from jaxtrain.train import TrainState
+from jaxtrain.data.loader import DataLoader
+from jaxtrain.training.step import TrainState
 
 MADE_BY_FIT = "fit"
-_CLASSES = {"MLP": (models.MLP, "mlp"), "CNN": (models.CNN, "cnn")}  # the Linen models rebuilt from arguments
+_CLASSES = {"MLP": (MLP, "mlp"), "CNN": (CNN, "cnn")}  # the Linen models rebuilt from arguments
 
 
 def describe(state: TrainState, loader: DataLoader) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def made_by_fit(settings: dict[str, Any]) -> bool:
     return settings.get("made_by") == MADE_BY_FIT
 
 
-def model(settings: dict[str, Any], folder: str) -> models.MLP | models.CNN:
+def model(settings: dict[str, Any], folder: str) -> MLP | CNN:
     """The model that ``describe`` recorded, rebuilt.
 
     Raises:

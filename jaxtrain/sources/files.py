@@ -1,6 +1,6 @@
 """Data a user has as files: torchvision's ``ImageFolder`` layout, ``.npz`` arrays, and image files to
-classify. Each loader returns what ``jaxtrain.datasets`` does: ``images (N, H, W, C) float32`` in [0, 1]
-and ``labels (N,) int32``, validated by ``datasets.validate``; ``datasets.load`` reaches them by the names
+classify. Each loader returns what every source does: ``images (N, H, W, C) float32`` in [0, 1] and
+``labels (N,) int32``, validated by ``checks.validate``; ``registry.load`` reaches them by the names
 ``folder:PATH`` and ``npz:FILE``.
 """
 
@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxtrain.datasets import FOLDER_SEED, FOLDER_TEST_FRACTION, DatasetInfo, _check_split, _first_line, validate
+from jaxtrain.sources.checks import DatasetInfo, check_split, first_line, validate
 
+# A folder without train/ and test/ holds this fraction of its images out for testing, drawn by this seed.
+FOLDER_TEST_FRACTION, FOLDER_SEED = 0.2, 0
+# torchvision's ImageFolder extensions (IMG_EXTENSIONS), those that Pillow reads.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")  # Pillow opens a 16-bit grayscale PNG as I;16 (or I)
@@ -42,7 +45,7 @@ def load_folder(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.
     Example:
       >>> images, labels = load_folder("data/pets", "test")
     """
-    _check_split(split)
+    check_split(split)
     classes, files = _folder(path)
     from PIL import Image, UnidentifiedImageError
 
@@ -129,7 +132,7 @@ def load_npz(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.nda
     Example:
       >>> images, labels = load_npz("data.npz", "train")
     """
-    _check_split(split)
+    check_split(split)
     x_key, y_key = _NPZ_KEYS[split]
     arrays = _npz(path)
     images, labels = arrays[x_key], arrays[y_key]
@@ -156,7 +159,7 @@ def _npz(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError) as error:
-        raise ValueError(f"npz file ({path}): not readable by np.load ({_first_line(error)}); expected an .npz file") from None
+        raise ValueError(f"npz file ({path}): not readable by np.load ({first_line(error)}); expected an .npz file") from None
     missing = [key for keys in _NPZ_KEYS.values() for key in keys if key not in arrays]
     if missing:
         raise ValueError(

@@ -2,7 +2,7 @@
 
 ``load(name, split)`` reads a split with ``tfds.data_source`` (ArrayRecord, no TensorFlow needed),
 downloading and preparing it into tensorflow-datasets' data folder on first use; ``info(name)`` gives its
-classes from the builder's metadata (``builder.info.features``). ``jaxtrain.datasets.load`` and ``info``
+classes from the builder's metadata (``builder.info.features``). ``jaxtrain.sources.registry.load`` and ``info``
 come here for every name that is not built in, a folder or an npz file. tensorflow-datasets itself is
 imported only when one of these runs.
 
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxtrain.datasets import DatasetInfo, DatasetUnavailableError, _check_labels, _first_line, unknown_name, validate
+from jaxtrain.sources.checks import NAMES_EXPECTED, DatasetInfo, check_labels, first_line, validate
+from jaxtrain.sources.download import DatasetUnavailableError
 
 # What tensorflow-datasets needs to prepare a dataset and does not install: TensorFlow, and importlib_resources,
 # which tensorflow-datasets 4.9 imports to prepare but declares only for Python < 3.9. The tfds-prepare extra.
@@ -70,13 +71,13 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
         module = (error.name or "").split(".")[0]
         install = PREPARE_INSTALL if module in PREPARE_NEEDS or not module else f"pip install {module}"
         raise DatasetUnavailableError(
-            f"tensorflow-datasets could not prepare {name!r}: {_first_line(error)}: {install}; "
+            f"tensorflow-datasets could not prepare {name!r}: {first_line(error)}: {install}; "
             f"or pass --data-dir (data_dir=) {held}"
         ) from error
     except Exception as error:
         raise DatasetUnavailableError(
             f"could not load {name!r} split {split!r} through tensorflow-datasets "
-            f"(tfds.data_source, download=True): {type(error).__name__}: {_first_line(error)}. "
+            f"(tfds.data_source, download=True): {type(error).__name__}: {first_line(error)}. "
             f"Run once with network access (it is downloaded and prepared into tensorflow-datasets' folder), "
             f"pass --data-dir (data_dir=) {held}, or use your own data: folder:PATH or npz:FILE"
         ) from error
@@ -86,7 +87,7 @@ def load(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.
     labels = np.array([example[label_key] for example in examples])
     if images.shape[1:] != shape:  # a grayscale image may come without its channel axis
         images = images.reshape(len(images), *shape)
-    _check_labels(labels, num_classes, source)
+    check_labels(labels, num_classes, source)
     images = np.asarray(images, np.float32) / np.float32(255)
     validate(images, labels, num_classes, source, image_shape=shape)
     return images, labels.astype(np.int32)
@@ -116,6 +117,18 @@ def knows(name: str) -> bool:
     return True
 
 
+def unknown(name: str) -> str | None:
+    """What is expected instead of ``name`` if tensorflow-datasets has no dataset of that name; None if it has."""
+    if not isinstance(name, str) or not name:
+        return NAMES_EXPECTED
+    if knows(name):
+        return None
+    return (
+        f"{NAMES_EXPECTED}; {name!r} is not a tensorflow-datasets name "
+        f"(python -c 'import tensorflow_datasets as tfds; print(tfds.list_builders())' lists them)"
+    )
+
+
 def info(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
     """The number of classes of tensorflow-datasets' ``name`` and their names, from ``builder.info.features``.
 
@@ -134,7 +147,7 @@ def _builder(name: str, data_dir: str | Path | None = None):
     Raises:
       ValueError: ``name`` is not a tensorflow-datasets name, or not an image classification of one size.
     """
-    problem = unknown_name(name)
+    problem = unknown(name)
     if problem:
         raise ValueError(f"dataset={name!r}; expected {problem}")
     import tensorflow_datasets as tfds  # heavy: imported only on this path

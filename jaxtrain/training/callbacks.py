@@ -7,27 +7,25 @@ are read. It may stop the run (``context.stop(reason)``), change the learning ra
 a new value for the same compiled step) or replace the state. A hook never runs inside a compiled call,
 so it adds no host sync there; the epoch's metrics are read once, before ``on_epoch_end``.
 
-The epoch line, the progress bar and the divergence guard of ``fit`` are callbacks too (``EpochLine``,
-``ProgressBar``, ``DivergenceGuard``), called beside the user's, as are ``EarlyStopping``,
-``ReduceLROnPlateau`` and ``TargetAccuracy``.
+``EarlyStopping``, ``ReduceLROnPlateau`` and ``TargetAccuracy`` are callbacks, and so are ``fit``'s own
+epoch line, progress bar and divergence guard, and TensorBoard's events (``jaxtrain.training.monitors``).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
-from jaxtrain import devices, optim
-from jaxtrain.schedules import Plateau
-from jaxtrain.train import TrainState
+from jaxtrain.training import optim
+from jaxtrain.training.arguments import check_integer, check_number, is_number
+from jaxtrain.training.schedules import Plateau
+from jaxtrain.training.step import TrainState
 
 _IMPORTED = time.monotonic()
 
@@ -57,7 +55,7 @@ class Context:
       losses: the batch losses of the epoch so far, on the device and unread (reading them is a host sync).
       examples: examples taken in the last call (``on_call_end``).
       stop_reason: why the run stops, once a hook has called ``stop``.
-      run: the ``jaxtrain.runs.Run`` that ``fit`` saves into, or None.
+      run: the run folder that ``fit`` saves into (``jaxtrain.runs.folder.Run``), or None.
     """
 
     def __init__(self, state: TrainState, epochs: int, history: list[dict[str, Any]], run: Any = None):
@@ -168,6 +166,7 @@ class EarlyStopping(Callback):
 
     Attributes:
       best_epoch: the best epoch so far, ``best`` its value and ``best_step`` the optimizer steps taken by its end.
+      restored_epoch: the epoch whose state the run ended on, once the best state was restored (else None).
 
     Example:
       >>> state, history = fit(state, train, 300, {"val": val}, callbacks=[EarlyStopping(patience=3)])
@@ -175,12 +174,13 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0, mode: str = "auto",
                  restore_best: bool = True):
-        optim._check_integer("patience", patience, 0, " (epochs)")
-        optim._check_number("min_delta", min_delta)
+        check_integer("patience", patience, 0, " (epochs)")
+        check_number("min_delta", min_delta)
         self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
         self.mode, self.restore_best = _mode(monitor, mode), restore_best
         self.best, self.best_epoch, self.best_step, self.wait = None, None, None, 0
         self.stopped: str | None = None
+        self.restored_epoch: int | None = None  # the epoch whose state the run ended on, once restored
         self._best_state: TrainState | None = None
 
     def on_fit_start(self, context: Context) -> None:
@@ -210,10 +210,11 @@ class EarlyStopping(Callback):
                 context.stop(self.stopped)
         if self.restore_best and (context.stop_reason or context.epoch == context.epochs):
             if self._best_state is not None:
-                context.state = self._best_state
+                context.state, self.restored_epoch = self._best_state, self.best_epoch
             elif context.run is not None and self.best_step is not None and self.best_step != context.step:
                 # The best epoch came before a resume: its checkpoint, pinned then, holds its state.
                 context.state, _ = context.run.restore(context.state, self.best_step)
+                self.restored_epoch = self.best_epoch
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("best", "best_epoch", "best_step", "wait", "stopped")
@@ -278,7 +279,7 @@ class TargetAccuracy(Callback):
     """
 
     def __init__(self, target: float, monitor: str = "test_accuracy"):
-        if not (optim._is_number(target) and 0 < float(target) <= 1):
+        if not (is_number(target) and 0 < float(target) <= 1):
             raise ValueError(f"target={target!r}; expected an accuracy in (0, 1]")
         self.target, self.monitor = float(target), monitor
         self.epoch: int | None = None
@@ -312,106 +313,3 @@ class LambdaCallback(Callback):
                 raise ValueError(f"{name}={hook!r}; expected a function of the context for a hook of Callback (on_epoch_end, ...)")
             setattr(self, name, hook)
         self.every = every
-
-
-# fit's own parts, as callbacks beside the user's.
-
-
-class DivergenceGuard(Callback):
-    """Stops the run in one line once an epoch's training loss is not finite (the run diverged)."""
-
-    def on_epoch_end(self, context: Context) -> None:
-        loss = context.record["train_loss"]
-        if not np.isfinite(loss):
-            raise FloatingPointError(
-                f"epoch {context.epoch}: the training loss is {loss}; expected a finite number "
-                f"(the run diverged: try a lower learning rate, or clipping the gradient norm)"
-            )
-
-
-class EpochLine(Callback):
-    """The primer's ``Epoch N, Loss: …`` line after each epoch, followed by its validation and test loss and
-    accuracy where they were measured."""
-
-    def __init__(self, log: Callable[[str], None]):
-        self.log = log
-
-    def on_epoch_end(self, context: Context) -> None:
-        record = context.record
-        parts = [f"Epoch {context.epoch}, Loss: {record['train_loss']}"]
-        for name in ("val", "test", *sorted({k[:-5] for k in record if k.endswith("_loss")} - {"train", "val", "test"})):
-            if f"{name}_loss" in record:
-                parts.append(f"{name} loss: {record[f'{name}_loss']:.4f}")
-            if f"{name}_accuracy" in record:
-                parts.append(f"{name} accuracy: {100 * record[f'{name}_accuracy']:.2f}%")
-        self.log(", ".join(parts))
-
-
-def _in_notebook() -> bool:
-    shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
-    return type(shell).__name__ == "ZMQInteractiveShell"
-
-
-class ProgressBar(Callback):
-    """A progress bar of each epoch in examples (``tqdm.auto``: on a terminal, and in Jupyter); it never
-    reads the loss. Shown by process 0, where stderr is a terminal or the process is a notebook's kernel."""
-
-    def __init__(self, total: int):
-        self.total, self.bar = total, None
-        self.shown = devices.is_main_process() and (sys.stderr.isatty() or _in_notebook())
-
-    def on_epoch_start(self, context: Context) -> None:
-        if self.shown:
-            from tqdm.auto import tqdm  # a dependency of tensorflow-datasets
-
-            self.bar = tqdm(total=self.total, desc=f"epoch {context.epoch}", leave=False, mininterval=0.5, unit="ex", unit_scale=True)
-
-    def on_call_end(self, context: Context) -> None:
-        if self.bar is not None:
-            self.bar.update(context.examples)
-
-    def on_epoch_end(self, context: Context) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    on_fit_end = on_epoch_end
-
-
-class TensorBoard(Callback):
-    """TensorBoard events written as the run goes: each number of an epoch's record (losses, accuracies,
-    ``lr``, ``seconds``) at its epoch, flushed at once, so that ``tensorboard --logdir`` shows a run under way.
-    Process 0 writes; needs tensorboardX (``pip install 'jaxtrain[tensorboard]'``).
-
-    Args:
-      folder: the events folder, e.g. ``runs/mlp/tensorboard`` (``curves.write_tensorboard``'s, after a run).
-
-    Example:
-      >>> fit(state, train, 10, test, callbacks=[TensorBoard("runs/mlp/tensorboard")])
-    """
-
-    def __init__(self, folder: str | Path):
-        try:
-            from tensorboardX import SummaryWriter  # noqa: F401
-        except ImportError:
-            raise ImportError("TensorBoard needs tensorboardX: pip install 'jaxtrain[tensorboard]'") from None
-        self.folder, self.writer = Path(folder), None
-
-    def on_fit_start(self, context: Context) -> None:
-        if devices.is_main_process():
-            from tensorboardX import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.folder))
-
-    def on_epoch_end(self, context: Context) -> None:
-        if self.writer is None:
-            return
-        for key, value in context.record.items():
-            if key != "epoch" and isinstance(value, int | float) and not isinstance(value, bool):
-                self.writer.add_scalar(key, value, context.epoch)
-        self.writer.flush()
-
-    def on_fit_end(self, context: Context) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None

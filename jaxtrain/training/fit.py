@@ -1,7 +1,7 @@
 """The primer's loop over epochs: ``fit``, the calls it compiles (``plan_calls``, ``compile_fit``) and the
 way it feeds them.
 
-``train.py`` holds one step; this module runs many. Each epoch is cut into compiled calls by one plan,
+``step.py`` holds one step; this module runs many. Each epoch is cut into compiled calls by one plan,
 which ``compile_fit`` compiles ahead of time; the loss stays on the device and is read once per epoch.
 """
 
@@ -10,24 +10,50 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxtrain import devices, preemption
-from jaxtrain.callbacks import Callback, Context, DivergenceGuard, EpochLine, ProgressBar
-from jaxtrain.callbacks import call as call_hooks
-from jaxtrain.collate import select
-from jaxtrain.data import DataLoader
-from jaxtrain.metrics import Metric
-from jaxtrain.metrics import resolve as resolve_metrics
-from jaxtrain.train import Batch, Key, TrainState, evaluate, gather_steps, train_steps
-from jaxtrain.transfer import prefetch_to_device
+from jaxtrain.data.collate import select
+from jaxtrain.data.loader import DataLoader
+from jaxtrain.data.transfer import prefetch_to_device
+from jaxtrain.parallel import devices
+from jaxtrain.training import preemption
+from jaxtrain.training.callbacks import Callback, Context
+from jaxtrain.training.callbacks import call as call_hooks
+from jaxtrain.training.evaluation import evaluate
+from jaxtrain.training.metrics import Metric
+from jaxtrain.training.metrics import resolve as resolve_metrics
+from jaxtrain.training.monitors import DivergenceGuard, EpochLine, ProgressBar
+from jaxtrain.training.step import Batch, Key, TrainState, gather_steps, train_steps
 
-if TYPE_CHECKING:
-    from jaxtrain.runs import Run
+
+class Run(Protocol):
+    """What ``fit`` and its callbacks ask of a run folder (``jaxtrain.runs.folder.Run`` is one): the loop calls
+    these at its boundaries, and the folder decides what to write and when."""
+
+    folder: Path
+    callback_state: dict[str, Any]  # the callbacks' states, saved with each checkpoint
+    stopped: str | None  # why a callback stopped the run, saved with each checkpoint
+
+    @property
+    def periods(self) -> tuple[int, ...]: ...  # batches of an epoch at which a call must end (to save)
+
+    def restore_fit(self, state: TrainState, loader: DataLoader, epochs: int) -> tuple[TrainState, list[dict], list[Any]]: ...
+
+    def check_saves(self) -> None: ...
+
+    def step_end(self, state: TrainState, loader: DataLoader, epoch: int, taken: int, losses: list[Any],
+                 history: list[dict], save: bool = False) -> None: ...
+
+    def epoch_end(self, state: TrainState, loader: DataLoader, history: list[dict], last: bool, save: bool = False) -> None: ...
+
+    def pin(self, step: int) -> None: ...  # keep (and save) this step's checkpoint: EarlyStopping's best
+
+    def restore(self, state: TrainState, step: int | str = "latest") -> tuple[TrainState, dict[str, Any]]: ...
 
 
 def plan_calls(
@@ -205,7 +231,7 @@ def fit(
         and the thread only competes for the interpreter (measured: about 20% slower with it).
       steps_per_call: optimizer steps per compiled call.
       data_on_device: keep ``train_loader``'s arrays on the device (needs an array-backed dataset).
-      run: a ``jaxtrain.runs.Run``: log each epoch to its folder, checkpoint by its policy, and with
+      run: a ``jaxtrain.runs.folder.Run``: log each epoch to its folder, checkpoint by its policy, and with
         ``Run(..., resume=True)`` continue from its latest checkpoint, to the same bits as a run that
         was never stopped (the epochs already done are not repeated). ``fit`` returns once the run's last
         checkpoint is committed; the run keeps its folder (its lock) until ``run.close()`` or the end of a
@@ -217,31 +243,31 @@ def fit(
       labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",
         "targets", "y".
       mesh: the devices to train on (``devices.make_mesh``); the batch size must be a multiple of them.
-      callbacks: ``jaxtrain.callbacks.Callback``s, whose hooks run on the host at the start and end of the fit
+      callbacks: ``jaxtrain.training.callbacks.Callback``s, whose hooks run on the host at the start and end of the fit
         and of each epoch and after each compiled call; they may stop the run (``EarlyStopping``), change
         the learning rate (``ReduceLROnPlateau``) or add to an epoch's record. A run folder saves their
         ``state_dict()`` with each checkpoint, and a resumed run gives it back to them.
-      metrics: more of ``evaluate``'s metrics (``jaxtrain.metrics``: "top5", "confusion_matrix", ...) for each
+      metrics: more of ``evaluate``'s metrics (``jaxtrain.training.metrics``: "top5", "confusion_matrix", ...) for each
         ``eval_loader``, into ``<name>_<metric>`` (``val_top5_accuracy``, which ``EarlyStopping`` may
         monitor); a confusion matrix as nested lists.
 
     Raises:
       FloatingPointError: an epoch's loss is not finite (the run diverged); a ``run`` keeps its last good
         checkpoint.
-      jaxtrain.preemption.Preempted: with a ``run``, a SIGTERM (a scheduler's preemption notice) came; the
+      jaxtrain.training.preemption.Preempted: with a ``run``, a SIGTERM (a scheduler's preemption notice) came; the
         run saved a checkpoint at the next call boundary (with several processes, at a step they agreed
         on), or at the end of the epoch whose last call it came in, and stopped. A notice during the last
         epoch's last call lets the run finish instead.
       OSError: with a ``run``, a checkpoint could not be written (a full disk): the run stops at the next
         call boundary, in one line naming the checkpoint, and its last good checkpoint is kept.
-      jaxtrain.ownership.FolderError: the ``run``'s folder is in use, holds another run without ``resume``,
+      jaxtrain.runs.ownership.FolderError: the ``run``'s folder is in use, holds another run without ``resume``,
         or was begun with more epochs than ``epochs``.
 
     Returns:
       The final state (with ``EarlyStopping(restore_best=True)``, the best epoch's) and a history: per epoch
       ``epoch``, ``train_loss`` (the mean of the batch losses, the primer's ``running_loss / len(dataloader)``),
       ``seconds`` and ``samples_per_second`` of training, ``test_loss`` and ``test_accuracy`` with an
-      ``eval_loader``, ``lr`` where the optimizer holds its rate (``optim.adjustable_lr``), and what callbacks
+      ``eval_loader`` (and ``eval_seconds``, the evaluations' time), ``lr`` where the optimizer holds its rate (``optim.adjustable_lr``), and what callbacks
       add. The epoch line shows the validation and test loss and accuracy after the primer's part.
 
     Example:
@@ -254,7 +280,7 @@ def fit(
         raise ValueError(f"steps_per_call={steps_per_call!r}; expected a positive integer")
     for callback in callbacks:
         if not isinstance(callback, Callback):
-            raise ValueError(f"callbacks: {callback!r}; expected instances of jaxtrain.callbacks.Callback")
+            raise ValueError(f"callbacks: {callback!r}; expected instances of jaxtrain.training.callbacks.Callback")
     measured = resolve_metrics(metrics)  # checked before any work
     mesh = mesh or devices.make_mesh()
     devices.check_batch_size(mesh, train_loader.batch_size)
@@ -316,12 +342,14 @@ def fit(
             record = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds, "samples_per_second": samples / seconds}
             if lr is not None:
                 record["lr"] = lr
-            if np.isfinite(train_loss):  # a diverged epoch is not evaluated: the guard stops it
+            if np.isfinite(train_loss) and evals:  # a diverged epoch is not evaluated: the guard stops it
+                start = time.perf_counter()
                 for name, loader in evals.items():
                     result = evaluate(context.state, loader, inputs=inputs, labels=labels, metrics=measured)
                     result.pop("count")
                     plain = {key: v.tolist() if isinstance(v, np.ndarray) else v for key, v in result.items()}  # JSON
                     record.update({f"{name}_{key}": value for key, value in plain.items()})
+                record["eval_seconds"] = time.perf_counter() - start
             context.record = record
             call_hooks(hooks, "on_epoch_end", context)
             history.append(record)

@@ -6,14 +6,13 @@ docstrings name the torch line that each part matches. ``lr`` may be a float or 
 The other controls of a torch training script live here too: ``clip_grad_norm`` wraps an optimizer with
 ``torch.nn.utils.clip_grad_norm_``, and ``accumulate_gradients`` makes it update once every ``k`` batches,
 as skipping ``optimizer.zero_grad()`` does in torch. The learning-rate schedules of
-``torch.optim.lr_scheduler`` are in ``jaxtrain.schedules``.
+``torch.optim.lr_scheduler`` are in ``jaxtrain.training.schedules``.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -21,56 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtrain.training.arguments import check_integer, check_number, is_number
+
 ScalarOrSchedule = float | optax.Schedule
-
-
-# Argument checks. torch.optim refuses a negative lr, momentum, weight_decay or eps and a beta outside
-# [0, 1) ("Invalid learning rate", "Invalid weight_decay value", ...); these refuse the same, and NaN and
-# infinity too, which torch lets through although every step with them diverges. Each message names one
-# argument: ``lr=-1.0; expected a finite number >= 0``. A traced value (``optax.inject_hyperparams`` builds
-# the optimizer inside jit) has no number to check yet and passes.
-
-
-def _is_number(value: Any) -> bool:
-    """A real scalar: a Python or numpy number, or a 0-d array (not a bool or a string, which float() would take)."""
-    if isinstance(value, bool | str | bytes) or callable(value):
-        return False
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _check_number(name: str, value: Any, *, positive: bool = False, below_one: bool = False) -> None:
-    """Raises ``ValueError("name=value; expected ...")`` unless ``value`` is a finite number in the range."""
-    if isinstance(value, jax.core.Tracer):
-        return
-    ok = _is_number(value) and math.isfinite(float(value))
-    if below_one:
-        ok = ok and 0 <= float(value) < 1
-        expected = "a number in [0, 1)"
-    elif positive:
-        ok = ok and float(value) > 0
-        expected = "a finite number > 0"
-    else:
-        ok = ok and float(value) >= 0
-        expected = "a finite number >= 0"
-    if not ok:
-        raise ValueError(f"{name}={value!r}; expected {expected}")
-
-
-def _check_integer(name: str, value: Any, low: int, what: str = "") -> None:
-    """Raises ``ValueError("name=value; expected an integer >= low")`` unless ``value`` is such an integer."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ValueError(f"{name}={value!r}; expected {kind}{what}")
 
 
 def _check_lr(lr: Any) -> None:
     """A learning rate: a finite number >= 0 (torch: "Invalid learning rate") or an optax schedule."""
     if not callable(lr) and not isinstance(lr, jax.core.Tracer):
-        if not _is_number(lr) or not (math.isfinite(float(lr)) and float(lr) >= 0):
+        if not is_number(lr) or not (math.isfinite(float(lr)) and float(lr) >= 0):
             raise ValueError(f"lr={lr!r}; expected a finite number >= 0 or an optax schedule")
 
 
@@ -162,9 +120,9 @@ def sgd(
       >>> tx = sgd(0.1, momentum=0.9, nesterov=True)
     """
     _check_lr(lr)
-    _check_number("momentum", momentum)  # torch: "Invalid momentum value"
-    _check_number("dampening", dampening)
-    _check_number("weight_decay", weight_decay)  # torch: "Invalid weight_decay value"
+    check_number("momentum", momentum)  # torch: "Invalid momentum value"
+    check_number("dampening", dampening)
+    check_number("weight_decay", weight_decay)  # torch: "Invalid weight_decay value"
     if not isinstance(nesterov, bool):
         raise ValueError(f"nesterov={nesterov!r}; expected True or False")
     # torch: "Nesterov momentum requires a momentum and zero dampening"
@@ -240,9 +198,9 @@ def _check_adam(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> None:
     if len(pair) != 2:
         raise ValueError(f"betas={betas!r}; expected a pair (beta1, beta2) of numbers in [0, 1)")
     for i, beta in enumerate(pair):
-        _check_number(f"betas[{i}]", beta, below_one=True)  # torch: "Invalid beta parameter at index i"
-    _check_number("eps", eps)  # torch: "Invalid epsilon value"
-    _check_number("weight_decay", weight_decay)  # torch: "Invalid weight_decay value"
+        check_number(f"betas[{i}]", beta, below_one=True)  # torch: "Invalid beta parameter at index i"
+    check_number("eps", eps)  # torch: "Invalid epsilon value"
+    check_number("weight_decay", weight_decay)  # torch: "Invalid weight_decay value"
 
 
 # The optimizers by name: each takes torch.optim's keyword arguments.
@@ -271,7 +229,7 @@ def clip_grad_norm(tx: optax.GradientTransformation, max_norm: float) -> optax.G
       >>> tx = clip_grad_norm(sgd(0.1), max_norm=1.0)
     """
     _check_tx(tx)
-    _check_number("max_norm", max_norm, positive=True)
+    check_number("max_norm", max_norm, positive=True)
 
     def clip(updates, state, params=None):
         scale = jnp.minimum(1.0, max_norm / (optax.tree.norm(updates) + 1e-6))
@@ -301,7 +259,7 @@ def accumulate_gradients(tx: optax.GradientTransformation, every_k: int) -> opta
       >>> tx = accumulate_gradients(adam(1e-3), every_k=4)   # batch 32 × 4 acts as batch 128
     """
     _check_tx(tx)
-    _check_integer("every_k", every_k, 1)
+    check_integer("every_k", every_k, 1)
     if every_k == 1:
         return tx
     # The running mean in the parameters' dtype: optax's default accumulator is float32, which would round
@@ -321,7 +279,7 @@ def accumulate_gradients(tx: optax.GradientTransformation, every_k: int) -> opta
 
 def adjustable_lr(factory: Any, lr: ScalarOrSchedule, **kwargs: Any) -> optax.GradientTransformation:
     """``factory(lr, **kwargs)`` with its learning rate in the optimizer state, where ``set_learning_rate``
-    (and ``jaxtrain.callbacks``) can change it between calls without recompiling.
+    (and ``jaxtrain.training.callbacks``) can change it between calls without recompiling.
 
     Only the learning rate is injected (``optax.inject_hyperparams`` with every other argument static), so
     the update computes what ``factory(lr, **kwargs)`` computes, bit for bit; the rate is held in the

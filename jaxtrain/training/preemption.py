@@ -15,13 +15,9 @@ the processes until a notice comes.
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib
 import signal
 import threading
 from collections.abc import Iterator
-from types import ModuleType
-from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
@@ -89,27 +85,3 @@ def notice(step: int) -> Iterator[Notice]:
         yield listening
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def orbax() -> ModuleType:
-    """``orbax.checkpoint``, imported at a run folder's first use of it: ``import jaxtrain``, and a run
-    without a folder, do without its import (about 0.2 s)."""
-    return importlib.import_module("orbax.checkpoint")
-
-
-def checkpoint_manager(directory: Any, **kwargs: Any) -> Any:
-    """``orbax.checkpoint.CheckpointManager(directory, **kwargs)``, leaving the preemption service to ``fit``."""
-    return _manager_class()(directory, **kwargs)
-
-
-@functools.cache
-def _manager_class() -> type:
-    class CheckpointManager(orbax().CheckpointManager):
-        """Orbax's manager, leaving the preemption service to ``fit``: Orbax's own checks, made with the saved
-        step from its background thread, would move the service's count backwards and could make one process
-        pass the agreed step unseen."""
-
-        def reached_preemption(self, step: int) -> bool:
-            return False
-
-    return CheckpointManager

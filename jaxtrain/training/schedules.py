@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxtrain.optim import _check_integer, _check_number, _is_number
+from jaxtrain.training.arguments import check_integer, check_number, is_number
 
 SCHEDULES = ("constant", "step", "multistep", "cosine", "plateau")
 
@@ -43,7 +43,7 @@ def schedule(
 
       - ``"constant"``: ``lr`` throughout.
       - ``"plateau"``: ``lr`` as far as the step goes: ``ReduceLROnPlateau`` lowers it from the host, by a
-        metric the step does not see (``Plateau``, ``jaxtrain.callbacks.ReduceLROnPlateau``).
+        metric the step does not see (``Plateau``, ``jaxtrain.training.callbacks.ReduceLROnPlateau``).
       - ``"step"``: ``StepLR(step_size, gamma)``: ``lr * gamma ** (t // step_size)``.
       - ``"multistep"``: ``MultiStepLR(milestones, gamma)``: ``lr * gamma ** (number of milestones <= t)``.
       - ``"cosine"``: ``CosineAnnealingLR(T_max=total_steps - warmup_steps, eta_min)``:
@@ -74,31 +74,31 @@ def schedule(
     """
     if name not in SCHEDULES:
         raise ValueError(f"schedule={name!r}; expected one of {', '.join(SCHEDULES)}")
-    _check_number("lr", lr, positive=True)
-    _check_integer("warmup_steps", warmup_steps, 0)
-    if not (_is_number(warmup_start_factor) and 0 < float(warmup_start_factor) <= 1):
+    check_number("lr", lr, positive=True)
+    check_integer("warmup_steps", warmup_steps, 0)
+    if not (is_number(warmup_start_factor) and 0 < float(warmup_start_factor) <= 1):
         raise ValueError(f"warmup_start_factor={warmup_start_factor!r}; expected a number in (0, 1] as torch's LinearLR")
     if name in ("step", "multistep"):
-        _check_number("gamma", gamma, positive=True)
+        check_number("gamma", gamma, positive=True)
     if name in ("constant", "plateau"):  # a plateau's rate changes from the host (Plateau), not by the step
         main = optax.constant_schedule(lr)
     elif name == "step":
-        _check_integer("step_size", step_size, 1, " (optimizer steps)")
+        check_integer("step_size", step_size, 1, " (optimizer steps)")
         main = optax.exponential_decay(lr, transition_steps=step_size, decay_rate=gamma, staircase=True)
     elif name == "multistep":
         if milestones is None or isinstance(milestones, str | bytes) or not isinstance(milestones, Sequence):
             raise ValueError(f"milestones={milestones!r}; expected a sequence of optimizer steps >= 0")
         for i, milestone in enumerate(milestones):
-            _check_integer(f"milestones[{i}]", milestone, 0, " (an optimizer step)")
+            check_integer(f"milestones[{i}]", milestone, 0, " (an optimizer step)")
         main = _multistep(lr, jnp.asarray(sorted(milestones), jnp.int32), gamma)
     else:
-        _check_integer("total_steps", total_steps, 1, " (cosine annealing needs the run's optimizer steps)")
+        check_integer("total_steps", total_steps, 1, " (cosine annealing needs the run's optimizer steps)")
         if total_steps <= warmup_steps:
             raise ValueError(
                 f"warmup_steps={warmup_steps!r}; expected fewer than total_steps={total_steps} "
                 f"(cosine annealing needs optimizer steps after the warmup)"
             )
-        if not (_is_number(eta_min) and 0 <= float(eta_min) <= lr):
+        if not (is_number(eta_min) and 0 <= float(eta_min) <= lr):
             raise ValueError(f"eta_min={eta_min!r}; expected a number in [0, lr={lr}]")
         main = optax.cosine_decay_schedule(lr, decay_steps=total_steps - warmup_steps, alpha=eta_min / lr)
     if not warmup_steps:
@@ -154,18 +154,18 @@ class Plateau:
         min_lr: float = 0.0,
         eps: float = 1e-8,
     ):
-        _check_number("lr", lr)
+        check_number("lr", lr)
         if mode not in ("min", "max"):
             raise ValueError(f"mode={mode!r}; expected 'min' or 'max'")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"threshold_mode={threshold_mode!r}; expected 'rel' or 'abs'")
-        if not (_is_number(factor) and 0 <= float(factor) < 1):  # torch: "Factor should be < 1.0."
+        if not (is_number(factor) and 0 <= float(factor) < 1):  # torch: "Factor should be < 1.0."
             raise ValueError(f"factor={factor!r}; expected a number in [0, 1)")
-        _check_integer("patience", patience, 0, " (epochs)")
-        _check_integer("cooldown", cooldown, 0, " (epochs)")
-        _check_number("threshold", threshold)
-        _check_number("min_lr", min_lr)
-        _check_number("eps", eps)
+        check_integer("patience", patience, 0, " (epochs)")
+        check_integer("cooldown", cooldown, 0, " (epochs)")
+        check_number("threshold", threshold)
+        check_number("min_lr", min_lr)
+        check_number("eps", eps)
         self.lr, self.mode, self.factor, self.patience = float(lr), mode, float(factor), patience
         self.threshold, self.threshold_mode, self.cooldown = float(threshold), threshold_mode, cooldown
         self.min_lr, self.eps = float(min_lr), float(eps)

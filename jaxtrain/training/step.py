@@ -1,5 +1,6 @@
-"""The training step, functionally: ``TrainState``, ``train_step``, ``eval_step``, ``evaluate`` and ``predict``
-(``jaxtrain.loop`` runs the steps over epochs: ``fit``).
+"""The training step, functionally: ``TrainState``, ``train_step``, ``eval_step`` and ``predict``
+(``jaxtrain.training.fit`` runs the steps over epochs: ``fit``; ``jaxtrain.training.evaluation`` over a loader:
+``evaluate``).
 
 PyTorch keeps the weights, the gradients, the optimizer's moments and BatchNorm's running statistics
 inside objects and changes them in place (``loss.backward()``, ``optimizer.step()``). Here all of that
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -21,14 +22,11 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from jaxtrain import devices
-from jaxtrain.collate import select
-from jaxtrain.compiler import jit
-from jaxtrain.data import DataLoader
-from jaxtrain.losses import cross_entropy
-from jaxtrain.metrics import Accuracy, Metric
-from jaxtrain.metrics import resolve as resolve_metrics
-from jaxtrain.modules import NNXModel, is_nnx
+from jaxtrain.data.collate import select
+from jaxtrain.nn.adapter import NNXModel, is_nnx
+from jaxtrain.parallel.compiler import jit
+from jaxtrain.training.losses import cross_entropy
+from jaxtrain.training.metrics import Accuracy, Metric
 
 Batch = tuple[Any, Any]  # (inputs, labels); a dict batch is read by collate.select
 Key = str | int | tuple | list | None  # which entries of a batch: a dict's keys or a tuple's positions (collate.select)
@@ -45,7 +43,7 @@ class TrainState(struct.PyTreeNode):
       batch_stats: the model's non-trained state (BatchNorm's running statistics); ``{}`` if none.
       key: the PRNG key; step ``s`` draws its dropout masks from ``fold_in(key, s)``.
       model: the Flax module (static: part of the compiled program, not of the data): a Linen module, or
-        for an NNX module its graph (``jaxtrain.modules.NNXModel``), whose ``params`` are its ``nnx.Param``
+        for an NNX module its graph (``jaxtrain.nn.adapter.NNXModel``), whose ``params`` are its ``nnx.Param``
         state and ``batch_stats`` its ``nnx.BatchStat`` state.
       tx: the optax optimizer (static).
       loss_fn: ``loss_fn(logits, labels, mask=None) -> scalar`` (static), ``cross_entropy`` by default.
@@ -85,9 +83,9 @@ def create_train_state(
     Args:
       model: a Flax module. Linen: if its ``__call__`` takes ``train``, it is passed the mode. NNX: it comes
         initialized, so its own values are the start (``seed`` then seeds only the dropout key); it is split
-        (``jaxtrain.modules.NNXModel``) and left unchanged, and ``model.train()`` / ``model.eval()`` set the
+        (``jaxtrain.nn.adapter.NNXModel``) and left unchanged, and ``model.train()`` / ``model.eval()`` set the
         mode of each step.
-      tx: an optax optimizer, e.g. ``jaxtrain.optim.adam(1e-3)``.
+      tx: an optax optimizer, e.g. ``jaxtrain.training.optim.adam(1e-3)``.
       sample: an input batch that fixes the parameter shapes: ``images[:1]`` (``(1, H, W, C) float32`` in
         [0, 1]), token ids (``(1, T) int32``), or a dict of several inputs, as the model takes them. uint8,
         the dtype of raw pixels, is refused: scale images to floats first (ids: ``astype(np.int32)``).
@@ -264,7 +262,7 @@ The state is donated: its buffers are reused for the new state, so never touch t
 
 def _loop(step: Callable, state: TrainState, xs: Any) -> tuple[TrainState, dict[str, jax.Array]]:
     """``lax.scan`` of ``step`` over the leading axis of ``xs``; a single step runs without the loop, since
-    XLA:CPU runs a step of ``flax.linen.Conv`` several times slower inside one (``models.conv2d`` avoids
+    XLA:CPU runs a step of ``flax.linen.Conv`` several times slower inside one (``nn.ops.conv2d`` avoids
     that for jaxtrain's CNN)."""
     if jax.tree.leaves(xs)[0].shape[0] == 1:
         state, metrics = step(state, jax.tree.map(lambda x: x[0], xs))
@@ -305,7 +303,7 @@ def eval_step(
       state: the train state (not donated, not changed).
       batch: ``(inputs, labels)``, or a dict read by ``collate.select``'s common names.
       mask: ``(N,)`` booleans marking real examples in a padded batch; None counts them all.
-      metrics: ``jaxtrain.metrics.Metric``s (static: each set of them compiles once).
+      metrics: ``jaxtrain.training.metrics.Metric``s (static: each set of them compiles once).
 
     Returns:
       ``{"loss_sum", "correct", "count"}``, device scalars, and each metric's sums by its name.
@@ -332,72 +330,3 @@ def predict(state: TrainState, inputs: jax.Array) -> jax.Array:
     """
     logits, _ = forward(state, state.params, inputs, train=False)
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-
-
-def _pad(batch: Batch, size: int) -> tuple[Batch, np.ndarray]:
-    """Pads a short batch to ``size`` examples by repeating its first, and masks the padding out."""
-    n = len(batch[1])
-    mask = np.arange(size) < n
-    if n == size:
-        return batch, mask
-    fill = np.zeros(size - n, np.int64)
-    return jax.tree.map(lambda a: np.concatenate([a, np.take(a, fill, axis=0)]), tuple(batch)), mask
-
-
-def evaluate(
-    state: TrainState,
-    loader: DataLoader,
-    *,
-    inputs: Key = None,
-    labels: Key = None,
-    metrics: Sequence[str | Metric | Callable] = (),
-) -> dict[str, Any]:
-    """``model.eval()`` and ``torch.no_grad()`` over a whole loader: every example counted exactly once.
-
-    A short last batch is padded to the loader's batch size and masked, so it reuses the compiled step.
-    A state placed on a mesh (the state ``fit`` returns) is evaluated there, each batch split over it.
-
-    Args:
-      state: the train state.
-      loader: the batches: tuples or dicts.
-      inputs: which entry of a batch holds the inputs (``collate.select``): a dict's key or a tuple's position;
-        None for position 0 or the first of "image", "images", "inputs", "x", "features". Several keys
-        (``("ids", "mask")``) give the model a dict of those entries.
-      labels: the same for the labels; None for position 1 or the first of "label", "labels", "target",
-        "targets", "y".
-      metrics: more metrics (``jaxtrain.metrics``), computed in the same compiled step and summed over the
-        batches exactly: "top5" (any k), "confusion_matrix", a ``Metric``, or a function
-        ``fn(logits, labels) -> (B,)`` whose mean is reported under its name. "accuracy" is always given.
-
-    Returns:
-      ``{"loss": mean loss, "accuracy": fraction correct, "count": examples}`` and each metric by its name:
-      ``top5_accuracy`` a fraction, ``confusion_matrix`` a ``(C, C)`` int64 array (rows: true classes).
-
-    Example:
-      >>> evaluate(state, DataLoader(ArrayDataset(test_images, test_labels), batch_size=1000))
-      >>> evaluate(state, test_loader, metrics=("top5", "confusion_matrix"))["confusion_matrix"].trace()
-    """
-    metrics = resolve_metrics(metrics)
-    sums, mesh = [], devices.mesh_of(state)
-    for batch in loader:
-        batch, mask = _pad(select(batch, inputs, labels), loader.batch_size)
-        if mesh is not None:
-            sharding = devices.batch_sharding(mesh, loader.batch_size)
-            rows = devices.local_rows(sharding, (loader.batch_size,))
-            batch, mask = devices.global_batch(jax.tree.map(lambda a: a[rows], (batch, mask)), sharding, loader.batch_size)
-        # Without metrics, the call as the step is called elsewhere: a keyword would key another compilation.
-        sums.append(eval_step(state, batch, mask, metrics=metrics) if metrics else eval_step(state, batch, mask))
-    if not sums:
-        raise ValueError("evaluate: the loader yielded no batch")
-    sums = jax.device_get(sums)  # host sync: the one read of the evaluation
-    # Counts add up as int64, exactly; float sums (the loss, a Mean) in float64.
-    wide = lambda a: np.asarray(a, np.int64 if np.issubdtype(np.asarray(a).dtype, np.integer) else np.float64)  # noqa: E731
-    totals = jax.tree.map(lambda *batches: sum(map(wide, batches)), *sums)
-    count = int(totals["count"])
-    loss = float(totals["loss_sum"]) / count
-    if not np.isfinite(loss):
-        raise FloatingPointError(
-            f"evaluate: the loss is {loss}; expected a finite number (labels outside 0..C-1, or a diverged model)"
-        )
-    results = {metric.name: metric.result(totals[metric.name], count) for metric in metrics}
-    return {"loss": loss, "accuracy": float(totals["correct"]) / count, "count": count, **results}

@@ -1,4 +1,4 @@
-"""The command line: flags onto Config, reports, help texts and one-line errors (jaxtrain.cli)."""
+"""The command line: flags onto Config, reports, help texts and one-line errors (jaxtrain.cli.commands)."""
 
 import argparse
 import dataclasses
@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from jaxtrain import auto, cli, compare, devices, experiment, runs
+from jaxtrain import Run, build, compare
+from jaxtrain.parallel import devices
+from jaxtrain.training import feeding
+from jaxtrain.cli import commands as cli
 from jaxtrain.config import Config
 
 
@@ -70,7 +73,7 @@ def test_debug_shows_the_traceback(run_cli):
 @pytest.mark.slow
 def test_importing_the_library_and_the_study_loads_neither_torch_nor_tensorflow_nor_matplotlib(tmp_path):
     code = (
-        "import sys, jaxtrain, jaxtrain.compare, jaxtrain.interop, jaxtrain.cli; "
+        "import sys, jaxtrain, jaxtrain.compare, jaxtrain.interop, jaxtrain.cli.commands; "
         "print(sorted(m for m in ('torch', 'tensorflow', 'matplotlib') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
@@ -125,7 +128,7 @@ def test_every_train_flag_defaults_to_the_librarys_own_default():
     fields.pop("eval_batch_size")
     for name, field in fields.items():
         assert actions[name].default == field.default, f"--{name.replace('_', '-')}"
-    run = inspect.signature(runs.Run).parameters
+    run = inspect.signature(Run).parameters
     for name in ("keep", "checkpoint_seconds", "checkpoint_every", "log_every", "resume"):
         assert actions[name].default == run[name].default, f"--{name.replace('_', '-')}"
     assert actions["init_timeout"].default == inspect.signature(devices.initialize).parameters["timeout"].default
@@ -140,7 +143,7 @@ def test_the_defaults_are_the_primers_and_auto_resolves_for_the_model_the_flags_
     assert (mlp.model, mlp.optimizer, mlp.lr, mlp.batch_size, mlp.epochs, mlp.schedule) == ("mlp", "adam", 1e-3, 32, 10, "constant")
     assert (cnn.model, cnn.schedule, cnn.lr) == ("cnn", "cosine", 1e-3)
     assert cnn == Config(model="cnn") and mlp == Config()
-    lrs = experiment.epoch_learning_rates(dataclasses.replace(cnn, epochs=3), batches_per_epoch=10)
+    lrs = build.epoch_learning_rates(dataclasses.replace(cnn, epochs=3), batches_per_epoch=10)
     assert lrs[0] == 1e-3 and lrs[0] > lrs[1] > lrs[2] > 0  # annealed, not constant
 
 
@@ -178,7 +181,7 @@ def test_help_shows_what_auto_does_for_each_model(capsys):
         cli.main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
     assert "auto: constant for mlp and nnx-mlp, cosine for cnn and nnx-cnn (default: auto)" in text
-    assert f"{auto.summary()} (default: auto)" in text  # --steps-per-call: jaxtrain.auto's table, per backend
+    assert f"{feeding.summary()} (default: auto)" in text  # --steps-per-call: jaxtrain.training.feeding's table, per backend
     assert "(default: constant)" not in text and "--lr LR learning rate (default: 0.001)" in text
 
 

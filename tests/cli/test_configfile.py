@@ -1,4 +1,4 @@
-"""--config FILE: a command's flags from TOML or JSON, the command line over them (jaxtrain.configfile)."""
+"""--config FILE: a command's flags from TOML or JSON, the command line over them (jaxtrain.cli.configfile)."""
 
 import argparse
 import dataclasses
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from jaxtrain import cli, configfile, experiment
+from jaxtrain import experiment
+from jaxtrain.cli import configfile
+from jaxtrain.cli import commands as cli
 from jaxtrain.config import Config
 
 

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxtrain import cli, datasets
+from jaxtrain.sources import registry
+from jaxtrain.cli import commands as cli
 from jaxtrain.compare.job import PROGRAMS, SCRIPT, command, evaluated_at, time_to_accuracy
 from jaxtrain.compare.torch_side import torch_model
 from jaxtrain.config import Config
@@ -85,7 +86,7 @@ def test_the_primer_script_reads_jaxtrains_data_and_builds_its_torch_twin(torch)
     script = _primer_script()
     for split in ("train", "test"):
         images, labels = script.load("digits", split, None)
-        expected_images, expected_labels = datasets.load("digits", split)
+        expected_images, expected_labels = registry.load("digits", split)
         np.testing.assert_array_equal(images, expected_images.transpose(0, 3, 1, 2))
         np.testing.assert_array_equal(labels, expected_labels)
     for name, ours in (("mlp", script.MyModel(64)), ("cnn", script.CNN(8))):
@@ -96,7 +97,7 @@ def test_the_primer_script_reads_jaxtrains_data_and_builds_its_torch_twin(torch)
 
 def test_the_primer_script_reads_mnist_as_jaxtrain_does(mnist_dir, torch):
     images, labels = _primer_script().load("mnist", "test", str(mnist_dir))
-    expected_images, expected_labels = datasets.load("mnist", "test", str(mnist_dir))
+    expected_images, expected_labels = registry.load("mnist", "test", str(mnist_dir))
     np.testing.assert_array_equal(images, expected_images.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(labels, expected_labels)
 

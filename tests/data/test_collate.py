@@ -1,4 +1,4 @@
-"""default_collate and select: examples stacked into a batch, a batch's inputs and labels (jaxtrain.collate)."""
+"""default_collate and select: examples stacked into a batch, a batch's inputs and labels (jaxtrain.data.collate)."""
 
 import collections
 import types

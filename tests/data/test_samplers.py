@@ -1,4 +1,4 @@
-"""WeightedRandomSampler: draws in proportion to the weights, from the seed and the epoch (jaxtrain.samplers)."""
+"""WeightedRandomSampler: draws in proportion to the weights, from the seed and the epoch (jaxtrain.data.samplers)."""
 
 import numpy as np
 import pytest

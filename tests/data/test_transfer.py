@@ -1,4 +1,4 @@
-"""prefetch_to_device: the loader's batches on the device, from a background thread (jaxtrain.transfer)."""
+"""prefetch_to_device: the loader's batches on the device, from a background thread (jaxtrain.data.transfer)."""
 
 import threading
 

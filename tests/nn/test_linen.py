@@ -1,19 +1,14 @@
-"""Models: train/eval mode, BatchNorm's torch semantics, dropout keys, mixed precision (jaxtrain.models)."""
+"""Models: train/eval mode, BatchNorm's torch semantics, dropout keys, mixed precision (jaxtrain.nn.linen)."""
 
 import re
 
-import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from jaxtrain import CNN, MLP, NNXCNN, NNXMLP, BatchNorm, NNXBatchNorm, adam, create_train_state, eval_step, sgd
-from jaxtrain import train_step
-from jaxtrain.models import conv2d, max_pool
-from jaxtrain.modules import NNXModel
-from jaxtrain.train import train_steps
+from jaxtrain import CNN, MLP, BatchNorm, adam, create_train_state, eval_step, sgd, train_step
+from jaxtrain.training.step import train_steps
 
 
 def _data(n=64, size=8, seed=0):  # 8×8 keeps the CNN's compilations quick
@@ -97,53 +92,6 @@ def _nhwc(t):
     return t.detach().numpy().transpose(0, 2, 3, 1)
 
 
-@pytest.mark.parametrize("shape,window", [((4, 8, 8, 3), 2), ((3, 7, 7, 5), 2), ((2, 5, 6, 2), 2), ((2, 7, 8, 3), 3), ((2, 2, 2, 4), 2)])
-def test_max_pool_gives_the_gradient_to_the_first_maximum_as_torch_does(shape, window, torch, x64):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 3, shape).astype(np.float64)  # values in 0..2: most windows hold ties
-    x.flat[rng.integers(0, x.size, 3)] = np.nan  # torch gives a NaN the maximum and its gradient
-    dy = rng.normal(size=(shape[0], shape[1] // window, shape[2] // window, shape[3]))
-    y, vjp = jax.vjp(lambda x: max_pool(x, window), jnp.asarray(x))
-    tx = torch.tensor(_nchw(x), requires_grad=True)
-    ty = torch.nn.functional.max_pool2d(tx, window)  # ceil_mode=False: odd rows and columns are dropped
-    ty.backward(torch.tensor(_nchw(dy)))
-    assert y.dtype == jnp.float64
-    np.testing.assert_array_equal(y, _nhwc(ty))
-    np.testing.assert_array_equal(vjp(jnp.asarray(dy))[0], _nhwc(tx.grad))  # exactly, ties and dropped edges included
-    np.testing.assert_array_equal(y, fnn.max_pool(jnp.asarray(x), (window, window), strides=(window, window)))
-
-
-@pytest.mark.quick
-def test_max_pool_rejects_what_it_cannot_pool():
-    with pytest.raises(ValueError, match=r"window=3; expected an integer from 1 to the image side 2"):
-        max_pool(jnp.zeros((1, 2, 5, 1)), 3)
-    with pytest.raises(ValueError, match=r"x.shape=\(2, 2\); expected \(N, H, W, C\)"):
-        max_pool(jnp.zeros((2, 2)))
-
-
-def _conv_reference(x, kernel, padding):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), [(padding, padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-5), ("float64", 1e-12)])
-@pytest.mark.parametrize("x_shape,k_shape,padding", [((4, 9, 9, 3), (3, 3, 3, 5), 1), ((2, 8, 7, 1), (3, 3, 1, 4), 0), ((3, 6, 6, 2), (5, 5, 2, 3), 2)])
-def test_conv2d_and_its_gradients_equal_xlas_convolution(x_shape, k_shape, padding, dtype, tolerance, x64):
-    rng = np.random.default_rng(0)
-    x, kernel = rng.normal(size=x_shape).astype(dtype), rng.normal(size=k_shape).astype(dtype)
-    y, vjp = jax.vjp(lambda x, k: conv2d(x, k, padding), x, kernel)
-    expected, expected_vjp = jax.vjp(lambda x, k: _conv_reference(x, k, padding), x, kernel)
-    dy = rng.normal(size=y.shape).astype(dtype)
-    for ours, theirs in zip((y, *vjp(dy)), (expected, *expected_vjp(dy))):
-        assert ours.dtype == theirs.dtype == np.dtype(dtype)
-        np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=tolerance * np.max(np.abs(theirs)))
-
-
-@pytest.mark.quick
-def test_conv2d_rejects_a_padding_wider_than_the_kernel():
-    with pytest.raises(ValueError, match=r"padding=3; expected an integer from 0 to 2"):
-        conv2d(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 2)), padding=3)
-
-
 def test_batch_norm_gradients_follow_torch_in_float64(torch, x64):
     rng = np.random.default_rng(0)
     x, dy = rng.normal(size=(6, 5, 5, 3)) * 3 + 1, rng.normal(size=(6, 5, 5, 3))
@@ -179,41 +127,6 @@ def test_every_convolution_of_a_scanned_cnn_step_is_in_xla_cpus_fast_form():
     assert len(forms) >= 5  # forward, input and kernel gradients (none for the images' gradient)
     assert set(forms) == {"b01f_01io->b01f"}
 
-
-@pytest.mark.parametrize(
-    "linen, make_nnx, shape",
-    [
-        (MLP(hidden=(16, 8), batch_norm=True), lambda s: NNXMLP(s, hidden=(16, 8), batch_norm=True, rngs=nnx.Rngs(0)), (8, 8, 1)),
-        (CNN(channels=(4, 8)), lambda s: NNXCNN(s, channels=(4, 8), rngs=nnx.Rngs(0)), (32, 32, 3)),
-        (CNN(channels=(4,), hidden=(), batch_norm=False, num_classes=3), lambda s: NNXCNN(s, channels=(4,), hidden=(), batch_norm=False, num_classes=3, rngs=nnx.Rngs(0)), (12, 10, 1)),
-    ],
-    ids=["mlp", "cnn-rgb", "cnn-3-classes"],
-)
-def test_the_nnx_twins_have_the_linen_layout_and_compute_the_same(linen, make_nnx, shape):
-    images = np.random.default_rng(0).random((6, *shape), np.float32)
-    variables = linen.init(jax.random.key(0), images[:1])
-    model, own = NNXModel.split(make_nnx(shape))
-    assert jax.tree.map(np.shape, own) == jax.tree.map(np.shape, variables)
-    np.testing.assert_array_equal(model.apply(variables, images), linen.apply(variables, images, train=False))
-    if "batch_stats" in variables:  # training mode moves the statistics alike (dropout off: masks differ)
-        drop = {"dropout": jax.random.key(1)}
-        ours = model.apply(variables, images, train=True, mutable=["batch_stats"], rngs=drop)[1]
-        theirs = linen.clone(dropout=0.0).apply(variables, images, train=True, mutable=["batch_stats"], rngs=drop)[1]
-        jax.tree.map(np.testing.assert_allclose, ours, theirs)
-
-
-@pytest.mark.quick
-def test_nnx_modes_are_nnxs_own_train_and_eval():
-    images = np.random.default_rng(0).random((8, 8, 8, 1), np.float32)
-    model = NNXMLP((8, 8, 1), hidden=(32,), batch_norm=True, dropout=0.5, rngs=nnx.Rngs(0))
-    model.eval()
-    np.testing.assert_array_equal(model(images), model(images))  # running statistics, no dropout
-    model.train()
-    before = np.asarray(model.BatchNorm_0.mean[...])
-    assert not np.allclose(model(images), model(images))  # a new dropout mask per call
-    assert not np.allclose(model.BatchNorm_0.mean[...], before)  # and the statistics move
-    with pytest.raises(ValueError, match="1 value per feature"):
-        NNXBatchNorm(3)(jnp.zeros((1, 3)))
 
 
 @pytest.mark.parametrize("rate", [0.25, 0.5])

@@ -1,4 +1,4 @@
-"""How jaxtrain's steps are compiled: jaxtrain.compiler's jit and its XLA options, and the compilation cache."""
+"""How jaxtrain's steps are compiled: jaxtrain.parallel.compiler's jit and its XLA options, and the compilation cache."""
 
 import json
 import logging
@@ -11,9 +11,10 @@ import jaxlib
 import numpy as np
 import pytest
 
-from jaxtrain import CNN, MLP, adam, compiler, create_train_state, eval_step, train_step
-from jaxtrain.compiler import OLDER_EMITTERS, YNN_OPTION, compiler_options, has_convolution
-from jaxtrain.train import train_step_fn, train_steps_fn
+from jaxtrain import CNN, MLP, adam, create_train_state, eval_step, train_step
+from jaxtrain.parallel import compiler
+from jaxtrain.parallel.compiler import OLDER_EMITTERS, YNN_OPTION, compiler_options, has_convolution
+from jaxtrain.training.step import train_step_fn, train_steps_fn
 
 xla_cpu_options = pytest.mark.skipif(
     jax.default_backend() != "cpu" or not all(compiler.accepts(*option) for option in YNN_OPTION.items()),
@@ -81,7 +82,7 @@ def test_an_option_xla_refuses_is_left_out_the_others_kept_and_the_refusal_logge
     state = create_train_state(CNN(channels=(16, 32)), adam(1e-3), images[:1])
     assert "conv_general_dilated" in _in_ynnpack(compiler.jit(train_step_fn).lower(state, (images, labels)).compile())
     monkeypatch.undo()
-    with caplog.at_level(logging.INFO, logger="jaxtrain.compiler"):
+    with caplog.at_level(logging.INFO, logger="jaxtrain.parallel.compiler"):
         assert not compiler.accepts.__wrapped__("xla_no_such_option", 1)
     assert "xla_no_such_option=1" in caplog.text and "compiles without it" in caplog.text
 
@@ -102,7 +103,7 @@ _CACHED_STEP = """
 import json, sys
 import jax, numpy as np
 from jaxtrain import CNN, adam, create_train_state, train_step
-from jaxtrain.compiler import cache_compilations, compiler_options
+from jaxtrain.parallel.compiler import cache_compilations, compiler_options
 
 events = {"compiled": 0, "loaded": 0}
 names = {"/jax/core/compile/backend_compile_duration": "compiled", "/jax/compilation_cache/cache_retrieval_time_sec": "loaded"}

@@ -1,5 +1,5 @@
 """Data parallelism: meshes and shardings, the same training on 1 and 8 devices and on 1 and 2 processes,
-and the command line's flags for several machines (jaxtrain.devices).
+and the command line's flags for several machines (jaxtrain.parallel.devices).
 
 JAX fixes the number of CPU devices when it starts, so the runs on several devices happen in child processes
 (this file run as a script) with ``JAX_NUM_CPU_DEVICES`` set; the parent compares what they report.
@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxtrain import devices
+from jaxtrain.parallel import devices
 from jaxtrain.config import Config
 
 
@@ -260,8 +260,8 @@ def test_a_bad_coordinator_is_one_line_within_a_bounded_time(flags, message, sec
 def _eight_devices() -> dict:
     """On 8 CPU devices: each run on a mesh of 1 device and on one of 8, from the same seed."""
     from jaxtrain import CNN, MLP, ArrayDataset, DataLoader, adam, adamw, create_train_state, fit, sgd
-    from jaxtrain.datasets import load_digits
-    from jaxtrain.train import gather_steps, train_steps
+    from jaxtrain.sources.builtin import load_digits
+    from jaxtrain.training.step import gather_steps, train_steps
 
     assert jax.device_count() == 8
     images, labels = load_digits("train")
@@ -360,8 +360,8 @@ def _eight_devices() -> dict:
 def _fit_inputs() -> dict:
     """On 8 CPU devices: the arrays that fit hands each compiled call, in each feeding mode (a wrapper in
     place of the calls records their shape, spec and the shape of each device's shard)."""
-    from jaxtrain import MLP, ArrayDataset, DataLoader, create_train_state, fit, loop, sgd
-    from jaxtrain.datasets import load_digits
+    from jaxtrain import MLP, ArrayDataset, DataLoader, create_train_state, fit, load_digits, sgd
+    from jaxtrain.training import fit as loop
 
     images, labels = load_digits("train")
     loader = DataLoader(ArrayDataset(images[:100], labels[:100]), 32, shuffle=True, seed=1)

@@ -1,6 +1,6 @@
 """Faults in what a run reads back, as a careful user meets them: damaged checkpoints (a flipped byte, a file cut
 short, an item or the manifest lost, an empty step folder), a config.json that does not match, broken data
-files and 16-bit images (jaxtrain.checkpoints, jaxtrain.runs, jaxtrain.files, jaxtrain.cli).
+files and 16-bit images (jaxtrain.runs.checkpoints, jaxtrain.runs.folder, jaxtrain.sources.files, jaxtrain.cli.commands).
 
 A damaged checkpoint is never read: "latest" and "best" fall back to the newest intact one and say so in one
 line, an explicit intact step always restores, and a damaged one asked for by its step is refused in one line.
@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxtrain import checkpoints, cli, runs
-from jaxtrain.files import load_folder, read_images
+from jaxtrain.runs import checkpoints
+from jaxtrain.runs import folder as run_folder
+from jaxtrain.runs.folder import SET_ASIDE, Run
+from jaxtrain.cli import commands as cli
+from jaxtrain.sources.files import load_folder, read_images
 
 STEPS = [43, 86, 129]  # digits, batch 32: 43 steps an epoch, a checkpoint at each epoch's end
 
@@ -25,7 +28,7 @@ def trained(tmp_path_factory) -> Path:
     """An MLP trained on digits for three epochs, a checkpoint at each epoch's end."""
     folder = tmp_path_factory.mktemp("faults") / "run"
     assert cli.main(["train", "--epochs", "3", "--run-dir", str(folder), "--checkpoint-seconds", "0"]) == 0
-    assert runs.Run(folder).intact_steps() == STEPS
+    assert Run(folder).intact_steps() == STEPS
     return folder
 
 
@@ -105,8 +108,8 @@ def test_resume_sets_damaged_checkpoints_aside_and_continues_from_the_newest_int
     assert cli.main(argv) == 0
     err = capsys.readouterr().err
     assert "moved to " in err and "Traceback" not in err
-    assert sorted(p.name for p in (run_dir / runs.SET_ASIDE).iterdir()) == ["129", "200"]
-    assert runs.Run(run_dir).intact_steps() == STEPS  # epoch 3 retrained from 86, and saved again
+    assert sorted(p.name for p in (run_dir / SET_ASIDE).iterdir()) == ["129", "200"]
+    assert Run(run_dir).intact_steps() == STEPS  # epoch 3 retrained from 86, and saved again
     history = lambda folder: [h["train_loss"] for h in json.loads((folder / "report.json").read_text())["history"]]  # noqa: E731
     assert history(run_dir) == history(trained)  # the same bits as the run never damaged
 
@@ -258,7 +261,7 @@ def test_a_full_disk_names_the_file_that_could_not_be_written(tmp_path, monkeypa
         def write(self, text):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runs, "open", Full, raising=False)  # runs' own open: metrics.jsonl's
+    monkeypatch.setattr(run_folder, "open", Full, raising=False)  # the run folder's own open: metrics.jsonl's
     folder = tmp_path / "run"
     assert cli.main(["train", "--epochs", "1", "--run-dir", str(folder), "--checkpoint-seconds", "0"]) == 1
     err = capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""Run folders: checkpoints, exact resume, the divergence guard, strict JSON (jaxtrain.runs), and the
-trained run put to use: evaluate, predict, export, plot (jaxtrain.cli, jaxtrain.curves)."""
+"""Run folders: checkpoints, exact resume, the divergence guard, strict JSON (jaxtrain.runs.folder), and the
+trained run put to use: evaluate, predict, export, plot (jaxtrain.cli.commands, jaxtrain.runs.curves)."""
 
 import dataclasses
 import json
@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtrain import MLP, NNXMLP, ArrayDataset, DataLoader, adam, checkpoints, cli, create_train_state, curves, experiment, fit, predict, runs
+from jaxtrain import MLP, NNXMLP, ArrayDataset, DataLoader, Run, adam, create_train_state, evaluate, experiment, fit, load_digits, load_run, predict
+from jaxtrain.runs import checkpoints, curves, reports
+from jaxtrain.cli import commands as cli
 from jaxtrain.config import Config
 
 
@@ -28,14 +30,14 @@ def _data(n=150, seed=0):
 
 @pytest.mark.quick
 def test_json_is_strict_and_written_in_place_of_a_symlinks_target(tmp_path):
-    assert runs.to_json({"a": float("nan"), "b": [np.float32("inf"), 1.5]}) == '{"a": null, "b": [null, 1.5]}'
+    assert reports.to_json({"a": float("nan"), "b": [np.float32("inf"), 1.5]}) == '{"a": null, "b": [null, 1.5]}'
     target = tmp_path / "real.json"
     target.write_text("{}")
     link = tmp_path / "link.json"
     link.symlink_to(target)
     old = os.umask(0o022)
     try:
-        runs.write_json(link, {"loss": float("-inf")})
+        reports.write_json(link, {"loss": float("-inf")})
     finally:
         os.umask(old)
     assert link.is_symlink() and json.loads(target.read_text()) == {"loss": None}
@@ -46,15 +48,15 @@ def test_json_is_strict_and_written_in_place_of_a_symlinks_target(tmp_path):
 @pytest.mark.quick
 def test_outputs_are_checked_for_writing_before_any_work(tmp_path):
     with pytest.raises(IsADirectoryError, match="a folder; expected a file name"):
-        runs.check_writable(tmp_path)
+        reports.check_writable(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        runs.check_writable(tmp_path / "missing" / "out.json")
+        reports.check_writable(tmp_path / "missing" / "out.json")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     if os.access(locked, os.W_OK):
         pytest.skip("running as a user who can write anywhere")
     with pytest.raises(PermissionError, match="cannot be written"):
-        runs.check_writable(locked / "out.json")
+        reports.check_writable(locked / "out.json")
 
 
 FEEDING_MODES = {
@@ -76,7 +78,7 @@ def _fit(folder, epochs, mode, crash_at=None, resume=False, nnx_model=False):
     options = dict(hidden=(12,), dropout=0.3, batch_norm=True)
     model = NNXMLP(images.shape[1:], **options, rngs=nnx.Rngs(3)) if nnx_model else MLP(**options)
     state = create_train_state(model, adam(1e-2), images[:1], seed=3)
-    run = runs.Run(folder, resume=resume, checkpoint_every=4, checkpoint_seconds=0)
+    run = Run(folder, resume=resume, checkpoint_every=4, checkpoint_seconds=0)
     if crash_at:
         step_end = run.step_end
 
@@ -99,13 +101,13 @@ def test_resume_mid_epoch_and_after_an_epoch_is_bitwise(mode, nnx_model, tmp_pat
     reference, ref_history = _fit(tmp_path / "whole", 3, mode, nnx_model=nnx_model)
     with pytest.raises(_Crash):
         _fit(tmp_path / "cut", 3, mode, crash_at=(2, 4), nnx_model=nnx_model)  # mid-epoch 2
-    assert runs.Run(tmp_path / "cut").latest_step() == 10 + 4
+    assert Run(tmp_path / "cut").latest_step() == 10 + 4
     _fit(tmp_path / "cut", 2, mode, resume=True, nnx_model=nnx_model)  # to the end of epoch 2, then stop
     state, history = _fit(tmp_path / "cut", 3, mode, resume=True, nnx_model=nnx_model)  # after an epoch's end: one more
     jax.tree.map(np.testing.assert_array_equal, (state.params, state.batch_stats, state.opt_state),
                  (reference.params, reference.batch_stats, reference.opt_state))
     assert int(state.step) == int(reference.step) == 30
-    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second", "eval_seconds")} for r in h]  # noqa: E731
     assert strip(history) == strip(ref_history)
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
@@ -155,8 +157,8 @@ def test_every_setting_but_those_that_a_resume_may_change_is_covered():
 def one_epoch(tmp_path_factory):
     """A run folder of the default MLP after one epoch on digits, and the same data as an npz file."""
     root = tmp_path_factory.mktemp("resume")
-    experiment.run(Config(epochs=1), log=None, folder=runs.Run(root / "run", checkpoint_seconds=0))
-    (x_train, y_train), (x_test, y_test) = (experiment.datasets.load_digits(split) for split in ("train", "test"))
+    experiment.run(Config(epochs=1), log=None, folder=Run(root / "run", checkpoint_seconds=0))
+    (x_train, y_train), (x_test, y_test) = (load_digits(split) for split in ("train", "test"))
     np.savez(root / "digits.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return root
 
@@ -169,17 +171,17 @@ def test_resuming_another_configuration_is_refused_in_one_line_and_leaves_config
     change, named = _CHANGES[setting]
     change = {k: v.format(npz=one_epoch / "digits.npz") if isinstance(v, str) else v for k, v in change.items()}
     with pytest.raises(ValueError) as refusal:
-        experiment.run(Config(epochs=2, **change), log=None, folder=runs.Run(folder, resume=True))
+        experiment.run(Config(epochs=2, **change), log=None, folder=Run(folder, resume=True))
     assert (folder / "config.json").read_bytes() == saved  # refused before anything is written
     assert re.match(rf"{named}=.* differs from the run in .*; expected the same to resume it", str(refusal.value))
-    assert runs.Run(folder).steps() == runs.Run(one_epoch / "run").steps()
+    assert Run(folder).steps() == Run(one_epoch / "run").steps()
 
 
 @pytest.mark.quick
 def test_resuming_for_more_epochs_is_allowed(one_epoch, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(one_epoch / "run", folder)
-    report = experiment.run(Config(epochs=2), log=None, folder=runs.Run(folder, resume=True))  # longer: allowed
+    report = experiment.run(Config(epochs=2), log=None, folder=Run(folder, resume=True))  # longer: allowed
     assert [h["epoch"] for h in report["history"]] == [1, 2]
     assert json.loads((folder / "config.json").read_text())["epochs"] == 2
 
@@ -196,9 +198,9 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(
     err = capsys.readouterr().err
     assert err.startswith("jaxtrain train: error: epoch 2") and err.count("\n") == 1
     assert "the training loss is " in err and "try a lower learning rate, or clipping the gradient norm" in err
-    saved = runs.Run(folder)
+    saved = Run(folder)
     assert max(saved.steps()) == 43  # the end of epoch 1, the last good state: no checkpoint of epoch 2
-    state, _ = experiment.load_run(folder)
+    state, _ = load_run(folder)
     assert int(state.step) == 43 and all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if "step" not in r] == [1]
@@ -257,7 +259,7 @@ def test_the_best_checkpoint_is_the_one_of_the_best_validation_accuracy_not_test
     history = json.loads((folder / "report.json").read_text())["history"]
     by_val, by_test = (max(history, key=lambda r: (r[key], r["epoch"]))["epoch"] for key in ("val_accuracy", "test_accuracy"))
     assert by_val != by_test, "the run no longer tells the two apart: choose another --seed"  # here (4, 5)
-    saved = runs.Run(folder)
+    saved = Run(folder)
     assert saved.best_step() == by_val * 38 and len(saved.meta(saved.best_step())["history"]) == by_val  # 38 batches an epoch
     report = tmp_path / "eval.json"
     assert cli.main(["evaluate", "--run-dir", str(folder), "--checkpoint", "best", "--report", str(report)]) == 0
@@ -269,7 +271,7 @@ def test_the_best_checkpoint_is_the_one_of_the_best_validation_accuracy_not_test
 def test_predict_classifies_png_files_as_training_data_was_prepared(trained, tmp_path, capsys):
     from PIL import Image
 
-    images, labels = experiment.datasets.load_digits("test")
+    images, labels = load_digits("test")
     files = []
     for i in range(4):  # saved larger than 8×8: predict resizes as the data was
         path = tmp_path / f"digit{i}.png"
@@ -277,7 +279,7 @@ def test_predict_classifies_png_files_as_training_data_was_prepared(trained, tmp
         files.append(str(path))
     assert cli.main(["predict", "--run-dir", str(trained), "--json", *files]) == 0
     rows = json.loads(capsys.readouterr().out)
-    state, _ = experiment.load_run(trained)
+    state, _ = load_run(trained)
     expected = np.asarray(state.model.apply(state.variables, images[:4])).argmax(-1)
     assert [row["file"] for row in rows] == files
     assert [row["class"] for row in rows] == expected.tolist()
@@ -297,14 +299,14 @@ def test_export_loads_strictly_into_the_torch_model_and_predicts_the_same(model,
     net.load_state_dict(torch.load(tmp_path / "model.pt"), strict=True)
     if model == "mlp":
         assert sorted(net.state_dict()) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]  # the primer's MyModel
-    images, labels = experiment.datasets.load_digits("test")
+    images, labels = load_digits("test")
     net.eval()
     with torch.no_grad():
         theirs = net(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).argmax(1).numpy()
-    state, _ = experiment.load_run(folder)
+    state, _ = load_run(folder)
     ours = np.asarray(state.model.apply(state.variables, images)).argmax(-1)
     assert (theirs == ours).mean() == 1.0
-    accuracy = experiment.evaluate(state, experiment.loaders(Config())["test"])["accuracy"]
+    accuracy = evaluate(state, experiment.loaders(Config())["test"])["accuracy"]
     assert (theirs == labels).mean() == pytest.approx(accuracy) and accuracy <= 1
 
 
@@ -366,7 +368,7 @@ def test_sigkill_during_steps_and_saves_then_resume_is_bitwise(tmp_path):
     ours, theirs = (json.loads((f / "report.json").read_text()) for f in (folder, reference))
     assert [h["train_loss"] for h in ours["history"]] == [h["train_loss"] for h in theirs["history"]]
     assert ours["test_accuracy"] == theirs["test_accuracy"]
-    a, b = (experiment.load_run(f)[0] for f in (folder, reference))
+    a, b = (load_run(f)[0] for f in (folder, reference))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.params), jax.device_get(b.params))
 
 

@@ -1,6 +1,6 @@
 """Faults around a run folder, as a careful user and a cluster scheduler meet them: a second process, a rerun
 without --resume, a shorter or differently scheduled resume, odd paths, a full disk, a folder made from
-Python (jaxtrain.ownership, jaxtrain.reports, jaxtrain.record, jaxtrain.runs).
+Python (jaxtrain.runs.ownership, jaxtrain.runs.reports, jaxtrain.runs.record, jaxtrain.runs.folder).
 
 Each refusal is one line on stderr, with the exit code that the README states (2 for a bad setting, 1 for
 files), and leaves every byte of the folder as it was."""
@@ -20,8 +20,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxtrain import MLP, ArrayDataset, DataLoader, adam, checkpoints, cli, create_train_state, datasets, experiment, fit
-from jaxtrain import ownership, reports, runs
+from jaxtrain import MLP, ArrayDataset, DataLoader, Run, adam, create_train_state, experiment, fit, load_run
+from jaxtrain.runs import checkpoints, ownership, reports
+from jaxtrain.sources import registry
+from jaxtrain.cli import commands as cli
 from jaxtrain.config import Config
 
 TRAIN = ["train", "--dataset", "digits", "--checkpoint-seconds", "0"]
@@ -132,7 +134,7 @@ def test_a_second_train_cannot_touch_a_running_one(tmp_path, capsys):
     finally:
         out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
-    assert runs.Run(folder).intact_steps()[-1] == 4 * 43
+    assert Run(folder).intact_steps()[-1] == 4 * 43
     assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
 
 
@@ -144,17 +146,17 @@ def test_a_path_that_orbax_reads_as_a_pattern_is_refused_before_anything_is_made
     assert not (tmp_path / "runs").exists()
     for character in "*?[]\\":
         with pytest.raises(ownership.FolderError, match="glob pattern"):
-            runs.Run(tmp_path / f"a{character}b")
+            Run(tmp_path / f"a{character}b")
 
 
 def test_odd_characters_that_orbax_reads_literally_work(tmp_path):
-    images, labels = datasets.load("digits", "train")
+    images, labels = registry.load("digits", "train")
     loader = DataLoader(ArrayDataset(images[:64], labels[:64]), 32)
     for name in ("a b", "a%20b", "a#b", "a:b", "ä,=;~&$'\""):
         state = create_train_state(MLP(hidden=(4,)), adam(1e-3), images[:1])
-        with runs.Run(tmp_path / name, checkpoint_seconds=0) as run:
+        with Run(tmp_path / name, checkpoint_seconds=0) as run:
             trained, _ = fit(state, loader, 1, run=run, log=None)
-        restored, _ = experiment.load_run(tmp_path / name)
+        restored, _ = load_run(tmp_path / name)
         jax.tree.map(np.testing.assert_array_equal, restored.params, jax.device_get(trained.params))
 
 
@@ -190,17 +192,17 @@ def test_a_longer_resume_continues_the_schedule_and_appends_to_the_record(tmp_pa
 
 
 def _fit_digits(run, epochs=2, **options):
-    images, labels = datasets.load("digits", "train")
+    images, labels = registry.load("digits", "train")
     loader = DataLoader(ArrayDataset(images, labels), 32, shuffle=True, seed=1)
     state = create_train_state(MLP(hidden=(16,), **options), adam(1e-3), images[:1], seed=1)
-    return fit(state, loader, epochs, DataLoader(ArrayDataset(*datasets.load("digits", "test")), 500), run=run, log=None)
+    return fit(state, loader, epochs, DataLoader(ArrayDataset(*registry.load("digits", "test")), 500), run=run, log=None)
 
 
 def test_fit_returns_with_its_last_checkpoint_committed_and_the_folder_owned_until_close(tmp_path):
     folder = tmp_path / "run"
-    with runs.Run(folder, checkpoint_seconds=0) as run:
+    with Run(folder, checkpoint_seconds=0) as run:
         state, history = _fit_digits(run)
-        assert runs.Run(folder).intact_steps() == [43, 86]  # committed, manifests and all
+        assert Run(folder).intact_steps() == [43, 86]  # committed, manifests and all
         assert not list((folder / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
         assert ownership.holder(folder) == os.getpid() and not _can_lock(folder)
     assert _can_lock(folder)  # released on leaving the block
@@ -209,9 +211,9 @@ def test_fit_returns_with_its_last_checkpoint_committed_and_the_folder_owned_unt
 def test_a_run_of_this_process_takes_over_from_an_earlier_one_not_closed(tmp_path):
     """A notebook cell run twice: the second Run of a folder closes the first (its saves committed)."""
     folder = tmp_path / "run"
-    earlier = runs.Run(folder, checkpoint_seconds=0)
+    earlier = Run(folder, checkpoint_seconds=0)
     _fit_digits(earlier, epochs=1)
-    state, history = _fit_digits(runs.Run(folder, resume=True, checkpoint_seconds=0), epochs=2)
+    state, history = _fit_digits(Run(folder, resume=True, checkpoint_seconds=0), epochs=2)
     assert [h["epoch"] for h in history] == [1, 2] and not earlier.claimed
 
 
@@ -219,15 +221,15 @@ def test_a_folder_made_from_python_is_complete_when_the_script_just_ends(tmp_pat
     """The README's script, which never closes its Run: its last checkpoint is committed, and load_run and
     evaluate open the folder."""
     folder = tmp_path / "run"
-    script = ("import sys; from jaxtrain import MLP, ArrayDataset, DataLoader, adam, create_train_state, datasets, fit, Run\n"
-              "x, y = datasets.load('digits', 'train')\n"
+    script = ("import sys; from jaxtrain import MLP, ArrayDataset, DataLoader, adam, create_train_state, fit, load, Run\n"
+              "x, y = load('digits', 'train')\n"
               "state = create_train_state(MLP(hidden=(16,), dropout=0.1), adam(1e-3), x[:1])\n"
               "fit(state, DataLoader(ArrayDataset(x, y), 32, shuffle=True), 2, run=Run(sys.argv[1], checkpoint_seconds=0), log=None)\n")
     done = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert runs.Run(folder).intact_steps() == [43, 86]
+    assert Run(folder).intact_steps() == [43, 86]
     assert not list((folder / "checkpoints").glob("*tmp*"))
-    state, config = experiment.load_run(folder)
+    state, config = load_run(folder)
     assert int(state.step) == 86 and config.model == "mlp" and config.dropout == 0.1
     assert state.params["Dense_0"]["kernel"].shape == (64, 16)
     result = run_cli("evaluate", "--run-dir", str(folder), "--dataset", "digits")
@@ -284,10 +286,10 @@ def test_a_save_that_fills_the_disk_stops_the_run_in_one_line_and_keeps_the_last
     err = capsys.readouterr().err
     assert err == (f"jaxtrain train: error: checkpoint 86 in {folder / 'checkpoints'}: not written (no space left on device); "
                    f"the last good checkpoint, 43, is kept\n")
-    assert runs.Run(folder).intact_steps() == [43] and not list(disk.rglob("*tmp*"))
+    assert Run(folder).intact_steps() == [43] and not list(disk.rglob("*tmp*"))
     lines = (folder / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] in ([1, 2], [1, 2, 3])  # stopped, by the next save at the latest
-    state, _ = experiment.load_run(folder)
+    state, _ = load_run(folder)
     assert int(state.step) == 43
 
 
@@ -302,10 +304,10 @@ def test_a_failed_background_save_stops_the_run_at_the_next_call(tmp_path, monke
 
     monkeypatch.setattr(checkpoints, "write_manifest", full)
     folder = tmp_path / "run"
-    images, labels = datasets.load("digits", "train")
+    images, labels = registry.load("digits", "train")
     state = create_train_state(MLP(hidden=(16,)), adam(1e-3), images[:1])
     loader = DataLoader(ArrayDataset(images, labels), 8, shuffle=True)  # 169 calls an epoch
-    with pytest.raises(OSError) as failure, runs.Run(folder, checkpoint_seconds=0) as run:
+    with pytest.raises(OSError) as failure, Run(folder, checkpoint_seconds=0) as run:
         check, calls = run.check_saves, []
 
         def after_the_failure():  # a save outlasts an epoch of these tiny steps: wait on its progress
@@ -369,15 +371,15 @@ def test_writes_on_a_full_disk_leave_no_temporary_file_and_the_earlier_file_whol
 
 def test_resuming_with_fewer_epochs_from_python_is_refused(tmp_path):
     folder = tmp_path / "run"
-    with runs.Run(folder, checkpoint_seconds=0) as run:
+    with Run(folder, checkpoint_seconds=0) as run:
         _fit_digits(run, epochs=2)
     before = _snapshot(folder)
     with pytest.raises(ownership.FolderError, match="has begun 2 epochs; expected --epochs 2 or more"):
-        with runs.Run(folder, resume=True) as run:
+        with Run(folder, resume=True) as run:
             _fit_digits(run, epochs=1)
     assert _snapshot(folder) == before
     with pytest.raises(ownership.FolderError, match=r"holds a run \(config.json, metrics.jsonl, checkpoints\)"):
-        experiment.run(Config(epochs=1), log=None, folder=runs.Run(folder))
+        experiment.run(Config(epochs=1), log=None, folder=Run(folder))
     assert _snapshot(folder) == before
 
 
@@ -385,6 +387,6 @@ def test_a_reader_leaves_the_temporary_folder_of_a_save_in_progress_alone(used):
     """evaluate during training: Orbax's writer would remove another's unfinished save as debris; a reader must not."""
     in_progress = used / "checkpoints" / "999.orbax-checkpoint-tmp-1"
     (in_progress / "state").mkdir(parents=True)
-    experiment.load_run(used)
+    load_run(used)
     assert cli.main(["evaluate", "--run-dir", str(used)]) == 0
     assert in_progress.is_dir()

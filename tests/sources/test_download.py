@@ -1,5 +1,5 @@
 """MNIST by name without TensorFlow: the download of its IDX files into the cache, with the network faked
-(jaxtrain.download, reached through load_mnist and the command line)."""
+(jaxtrain.sources.download, reached through load_mnist and the command line)."""
 
 import contextlib
 import functools
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxtrain import DatasetUnavailableError, download, load, load_mnist
+from jaxtrain import DatasetUnavailableError, load, load_mnist
+from jaxtrain.sources import download
 
 URL = download.MNIST_URL
 
@@ -226,7 +227,7 @@ def _serve(folder: Path):
 # The command line with the recorded checksums replaced by those of the test's files: the only difference
 # from `python -m jaxtrain`.
 _LAUNCH = (
-    "import json, sys; from jaxtrain import download; download.MNIST_FILES.update(json.loads(sys.argv[1])); "
+    "import json, sys; from jaxtrain.sources import download; download.MNIST_FILES.update(json.loads(sys.argv[1])); "
     "from jaxtrain.cli import main; sys.exit(main(sys.argv[2:]))"
 )
 

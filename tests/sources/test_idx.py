@@ -1,4 +1,4 @@
-"""read_idx: MNIST's IDX files, gzipped or not, and a damaged one named in one line (jaxtrain.idx)."""
+"""read_idx: MNIST's IDX files, gzipped or not, and a damaged one named in one line (jaxtrain.sources.idx)."""
 
 import gzip
 

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from jaxtrain import load_digits, load_folder, load_mnist, load_npz
-from jaxtrain.datasets import FOLDER_TEST_FRACTION, DatasetInfo, info, load, unknown_name
+from jaxtrain.sources.checks import DatasetInfo
+from jaxtrain.sources.files import FOLDER_TEST_FRACTION
+from jaxtrain.sources.registry import info, load, unknown_name
 
 pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
 
@@ -170,7 +172,7 @@ def test_digits_refuses_a_split_left_empty_and_a_negative_seed():
 
 
 def test_validate_accepts_good_arrays_and_names_each_problem():
-    from jaxtrain.datasets import validate
+    from jaxtrain.sources.checks import validate
 
     rng = np.random.default_rng(0)
     images, labels = rng.random((6, 8, 8, 1), np.float32), np.arange(6) % 3
@@ -201,7 +203,7 @@ def test_validate_accepts_good_arrays_and_names_each_problem():
 
 
 def test_check_splits_refuses_test_images_of_another_shape():
-    from jaxtrain.datasets import check_splits
+    from jaxtrain.sources.checks import check_splits
 
     train, test = np.zeros((4, 28, 28, 1), np.float32), np.zeros((3, 8, 8, 1), np.float32)
     check_splits(train, train[:2])  # no error

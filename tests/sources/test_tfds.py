@@ -1,6 +1,6 @@
 """Any tensorflow-datasets image classification, read through tfds.data_source without TensorFlow, and one
-not yet prepared refused in one line that says what to install (jaxtrain.tfds_source, reached through
-jaxtrain.datasets' load and info)."""
+not yet prepared refused in one line that says what to install (jaxtrain.sources.tfds, reached through
+jaxtrain.sources.registry' load and info)."""
 
 import importlib.util
 import subprocess
@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from jaxtrain import DatasetUnavailableError, tfds_source
-from jaxtrain.datasets import info, load
+import jaxtrain.sources.tfds as tfds_source
+from jaxtrain import DatasetUnavailableError
+from jaxtrain.sources.registry import info, load
 
 pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
 

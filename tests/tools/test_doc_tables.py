@@ -1,9 +1,14 @@
-"""The docs' tables, formatted from reports (jaxtrain.compare.tables)."""
+"""The docs' tables, formatted from reports (tools/doc_tables.py)."""
+
+import sys
 
 import pytest
 
-from jaxtrain.compare import tables
-from jaxtrain.compare.tables import Result
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+import doc_tables as tables  # noqa: E402 (tools/ is not a package)
+from doc_tables import Result  # noqa: E402
 
 pytestmark = pytest.mark.quick
 

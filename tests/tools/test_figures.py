@@ -1,17 +1,20 @@
-"""The docs' figures: the registry, the markers, the blocks and the command (jaxtrain.compare.figures)."""
+"""The docs' figures: the registry, the markers, the blocks and the command (tools/figures.py, outside the package)."""
 
-import functools
 import re
 import shlex
 import shutil
+import sys
 
 import pytest
 
-from jaxtrain import cli, compare, config
-from jaxtrain.compare import figures
-from jaxtrain.compare.figures import FIGURES
+from jaxtrain import compare, config
+from jaxtrain.cli import commands as cli
 
 from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+import figures  # noqa: E402 (tools/ is not a package)
+from figures import FIGURES  # noqa: E402
 
 
 @pytest.fixture
@@ -114,34 +117,27 @@ def test_the_rows_of_a_figure_share_its_start():
 @pytest.mark.quick
 def test_an_unknown_figure_is_one_line_naming_them_all_and_exit_code_2(capsys):
     with pytest.raises(SystemExit) as exit:
-        cli.main(["compare", "figures", "--only", "primer", "nope"])
+        figures.main(["--only", "primer", "nope"])
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "'nope'" in err
     assert all(name in err for name in FIGURES)
 
 
-@pytest.fixture
-def checkout_docs(monkeypatch):
-    """The command reads the checkout's documents, wherever the package under test is installed."""
-    monkeypatch.setattr(compare, "check_markers", lambda: figures.check_markers(ROOT))
-    monkeypatch.setattr(compare, "generate_figures", functools.partial(figures.generate, root=ROOT))
-
-
 @pytest.mark.quick
-def test_figures_on_mnist_without_its_folder_are_refused_before_any_work(capsys, monkeypatch, checkout_docs):
+def test_figures_on_mnist_without_its_folder_are_refused_before_any_work(capsys, monkeypatch):
     monkeypatch.setattr(figures, "measure_in_child", lambda *a, **k: pytest.fail("work started"))
-    assert cli.main(["compare", "figures", "--only", "primer"]) == 2
+    assert figures.main(["--only", "primer"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("jaxtrain compare figures: error: data dir None (--data-dir): expected MNIST's IDX folder")
+    assert err.startswith("tools/figures.py: error: data dir None (--data-dir): expected MNIST's IDX folder")
     assert len(err.strip().splitlines()) == 1
-    assert cli.main(["compare", "figures", "--quick", "--data-dir", "x"]) == 2
+    assert figures.main(["--quick", "--data-dir", "x"]) == 2
     assert "none with --quick" in capsys.readouterr().err
 
 
 @pytest.mark.quick
-def test_list_names_each_figure_with_its_commands(capsys, checkout_docs):
-    assert cli.main(["compare", "figures", "--list", "--only", "primer", "bench", "--data-dir", "../mnist"]) == 0
+def test_list_names_each_figure_with_its_commands(capsys):
+    assert figures.main(["--list", "--only", "primer", "bench", "--data-dir", "../mnist"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "primer (README.md, about 0.5 minutes)"
     assert "  python -m jaxtrain train --dataset mnist --data-dir ../mnist --epochs 10" in out
@@ -160,14 +156,14 @@ def test_the_batch_size_picture_is_drawn_from_a_sweep(tmp_path):
 @pytest.mark.slow
 def test_the_primer_figure_runs_end_to_end_into_a_copy_of_the_readme(docs):
     before = {doc: (docs / doc).read_text() for doc in figures.DOCS}
-    blocks = compare.generate_figures(["primer"], quick=True, root=docs)
+    blocks = figures.generate(["primer"], quick=True, root=docs)
     readme = (docs / "README.md").read_text()
     head, rest = before["README.md"].split("<!-- figure: primer -->\n")
     tail = rest.split("<!-- /figure: primer -->\n")[1]
     assert readme == f"{head}<!-- figure: primer -->\n\n{blocks['primer']}\n\n<!-- /figure: primer -->\n{tail}"
     assert (docs / "docs/paradigms.md").read_text() == before["docs/paradigms.md"]
     header, table, note = blocks["primer"].split("\n\n")
-    assert header.startswith("Generated on ") and "`python -m jaxtrain compare figures --only primer --quick`" in header
+    assert header.startswith("Generated on ") and "`python tools/figures.py --only primer --quick`" in header
     assert "`python -m jaxtrain train --dataset digits`, then `python -m jaxtrain train --dataset digits --epochs 2" in header
     assert " CPUs), " in header and "jax " in header and "\n" not in header
     rows = table.splitlines()[2:]

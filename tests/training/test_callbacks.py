@@ -1,5 +1,5 @@
 """fit's callbacks: a user's hooks stop a run or change its learning rate; early stopping, the plateau schedule
-and a target accuracy, from Python and from the command line (jaxtrain.callbacks)."""
+and a target accuracy, from Python and from the command line (jaxtrain.training.callbacks)."""
 
 import json
 
@@ -7,10 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxtrain import MLP, ArrayDataset, DataLoader, adam, cli, create_train_state, experiment, fit, runs
-from jaxtrain.callbacks import Callback, EarlyStopping, LambdaCallback, ReduceLROnPlateau, TargetAccuracy
+from jaxtrain import MLP, ArrayDataset, DataLoader, Run, adam, create_train_state, experiment, fit, load_run
+from jaxtrain.cli import commands as cli
+from jaxtrain.training.callbacks import Callback, EarlyStopping, LambdaCallback, ReduceLROnPlateau, TargetAccuracy
 from jaxtrain.config import Config
-from jaxtrain.optim import adjustable_lr, learning_rate
+from jaxtrain.training.optim import adjustable_lr, learning_rate
 
 
 def _data(n=120, seed=0, size=8):
@@ -95,7 +96,7 @@ def test_callbacks_refuse_what_they_cannot_follow():
         fit(state, train, 2, {"val": val}, log=None, callbacks=[ReduceLROnPlateau()])
     with pytest.raises(ValueError, match="target=1.5; expected an accuracy"):
         TargetAccuracy(1.5)
-    with pytest.raises(ValueError, match="expected instances of jaxtrain.callbacks.Callback"):
+    with pytest.raises(ValueError, match="expected instances of jaxtrain.training.callbacks.Callback"):
         fit(state, train, 1, log=None, callbacks=[print])
 
 
@@ -110,8 +111,8 @@ def test_early_stopping_from_the_command_line_ends_the_run_folder_on_the_best_ep
     assert f"the best was epoch {best}" in data["stopped"]
     assert data["best_val_loss"] == min(h["val_loss"] for h in data["history"]) == data["history"][best - 1]["val_loss"]
     assert data["test_accuracy"] == data["history"][best - 1]["test_accuracy"]  # the returned state is the best's
-    state, _ = experiment.load_run(folder)  # the folder's latest checkpoint too
-    with runs.Run(folder) as run:
+    state, _ = load_run(folder)  # the folder's latest checkpoint too
+    with Run(folder) as run:
         assert run.latest_step() == int(state.step) == best * 34  # digits: 34 batches an epoch
     assert cli.main(["train", "--early-stopping", "3"]) == 2
 
@@ -144,15 +145,15 @@ def test_the_plateau_schedule_from_the_command_line_follows_torch_and_resumes_ex
     and resumed gives the same epochs, its plateau counters restored from the checkpoint."""
     plateau = {"factor": 0.5, "patience": 1, "threshold": 0.2, "cooldown": 1, "min_lr": 1e-4}
     config = Config(val_fraction=0.2, schedule="plateau", epochs=10, lr=3e-3, **plateau)
-    whole = experiment.run(config, log=None, folder=runs.Run(tmp_path / "whole"))
+    whole = experiment.run(config, log=None, folder=Run(tmp_path / "whole"))
     losses, lrs = [h["val_loss"] for h in whole["history"]], [h["lr"] for h in whole["history"]]
     assert lrs == _torch_plateau_lrs(losses, 3e-3, **plateau) and len(set(lrs)) > 2
     lines = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     assert [line["lr"] for line in lines] == lrs
 
     half = Config(**{**config.__dict__, "epochs": 5})
-    experiment.run(half, log=None, folder=runs.Run(tmp_path / "split", checkpoint_seconds=0))
-    resumed = experiment.run(config, log=None, folder=runs.Run(tmp_path / "split", resume=True))
+    experiment.run(half, log=None, folder=Run(tmp_path / "split", checkpoint_seconds=0))
+    resumed = experiment.run(config, log=None, folder=Run(tmp_path / "split", resume=True))
     for ours, theirs in zip(resumed["history"], whole["history"]):
         assert (ours["lr"], ours["val_loss"]) == (theirs["lr"], theirs["val_loss"])
     assert resumed["test_loss"] == whole["test_loss"]
@@ -160,7 +161,7 @@ def test_the_plateau_schedule_from_the_command_line_follows_torch_and_resumes_ex
 
 def test_tensorboard_events_are_written_during_the_run(tmp_path):
     pytest.importorskip("tensorboardX")
-    from jaxtrain.callbacks import TensorBoard
+    from jaxtrain.training.monitors import TensorBoard
 
     train, val, images = _loaders(48)
     sizes = []  # the events' bytes on disk at the end of each epoch, after the writer's hook
@@ -211,12 +212,12 @@ def test_early_stopping_after_a_resume_ends_on_the_best_epoch_from_before_it(tmp
 
     folder = tmp_path / "run"
     train, _, _ = _loaders()
-    with pytest.raises(_Crash), runs.Run(folder, keep=1, checkpoint_seconds=checkpoint_seconds) as run:
+    with pytest.raises(_Crash), Run(folder, keep=1, checkpoint_seconds=checkpoint_seconds) as run:
         fit(create_train_state(MLP(hidden=(8,)), adam(1e-2), images[:1]), train, 6, log=None, run=run,
             callbacks=[_scored(scores, crash_at=5), EarlyStopping("score", patience=10)])
     train, _, _ = _loaders()
     early = EarlyStopping("score", patience=10)
-    with runs.Run(folder, resume=True, keep=1, checkpoint_seconds=checkpoint_seconds) as run:
+    with Run(folder, resume=True, keep=1, checkpoint_seconds=checkpoint_seconds) as run:
         resumed_from = run.latest_step()
         state, history = fit(create_train_state(MLP(hidden=(8,)), adam(1e-2), images[:1]), train, 6, log=None, run=run,
                              callbacks=[_scored(scores), early])

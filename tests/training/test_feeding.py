@@ -9,16 +9,16 @@ import jax
 import pytest
 
 from conftest import ROOT
-from jaxtrain import auto
+from jaxtrain import experiment
+from jaxtrain.training import feeding
 from jaxtrain.config import MODELS, Config
-from jaxtrain.experiment import feeding, loaders
 
 
 @pytest.mark.quick
 def test_every_backend_and_model_has_one_cell_with_its_measured_reason():
-    assert set(auto.TABLE) == {(backend, family) for backend in auto.BACKENDS for family in auto.FAMILIES}
-    assert {spec.family for spec in MODELS.values()} == set(auto.FAMILIES)
-    for (backend, _), cell in auto.TABLE.items():
+    assert set(feeding.TABLE) == {(backend, family) for backend in feeding.BACKENDS for family in feeding.FAMILIES}
+    assert {spec.family for spec in MODELS.values()} == set(feeding.FAMILIES)
+    for (backend, _), cell in feeding.TABLE.items():
         if backend == "tpu":
             assert cell.reason.startswith("not measured on a TPU")
         else:  # a figure and the machine it was measured on
@@ -34,42 +34,42 @@ EXPECTED = {"cpu": {"mlp": "epoch", "cnn": 1}, "gpu": {"mlp": "epoch", "cnn": "e
 @pytest.mark.quick
 @pytest.mark.parametrize("backend", EXPECTED)
 def test_auto_follows_the_backend_and_the_model(monkeypatch, backend):
-    train = loaders(Config())["train"]
+    train = experiment.loaders(Config())["train"]
     monkeypatch.setattr(jax, "default_backend", lambda: backend)  # no GPU here: fake the backend
     for model, spec in MODELS.items():
-        fed = feeding(Config(model=model), train)
+        fed = experiment.feeding(Config(model=model), train)
         steps = EXPECTED[backend][spec.family]
         assert fed.settings() == {"steps_per_call": len(train) if steps == "epoch" else steps, "data_on_device": True}, model
         assert fed.why["steps_per_call"].startswith(f"auto ({backend}, {spec.family}): {steps} (")
         assert fed.why["data_on_device"].startswith("auto: the training set takes at most a quarter")
-    if backend not in auto.BACKENDS:
+    if backend not in feeding.BACKENDS:
         assert f"not measured on {backend}" in fed.why["steps_per_call"]
 
 
 @pytest.mark.quick
 def test_a_whole_epoch_chosen_for_data_left_on_the_host_becomes_fused_calls():
     for fits, on_device in [(False, None), (True, False)]:
-        fed = auto.resolve("auto", on_device, "cnn", "gpu", batches=615, fits=fits)
-        assert fed.settings() == {"steps_per_call": auto.HOST_FED_STEPS, "data_on_device": False}
+        fed = feeding.resolve("auto", on_device, "cnn", "gpu", batches=615, fits=fits)
+        assert fed.settings() == {"steps_per_call": feeding.HOST_FED_STEPS, "data_on_device": False}
         assert "stays on the host" in fed.why["steps_per_call"]
-    assert auto.resolve("epoch", False, "cnn", "gpu", batches=615, fits=True).steps_per_call == 615  # asked for: kept
+    assert feeding.resolve("epoch", False, "cnn", "gpu", batches=615, fits=True).steps_per_call == 615  # asked for: kept
 
 
 @pytest.mark.quick
 def test_settings_given_are_kept_and_said_so():
-    fed = auto.resolve(4, False, "mlp", "gpu", batches=615, fits=True)
+    fed = feeding.resolve(4, False, "mlp", "gpu", batches=615, fits=True)
     assert fed.settings() == {"steps_per_call": 4, "data_on_device": False}
     assert fed.why == {"steps_per_call": "set by the configuration", "data_on_device": "set by the configuration"}
     with pytest.raises(ValueError, match="family='rnn'; expected one of mlp, cnn"):
-        auto.choose("rnn", "cpu")
+        feeding.choose("rnn", "cpu")
 
 
 @pytest.mark.quick
 def test_the_docs_and_the_help_show_the_table(run_cli):
-    assert auto.markdown() in (ROOT / "docs" / "performance.md").read_text()
+    assert feeding.markdown() in (ROOT / "docs" / "performance.md").read_text()
     done = run_cli("train", "--help")
     assert done.returncode == 0, done.stderr
-    assert " ".join(auto.summary().split()) in " ".join(done.stdout.split())
+    assert " ".join(feeding.summary().split()) in " ".join(done.stdout.split())
 
 
 # At most: the initialization, the probe of XLA:CPU's options, the calls of an epoch (full batches and the

@@ -1,4 +1,4 @@
-"""The loop over epochs: fit, its feeding modes, its plan of calls and ahead-of-time compilation (jaxtrain.loop)."""
+"""The loop over epochs: fit, its feeding modes, its plan of calls and ahead-of-time compilation (jaxtrain.training.fit)."""
 
 import jax
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from jaxtrain import MLP, NNXMLP, ArrayDataset, DataLoader, adam, create_train_state, evaluate, fit, train_step
-from jaxtrain.loop import compile_fit, plan_calls
+from jaxtrain.training.fit import compile_fit, plan_calls
 
 
 def _data(n=100, seed=0, size=8):

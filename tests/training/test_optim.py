@@ -1,4 +1,4 @@
-"""torch-semantics optimizers, gradient clipping and accumulation (jaxtrain.optim)."""
+"""torch-semantics optimizers, gradient clipping and accumulation (jaxtrain.training.optim)."""
 
 import inspect
 
@@ -8,9 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxtrain import MLP, create_train_state, optim, train_step
-from jaxtrain.optim import accumulate_gradients, adam, clip_grad_norm, sgd
-from jaxtrain.schedules import schedule
+from jaxtrain import MLP, create_train_state, train_step
+from jaxtrain.training import optim
+from jaxtrain.training.optim import accumulate_gradients, adam, clip_grad_norm, sgd
+from jaxtrain.training.schedules import schedule
 
 pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
 

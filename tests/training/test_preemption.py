@@ -1,6 +1,6 @@
 """Preemption: a SIGTERM during training saves a checkpoint at the next call boundary and exits with 143 and a
 one-line notice, and ``--resume`` then continues to the bits of a run never stopped; on one process and on two
-(jaxtrain.preemption)."""
+(jaxtrain.training.preemption)."""
 
 import json
 import os
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from jaxtrain import runs
+from jaxtrain.runs.folder import Run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # One step per call: a boundary after every step, so the signal lands mid-epoch.
 _FLAGS = ["--dataset", "digits", "--epochs", "3", "--steps-per-call", "1", "--checkpoint-seconds", "1000"]
 
@@ -55,7 +55,7 @@ def test_sigterm_saves_at_the_next_boundary_exits_143_and_resume_is_bitwise(tmp_
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("jaxtrain train: preempted (SIGTERM): stopped at step ") and "--resume" in err
     step = int(err.split("stopped at step ")[1].split(",")[0])
-    assert runs.Run(folder).intact_steps() == [step] and 43 < step  # saved after the first epoch, at once
+    assert Run(folder).intact_steps() == [step] and 43 < step  # saved after the first epoch, at once
     assert not (folder / "report.json").exists()
     resumed = subprocess.run([*_command(folder), "--resume"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -105,7 +105,7 @@ def test_on_two_processes_both_stop_at_one_agreed_step_and_resume_is_bitwise(tmp
         notice = [line for line in err.splitlines() if line.startswith("jaxtrain train: preempted (SIGTERM)")]
         assert len(notice) == 1 and "Traceback" not in err
         steps.add(int(notice[0].split("stopped at step ")[1].split(",")[0]))
-    assert len(steps) == 1 and runs.Run(folder).intact_steps() == list(steps)
+    assert len(steps) == 1 and Run(folder).intact_steps() == list(steps)
     for code, err in _finish(_pair(folder, "--resume")):
         assert code == 0, err[-2000:]
     assert _losses(folder) == _losses(reference)

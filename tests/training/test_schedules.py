@@ -1,4 +1,4 @@
-"""Learning-rate schedules with torch.optim.lr_scheduler's values, step by step (jaxtrain.schedules)."""
+"""Learning-rate schedules with torch.optim.lr_scheduler's values, step by step (jaxtrain.training.schedules)."""
 
 import json
 
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrain.optim import sgd
-from jaxtrain.schedules import Plateau, schedule
+from jaxtrain.training.optim import sgd
+from jaxtrain.training.schedules import Plateau, schedule
 
 pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
 

@@ -1,4 +1,4 @@
-"""The loop: train_step, eval_step, evaluate, fit, its feeding modes and plan of calls (jaxtrain.train)."""
+"""The loop: train_step, eval_step, evaluate, fit, its feeding modes and plan of calls (jaxtrain.training.step)."""
 
 import flax.linen as nn
 import jax
@@ -9,7 +9,7 @@ from flax import nnx
 
 from jaxtrain import CNN, MLP, NNXMLP, ArrayDataset, DataLoader, accumulate_gradients, adam, create_train_state, eval_step
 from jaxtrain import evaluate, fit, load_digits, predict, sgd, train_step
-from jaxtrain.train import forward
+from jaxtrain.training.step import forward
 
 
 def _data(n=100, seed=0, size=8):  # 8×8 keeps the CNN's compilations quick

@@ -1,7 +1,7 @@
 """Metrics of an evaluation: accuracy, top-k accuracy, a confusion matrix, or a function of one's own.
 
 A metric is two small functions, as torchmetrics' ``update`` and ``compute``: ``sums`` runs inside the
-compiled evaluation step (``train.eval_step``) and returns what one batch adds, counts wherever it can;
+compiled evaluation step (``step.eval_step``) and returns what one batch adds, counts wherever it can;
 ``evaluate`` adds those sums over the batches on the host, exactly (integers), and ``result`` turns the
 totals into the metric. So an accuracy over 10 000 examples is a count of correct ones divided once by
 10 000, never a mean of batch means, and nothing is read from the device until the last batch is done.

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxtrain import MLP, ArrayDataset, ConfusionMatrix, DataLoader, TopKAccuracy, create_train_state, evaluate, sgd
-from jaxtrain import metrics as metrics_module
-from jaxtrain.train import forward
+from jaxtrain.training import metrics as metrics_module
+from jaxtrain.training.step import forward
 
 
 def _state_and_data(n=203, classes=10, seed=0):
