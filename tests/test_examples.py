@@ -1,5 +1,6 @@
 """The examples run: the primer's program with jaxtrain, and as written in PyTorch (examples/)."""
 
+import os
 import subprocess
 import sys
 
@@ -14,7 +15,8 @@ def _run_example(script: str, *flags: str) -> str:
     """Runs ``examples/SCRIPT --dry-run FLAGS`` from the checkout; returns its output, after asserting success."""
     result = subprocess.run(
         [sys.executable, f"examples/{script}", "--dry-run", *flags],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={"PATH": ""},
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={"PATH": "", **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}},  # the package under test
     )
     assert result.returncode == 0, result.stderr
     return result.stdout

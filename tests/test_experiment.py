@@ -1,4 +1,6 @@
-"""Config → model, optimizer and schedule, and the per-epoch learning rate of a run (jaxtrain.experiment)."""
+"""Config → model, optimizer and schedule (jaxtrain.build), and a run from a configuration (jaxtrain.experiment)."""
+
+import importlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -114,7 +116,7 @@ def test_the_measured_defaults_are_what_config_resolves(monkeypatch):
 def test_fit_uses_no_prefetch_thread_on_the_cpu(monkeypatch):
     import jax
 
-    from jaxtrain.training import fit as loop
+    loop = importlib.import_module("jaxtrain.training.fit")  # the module: jaxtrain.training.fit is the function
 
     assert jax.default_backend() == "cpu"
     monkeypatch.setattr(loop, "prefetch_to_device", lambda *a, **k: pytest.fail("a prefetch thread on the CPU"))

@@ -86,7 +86,7 @@ def scan_reference(config: Config) -> dict[str, Any]:
         loss = float(loss)  # host sync: the epoch's end
         seconds = time.perf_counter() - start
         history.append({"epoch": e + 1, "train_loss": loss, "seconds": seconds, "samples_per_second": n / seconds})
-    return {"history": history, "compile_seconds": None, "test_accuracy": None}
+    return {"history": history, "compile_seconds": None, "eval_seconds": None, "test_accuracy": None}
 
 
 def run_in_folder(config: Config, checkpoint_seconds: float) -> dict[str, Any]:

@@ -6,6 +6,7 @@ JAX fixes the number of CPU devices when it starts, so the runs on several devic
 """
 
 import contextlib
+import importlib
 import json
 import os
 import socket
@@ -361,7 +362,7 @@ def _fit_inputs() -> dict:
     """On 8 CPU devices: the arrays that fit hands each compiled call, in each feeding mode (a wrapper in
     place of the calls records their shape, spec and the shape of each device's shard)."""
     from jaxtrain import MLP, ArrayDataset, DataLoader, create_train_state, fit, load_digits, sgd
-    from jaxtrain.training import fit as loop
+    loop = importlib.import_module("jaxtrain.training.fit")  # the module: jaxtrain.training.fit is the function
 
     images, labels = load_digits("train")
     loader = DataLoader(ArrayDataset(images[:100], labels[:100]), 32, shuffle=True, seed=1)

@@ -234,7 +234,7 @@ def test_evaluate_reads_the_saved_model(trained, tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
     # The confusion matrix: rows are the true classes (the test set's counts of each), its trace the correct ones.
     matrix = np.asarray(result["confusion_matrix"])
-    labels = experiment.datasets.load_digits("test")[1]
+    labels = load_digits("test")[1]
     assert matrix.shape == (10, 10)
     np.testing.assert_array_equal(matrix.sum(1), np.bincount(labels, minlength=10))
     assert np.trace(matrix) == round(result["accuracy"] * 449)
@@ -242,7 +242,7 @@ def test_evaluate_reads_the_saved_model(trained, tmp_path, capsys):
     top3 = json.loads(report.read_text())["top3_accuracy"]
     assert result["accuracy"] < top3 <= 1 and "top-3 accuracy" in capsys.readouterr().out
     # The top-3 accuracy from the model's own scores: the label among its three highest.
-    state, config = experiment.load_run(trained, "best")
+    state, config = load_run(trained, "best")
     images = experiment.loaders(config)["test"].gather(np.arange(449))[0]
     probabilities = np.asarray(predict(state, images))
     assert top3 == np.mean(np.any(np.argsort(-probabilities, -1)[:, :3] == labels[:, None], -1))
