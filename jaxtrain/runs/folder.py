@@ -22,7 +22,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import numpy as np
@@ -31,11 +31,8 @@ from jax.experimental import multihost_utils
 from jaxtrain.data.loader import DataLoader
 from jaxtrain.parallel.devices import is_main_process
 from jaxtrain.runs import checkpoints, ownership, record
-from jaxtrain.runs.reports import strict, to_json, write_json
+from jaxtrain.runs.reports import keep_lines, strict, to_json, write_json
 from jaxtrain.training.step import TrainState
-
-if TYPE_CHECKING:
-    import orbax.checkpoint
 
 CHECKPOINTS = "checkpoints"
 SET_ASIDE = "checkpoints-set-aside"  # where a resumed run moves the checkpoints that it cannot read
@@ -86,7 +83,7 @@ class Run(ownership.Owner):
             raise NotADirectoryError(f"run folder {self.folder}: a file; expected a folder")
         self.resume, self.keep = resume, keep
         self.checkpoint_seconds, self.checkpoint_every, self.log_every = checkpoint_seconds, checkpoint_every, log_every
-        self._manager: orbax.checkpoint.CheckpointManager | None = None
+        self._manager: Any = None  # an orbax.checkpoint.CheckpointManager, once made
         self._last_save = time.monotonic()
         self._saved_step: int | None = None
         self._sealing: int | None = None
@@ -98,8 +95,8 @@ class Run(ownership.Owner):
         self._pinned: int | None = None
 
     @property
-    def manager(self) -> orbax.checkpoint.CheckpointManager:
-        """The Orbax manager of ``checkpoints/``, created on first use."""
+    def manager(self) -> Any:
+        """The Orbax manager of ``checkpoints/`` (``checkpoints.manager``), created on first use."""
         if self._manager is None:  # Orbax asks for an absolute path
             self._manager = checkpoints.manager(
                 (self.folder / CHECKPOINTS).absolute(), self.keep, self.claimed, self._seal, pinned=lambda: self._pinned
@@ -236,18 +233,8 @@ class Run(ownership.Owner):
     def _forget_after(self, step: int, epochs: int) -> None:
         """Drops the lines of ``metrics.jsonl`` logged after the checkpoint resumed from (and a line cut short),
         which the resumed run logs again."""
-        path = self.folder / "metrics.jsonl"
-        if not is_main_process():
-            return
-        kept = []
-        for line in path.read_text().splitlines() if path.is_file() else []:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            if record.get("step", -1) <= step and record["epoch"] <= epochs + ("step" in record):
-                kept.append(line + "\n")
-        path.write_text("".join(kept))
+        if is_main_process():
+            keep_lines(self.folder / "metrics.jsonl", lambda r: r.get("step", -1) <= step and r["epoch"] <= epochs + ("step" in r))
 
     def step_end(
         self, state: TrainState, loader: DataLoader, epoch: int, taken: int, losses: list, history: list, save: bool = False

@@ -1,5 +1,5 @@
-"""Reports as files: strict JSON, written atomically, outputs checked before any work, and a report that
-its file cannot take kept somewhere the error names.
+"""Reports as files: strict JSON, written atomically, JSON lines trimmed (``keep_lines``), outputs checked before
+any work, and a report that its file cannot take kept somewhere the error names.
 
 A run's work is not lost for want of disk space: ``check_writable`` writes and syncs a few KB where an
 output will go before the run starts (an empty file needs no free block, so creating one proves nothing),
@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,22 @@ def deliver(data: Any, path: str | Path, what: str = "--report", copy: str | Pat
             print(text, end="", flush=True)
         where = f"the same report is in {copy}" if same else "the report is printed on stdout as JSON instead"
         raise type(error)(f"{what} {error}; {where}") from None
+
+
+def keep_lines(path: str | Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrites a JSON-lines file with the records that ``keep`` accepts, up to its first line cut short (a
+    process that died mid-write); a missing file is written empty.
+
+    Example:
+      >>> keep_lines("runs/mlp/metrics.jsonl", lambda record: record["epoch"] <= 3)
+    """
+    path = Path(path)
+    kept = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if keep(record):
+            kept.append(line + "\n")
+    path.write_text("".join(kept))

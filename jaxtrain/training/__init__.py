@@ -8,7 +8,7 @@ from jaxtrain.training.callbacks import Callback, EarlyStopping, LambdaCallback,
 from jaxtrain.training.evaluation import evaluate
 from jaxtrain.training.fit import compile_fit, fit, plan_calls
 from jaxtrain.training.losses import cross_entropy
-from jaxtrain.training.metrics import ConfusionMatrix, Metric, TopKAccuracy
+from jaxtrain.training.metrics import ConfusionMatrix, Mean, Metric, TopKAccuracy
 from jaxtrain.training.monitors import TensorBoard
 from jaxtrain.training.optim import accumulate_gradients, adam, adamw, adjustable_lr, clip_grad_norm, sgd
 from jaxtrain.training.preemption import Preempted
@@ -16,7 +16,7 @@ from jaxtrain.training.schedules import Plateau, schedule
 from jaxtrain.training.step import TrainState, create_train_state, eval_step, predict, train_step
 
 __all__ = [
-    "Callback", "ConfusionMatrix", "EarlyStopping", "LambdaCallback", "Metric", "Plateau", "Preempted", "ReduceLROnPlateau",
+    "Callback", "ConfusionMatrix", "EarlyStopping", "LambdaCallback", "Mean", "Metric", "Plateau", "Preempted", "ReduceLROnPlateau",
     "TargetAccuracy", "TensorBoard", "TopKAccuracy", "TrainState", "accumulate_gradients", "adam", "adamw", "adjustable_lr",
     "clip_grad_norm", "compile_fit", "create_train_state", "cross_entropy", "eval_step", "evaluate", "fit", "plan_calls",
     "predict", "schedule", "sgd", "train_step",

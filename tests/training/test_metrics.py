@@ -1,4 +1,4 @@
-"""Metrics of an evaluation (jaxtrain.metrics): top-k accuracy against numpy, the confusion matrix's counts,
+"""Metrics of an evaluation (jaxtrain.training.metrics): top-k accuracy against numpy, the confusion matrix's counts,
 sums exact over batches, a function of one's own, the names refused in one line."""
 
 import jax
