@@ -151,3 +151,24 @@ def test_initialization_is_one_program(model):
     with compiler.count_compilations() as compiled:
         create_train_state(module, adam(1e-3), sample, seed=3)
     assert compiled.programs == 1, dict(compiled.names)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="RUN_ONCE is given on the CPU only")
+def test_the_initialization_compiles_with_code_optimization_off():
+    """The initialization runs once, so XLA does not optimize its code (compiler.RUN_ONCE): the state's weights
+    are that program's, bit for bit. The optimized program's differ from them by a few ulp (fused
+    multiply-adds), which is what lets this test tell the two apart."""
+    import functools
+
+    from jaxtrain.training import step
+
+    model, tx, sample = CNN(), adam(1e-3), np.zeros((1, 28, 28, 1), np.float32)
+    state = create_train_state(model, tx, sample, seed=0)
+    program = functools.partial(step._start, functools.partial(model.init, train=False), tx)
+    unoptimized, optimized = (
+        jax.jit(program, compiler_options=options)(np.uint32(0), sample, None)[1]["params"]
+        for options in (compiler.RUN_ONCE, {})
+    )
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+    assert same(state.params, unoptimized)
+    assert not same(state.params, optimized)
