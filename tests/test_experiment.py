@@ -11,6 +11,7 @@ from jaxtrain import CNN, MLP, NNXCNN
 from jaxtrain.config import Config
 from jaxtrain.build import build_model, build_optimizer, build_schedule, epoch_learning_rates, model_options
 from jaxtrain.experiment import run
+from jaxtrain.training.schedules import SCHEDULES
 
 
 @pytest.mark.quick
@@ -54,6 +55,23 @@ def test_step_decay_falls_at_epoch_boundaries_with_and_without_accumulation(grad
     for j in range(6 * batches // grad_accum):
         epoch = ((j + 1) * grad_accum - 1) // batches
         assert float(lr(j)) == pytest.approx(0.1 * 0.5 ** (epoch // 2), rel=1e-6)
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_the_epochs_learning_rates_are_one_program(schedule):
+    """Each epoch's rate comes from one compiled program, not one per operation of the schedule, which is
+    what calling the schedule eagerly step by step compiled (7 programs for the cosine); 7 epochs, a length
+    no other test uses, keep the program out of this process's caches."""
+    from jaxtrain.parallel.compiler import count_compilations
+
+    config = Config(schedule=schedule, epochs=7, step_size=2, milestones=(2, 5), val_fraction=0.1,
+                    warmup_steps=0 if schedule == "plateau" else 3)
+    lr = build_schedule(config, batches_per_epoch=11)
+    with count_compilations() as compiled:
+        rates = epoch_learning_rates(config, batches_per_epoch=11)
+    assert compiled.programs == 1, dict(compiled.names)
+    np.testing.assert_allclose(rates, [lr(11 * e) for e in range(7)], rtol=1e-5)  # fused, as in the step: within a few ulp of eager
 
 
 def test_epoch_learning_rates_equal_torchs_per_epoch_scheduler():

@@ -73,8 +73,9 @@ def test_the_docs_and_the_help_show_the_table(run_cli):
 
 
 # At most: the initialization, the probe of XLA:CPU's options, the calls of an epoch (full batches and the
-# short last batch) and the evaluation step. Eagerly, the initialization alone compiled 26.
-MAX_PROGRAMS = 5
+# short last batch), the evaluation step and the learning rate of each epoch. Eagerly, the initialization
+# alone compiled 26.
+MAX_PROGRAMS = 6
 
 
 def test_a_cli_run_compiles_no_program_twice_and_counts_them(run_cli, tmp_path, monkeypatch):
