@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from jaxtrain.training import optim
 from jaxtrain.training.arguments import check_integer, check_number, is_number
@@ -197,7 +198,7 @@ class EarlyStopping(Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.best_step, self.wait = value, context.epoch, context.step, 0
             if self.restore_best:  # a copy on the device, untouched by the next call's donation (no sync)
-                self._best_state = jax.tree.map(lambda a: a.copy(), context.state)
+                self._best_state = _copy_state(context.state)
                 if context.run is not None:  # and on disk, for a resumed run: saved at this epoch's end, kept
                     context.run.pin(context.step)
         else:
@@ -223,6 +224,13 @@ class EarlyStopping(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch, self.wait, self.stopped = (state[k] for k in ("best", "best_epoch", "wait", "stopped"))
         self.best_step = state.get("best_step")  # absent from a checkpoint saved before it was kept
+
+
+@jax.jit
+def _copy_state(state: TrainState) -> TrainState:
+    """A copy of every array of ``state`` on its devices, as one compiled program (an eager copy compiles one
+    program per distinct shape of its leaves)."""
+    return jax.tree.map(jnp.copy, state)
 
 
 class ReduceLROnPlateau(Callback):

@@ -86,6 +86,17 @@ def test_early_stopping_returns_the_best_epochs_state_bitwise():
 
 
 @pytest.mark.quick
+def test_early_stopping_copies_the_best_state_in_one_compiled_program(count_compiles):
+    train, val, images = _loaders()
+    state = create_train_state(MLP(hidden=(23,)), adam(1e-2), images[:1])  # shapes no other test compiles
+    state, _ = fit(state, train, 1, {"val": val}, log=None)  # the step and the evaluation compiled here
+    early = EarlyStopping("val_loss", patience=5)
+    with count_compiles() as compiles:
+        fit(state, train, 2, {"val": val}, log=None, callbacks=[early])
+    assert early.best_epoch is not None and compiles() == 1  # not one program per shape of the state's leaves
+
+
+@pytest.mark.quick
 def test_callbacks_refuse_what_they_cannot_follow():
     train, val, images = _loaders(32)
     state = create_train_state(MLP(hidden=(4,)), adam(1e-2), images[:1])
