@@ -5,8 +5,11 @@ One wing per concept of the primer, each named after it: ``data`` (``torch.utils
 (``torchvision.datasets``), ``nn`` (the models), ``training`` (step, fit, losses, optimizers, schedules,
 callbacks), ``runs`` (run folders: checkpoints, resume, reports), ``parallel`` (devices and compilation);
 ``config``, ``build`` and ``experiment`` make a run from a flat configuration; ``cli`` maps flags onto them;
-``compare`` sets PyTorch's program beside jaxtrain's. Every public name is here.
+``compare`` sets PyTorch's program beside jaxtrain's. Every public name is here; the NNX models are imported
+at their first use, since they import ``flax.nnx``, which a run of a Linen model does not need.
 """
+
+import importlib
 
 from jaxtrain.config import Config
 from jaxtrain.data.collate import default_collate, select
@@ -16,7 +19,6 @@ from jaxtrain.data.transfer import prefetch_to_device
 from jaxtrain.experiment import run
 from jaxtrain.interop import from_torch, to_torch
 from jaxtrain.nn.linen import CNN, MLP, BatchNorm
-from jaxtrain.nn.nnx import NNXCNN, NNXMLP, NNXBatchNorm
 from jaxtrain.parallel import devices
 from jaxtrain.parallel.compiler import cache_compilations, jit
 from jaxtrain.parallel.devices import initialize, make_mesh
@@ -41,6 +43,7 @@ from jaxtrain.training.schedules import Plateau, schedule
 from jaxtrain.training.step import TrainState, create_train_state, eval_step, predict, train_step
 
 __version__ = "0.1.0"
+_NNX_MODELS = ("NNXCNN", "NNXMLP", "NNXBatchNorm")
 
 __all__ = [
     "ArrayDataset",
@@ -113,3 +116,13 @@ __all__ = [
     "validate",
     "write_tensorboard",
 ]
+
+
+def __getattr__(name: str):
+    if name in _NNX_MODELS:
+        return getattr(importlib.import_module("jaxtrain.nn.nnx"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_NNX_MODELS})

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 import optax
-from flax import nnx
 
 from jaxtrain.config import COMPUTE_DTYPES, MODELS, Config
+from jaxtrain.nn.adapter import is_nnx
 from jaxtrain.nn.linen import CNN, MLP
-from jaxtrain.nn.nnx import NNXCNN, NNXMLP
 from jaxtrain.training import optim, schedules
 from jaxtrain.training.step import TrainState, create_train_state
+
+if TYPE_CHECKING:
+    from jaxtrain.nn.nnx import NNXCNN, NNXMLP
 
 
 def build_model(
@@ -39,7 +41,9 @@ def build_model(
     options = {name: value for name, value in options.items() if value is not None}
     module = MODELS[config.model].module
     options.update(num_classes=num_classes, dtype=COMPUTE_DTYPES[config.dtype])
-    if issubclass(module, nnx.Module):
+    if is_nnx(module):
+        from flax import nnx
+
         if input_shape is None:
             raise ValueError(f"input_shape=None; expected the shape of one input, e.g. (28, 28, 1), to build {config.model!r}")
         return module(tuple(input_shape), rngs=nnx.Rngs(config.seed), **options)

@@ -6,14 +6,13 @@ validation path of every configuration, whose ``ConfigError`` names the field ou
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import jax.numpy as jnp
 
-from jaxtrain.nn.linen import CNN, MLP
-from jaxtrain.nn.nnx import NNXCNN, NNXMLP
 from jaxtrain.sources import registry
 from jaxtrain.training import optim, schedules
 
@@ -23,26 +22,33 @@ class ModelSpec:
     """A network that the CLI, parity and the benchmark know by name.
 
     Attributes:
-      module: the Flax module: a Linen one, or an NNX one (built with the input's shape and ``nnx.Rngs``).
+      where: its Flax module's class, ``"package.module:Class"``, imported when ``module`` is first read (an
+        NNX class imports ``flax.nnx``, which a run of a Linen model never needs).
       torch: the class of ``jaxtrain.compare.torch_side`` that mirrors it layer for layer.
       schedule: the learning-rate schedule that ``Config(schedule="auto")`` gives it.
       family: its row of ``jaxtrain.training.feeding.TABLE``, which gives ``Config(steps_per_call="auto")`` per backend.
     """
 
-    module: type[MLP] | type[CNN] | type[NNXMLP] | type[NNXCNN]
+    where: str
     torch: str
     schedule: str
     family: str
+
+    @property
+    def module(self) -> type:
+        """The Flax module: a Linen one, or an NNX one (built with the input's shape and ``nnx.Rngs``)."""
+        path, name = self.where.split(":")
+        return getattr(importlib.import_module(path), name)
 
 
 # The MLP keeps the primer's constant rate; the CNN anneals its rate (cosine: with a constant rate its test
 # accuracy swung from epoch to epoch). How each is fed, per backend, is jaxtrain.training.feeding's table.
 # The NNX twins compute the same, from parameters laid out the same.
 MODELS = {
-    "mlp": ModelSpec(MLP, torch="MyModel", schedule="constant", family="mlp"),
-    "cnn": ModelSpec(CNN, torch="CNN", schedule="cosine", family="cnn"),
-    "nnx-mlp": ModelSpec(NNXMLP, torch="MyModel", schedule="constant", family="mlp"),
-    "nnx-cnn": ModelSpec(NNXCNN, torch="CNN", schedule="cosine", family="cnn"),
+    "mlp": ModelSpec("jaxtrain.nn.linen:MLP", torch="MyModel", schedule="constant", family="mlp"),
+    "cnn": ModelSpec("jaxtrain.nn.linen:CNN", torch="CNN", schedule="cosine", family="cnn"),
+    "nnx-mlp": ModelSpec("jaxtrain.nn.nnx:NNXMLP", torch="MyModel", schedule="constant", family="mlp"),
+    "nnx-cnn": ModelSpec("jaxtrain.nn.nnx:NNXCNN", torch="CNN", schedule="cosine", family="cnn"),
 }
 # The built-in datasets; Config.dataset also takes a tensorflow-datasets name, folder:PATH and npz:FILE.
 DATASETS = registry.BUILT_IN

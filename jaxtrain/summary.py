@@ -16,19 +16,21 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
 from jaxtrain.training.losses import cross_entropy
 from jaxtrain.nn.adapter import NNXModel
 from jaxtrain.training.optim import adam
 from jaxtrain.training.step import TrainState, create_train_state, forward, predict, train_step
+
+if TYPE_CHECKING:
+    from flax import nnx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +183,8 @@ def _layers(state: TrainState, inputs: Any, depth: int | None) -> tuple[Layer, .
             calls[key] = (index, type(module).__name__, output)
 
     if isinstance(state.model, NNXModel):
+        from flax import nnx
+
         def run(variables, x):
             module = state.model.module(variables)
             module.eval()
@@ -213,6 +217,8 @@ def _layers(state: TrainState, inputs: Any, depth: int | None) -> tuple[Layer, .
 def _wrapped_calls(types: set[type], record: Callable[[Any, Any, int], None], order: Iterator[int]) -> Iterator[None]:
     """Wraps the ``__call__`` of NNX module classes for the block, as ``nnx.tabulate`` does: a call's output
     goes to ``record(module, output, index)``. The classes are restored on the way out, whatever happens."""
+    from flax import nnx
+
     owners = {next(c for c in t.__mro__ if "__call__" in vars(c)) for t in types if callable(getattr(t, "__call__", None))}
     owners = {c for c in owners if c not in (object, nnx.Module) and issubclass(c, nnx.Module)}
     originals = {c: vars(c)["__call__"] for c in owners}

@@ -79,7 +79,9 @@ def test_the_study_imports_from_any_folder(tmp_path):
 @pytest.mark.quick
 def test_import_jaxtrain_leaves_what_a_run_may_not_need_unimported(tmp_path):
     """Orbax (a run folder's), tensorflow-datasets (a dataset by name), matplotlib (curves), torch (the
-    study, export) and tqdm (the progress bar) are imported where they are used, not by ``import jaxtrain``."""
-    heavy = ["orbax.checkpoint", "tensorflow_datasets", "matplotlib", "torch", "tqdm"]
-    code = f"import sys, jaxtrain; print([m for m in {heavy!r} if m in sys.modules])"
+    study, export), tqdm (the progress bar) and flax.nnx (the NNX models) are imported where they are used,
+    not by ``import jaxtrain``."""
+    heavy = ["orbax.checkpoint", "tensorflow_datasets", "matplotlib", "torch", "tqdm", "flax.nnx"]
+    code = (f"import sys, jaxtrain; from jaxtrain import build, config; build.build_model(config.Config(model='cnn')); "
+            f"print([m for m in {heavy!r} if m in sys.modules])")
     assert _python(code, tmp_path).strip() == "[]"

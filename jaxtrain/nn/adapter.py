@@ -14,17 +14,23 @@ scanned training step runs either kind of module:
     whenever it runs, as on the Linen path. Their keys and counters are rebuilt from the layout kept here.
 
 Any other variable (a cache, sown intermediates) is refused: it would be silently dropped between steps.
+
+``flax.nnx`` is imported where an NNX module is handled, not with jaxtrain (it takes about 0.17 s): a run of a
+Linen model never loads it, and ``is_nnx`` asks without importing it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+
+if TYPE_CHECKING:
+    from flax import nnx
 
 # (path, is_key, shape) of each RNG variable: the keys (nnx.RngKey) and counters (nnx.RngCount) of the streams.
 RngLayout = tuple[tuple[tuple[Any, ...], bool, tuple[int, ...]], ...]
@@ -67,6 +73,8 @@ class NNXModel:
         Raises:
           ValueError: the module holds variables other than parameters, batch statistics and RNG streams.
         """
+        from flax import nnx
+
         graphdef, params, stats, rngs, rest = nnx.split(module, nnx.Param, nnx.BatchStat, nnx.RngState, ...)
         if len(rest):
             path, value = next(iter(nnx.to_flat_state(rest)))
@@ -90,6 +98,8 @@ class NNXModel:
         Example:
           >>> trained = state.model.module(state.variables)   # an nnx.Module again: trained(x)
         """
+        from flax import nnx
+
         key = jax.random.key(0) if key is None else key
         # As JAX arrays: NNX writes a variable's new value into a numpy array in place, the caller's.
         params, stats = jax.tree.map(jnp.asarray, (variables["params"], variables.get("batch_stats", {})))
@@ -126,6 +136,8 @@ class NNXModel:
         out = model(inputs)
         if not mutable:
             return out
+        from flax import nnx
+
         return out, {"batch_stats": nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))}
 
     def _rngs(self, key: jax.Array) -> dict[Any, Any]:
@@ -144,5 +156,9 @@ class NNXModel:
 
 
 def is_nnx(model: Any) -> bool:
-    """Whether ``model`` is a Flax NNX module (rather than a Linen one)."""
-    return isinstance(model, nnx.Module)
+    """Whether ``model`` is a Flax NNX module, or a class of one, rather than a Linen one. It does not import
+    ``flax.nnx``: until something has, no NNX module can exist."""
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is None:
+        return False
+    return issubclass(model, nnx.Module) if isinstance(model, type) else isinstance(model, nnx.Module)

@@ -13,20 +13,23 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx, struct
+from flax import struct
 
 from jaxtrain.data.collate import select
 from jaxtrain.nn.adapter import NNXModel, is_nnx
 from jaxtrain.parallel.compiler import jit, run_once_options
 from jaxtrain.training.losses import cross_entropy
 from jaxtrain.training.metrics import Accuracy, Metric
+
+if TYPE_CHECKING:
+    from flax import nnx
 
 Batch = tuple[Any, Any]  # (inputs, labels); a dict batch is read by collate.select
 Key = str | int | tuple | list | None  # which entries of a batch: a dict's keys or a tuple's positions (collate.select)
