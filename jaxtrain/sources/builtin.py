@@ -18,8 +18,9 @@ from jaxtrain.sources.idx import read_idx
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 
 def _as_images(images: np.ndarray, scale: float) -> np.ndarray:
-    """uint8-range images (N, H, W[, 1]) → float32 (N, H, W, 1), divided by ``scale``."""
-    return np.asarray(images, np.float32).reshape(len(images), *images.shape[1:3], 1) / np.float32(scale)
+    """uint8-range images (N, H, W[, 1]) → float32 (N, H, W, 1), divided by ``scale``: converted and divided in
+    one pass into one new array, not a converted copy and then its quotient."""
+    return np.divide(images.reshape(len(images), *images.shape[1:3], 1), np.float32(scale), dtype=np.float32)
 
 
 def _find_idx(data_dir: Path, stem: str) -> Path:
