@@ -39,7 +39,7 @@ from jaxtrain.training.losses import cross_entropy
 from jaxtrain.training.metrics import ConfusionMatrix, Mean, Metric, TopKAccuracy
 from jaxtrain.training.monitors import TensorBoard
 from jaxtrain.training.optim import accumulate_gradients, adam, adamw, adjustable_lr, clip_grad_norm, sgd
-from jaxtrain.training.schedules import Plateau, schedule
+from jaxtrain.training.schedules import Plateau, schedule, scheduled
 from jaxtrain.training.step import TrainState, create_train_state, eval_step, predict, train_step
 
 __version__ = "0.1.0"
@@ -108,6 +108,7 @@ __all__ = [
     "read_images",
     "run",
     "schedule",
+    "scheduled",
     "select",
     "sgd",
     "summary",

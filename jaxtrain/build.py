@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -61,24 +62,25 @@ def model_options(config: Config) -> dict[str, Any]:
     }
 
 
-def build_schedule(config: Config, batches_per_epoch: int) -> optax.Schedule:
+def build_schedule(config: Config, batches_per_epoch: int) -> schedules.Schedule:
     """The learning-rate schedule that ``config`` names, counted in optimizer steps.
 
     The step decay is torch's ``StepLR(step_size, gamma)`` stepped once per epoch: the lr falls at the first
     optimizer step of every ``step_size``-th epoch (counted from the end of the warmup). An epoch is
-    ``batches_per_epoch / grad_accum`` optimizer steps, not always a whole number, so the decays are placed
-    as milestones (``MultiStepLR``) rather than at a fixed period.
+    ``batches_per_epoch / grad_accum`` optimizer steps, not always a whole number, so the period is a
+    ``Fraction`` of optimizer steps. No number of the schedule but the cosine's length depends on the
+    run's epochs.
 
     Example:
       >>> lr = build_schedule(Config(schedule="cosine", epochs=5), batches_per_epoch=100)
       >>> lr(0), lr(250), lr(500)   # 1e-3, 5e-4, 0.0 (float32)
     """
-    decay_epochs = config.milestones if config.schedule == "multistep" else range(config.step_size, config.epochs + 1, config.step_size)
     return schedules.schedule(
-        "multistep" if config.schedule in ("step", "multistep") else config.schedule,
+        config.schedule,
         config.lr,
         total_steps=_optimizer_steps(config, batches_per_epoch, config.epochs),
-        milestones=[_optimizer_steps(config, batches_per_epoch, e) for e in decay_epochs],
+        step_size=Fraction(config.step_size * batches_per_epoch, config.grad_accum),
+        milestones=[_optimizer_steps(config, batches_per_epoch, e) for e in config.milestones],
         gamma=config.gamma,
         warmup_steps=config.warmup_steps,
     )
@@ -98,20 +100,21 @@ def build_optimizer(config: Config, batches_per_epoch: int | None = None) -> opt
         a constant learning rate without warmup.
 
     Returns:
-      ``accumulate_gradients(clip_grad_norm(optimizer(schedule), clip_norm), grad_accum)``, leaving out the
-      parts that the configuration does not ask for.
+      ``accumulate_gradients(clip_grad_norm(scheduled(optimizer, schedule), clip_norm), grad_accum)``,
+      leaving out the parts that the configuration does not ask for (``adjustable_lr`` for "plateau").
     """
-    lr: optim.ScalarOrSchedule = config.lr
-    if config.schedule not in ("constant", "plateau") or config.warmup_steps:
-        if batches_per_epoch is None:
-            raise ValueError(
-                f"schedule={config.schedule!r}, warmup_steps={config.warmup_steps}; "
-                f"expected batches_per_epoch (len(train_loader)) to count the schedule's steps"
-            )
-        lr = build_schedule(config, batches_per_epoch)
-    factory, args = optim.OPTIMIZERS[config.optimizer], {**config.optimizer_args(), "lr": lr}
-    # plateau: the rate in the optimizer state, where ReduceLROnPlateau lowers it between epochs
-    tx = optim.adjustable_lr(factory, **args) if config.schedule == "plateau" else factory(**args)
+    factory, args = optim.OPTIMIZERS[config.optimizer], {k: v for k, v in config.optimizer_args().items() if k != "lr"}
+    fixed = config.schedule in ("constant", "plateau") and not config.warmup_steps  # counts no steps
+    if not fixed and batches_per_epoch is None:
+        raise ValueError(
+            f"schedule={config.schedule!r}, warmup_steps={config.warmup_steps}; "
+            f"expected batches_per_epoch (len(train_loader)) to count the schedule's steps"
+        )
+    lr = config.lr if fixed else build_schedule(config, batches_per_epoch)
+    if config.schedule == "plateau":  # the rate in the optimizer state, where ReduceLROnPlateau lowers it
+        tx = optim.adjustable_lr(factory, lr, **args)
+    else:  # the schedule's numbers in the state, not in the program: other epochs or rates, the same program
+        tx = schedules.scheduled(factory, lr, **args)
     if config.clip_norm is not None:
         tx = optim.clip_grad_norm(tx, config.clip_norm)
     return optim.accumulate_gradients(tx, config.grad_accum)
@@ -122,7 +125,8 @@ def epoch_learning_rates(config: Config, batches_per_epoch: int) -> list[float]:
     steps = np.array([_optimizer_steps(config, batches_per_epoch, e) for e in range(config.epochs)], np.int32)
     # One program for every epoch: called step by step, the schedule ran each of its operations eagerly, and
     # XLA compiled each on its own (7 programs for the cosine schedule).
-    rates = np.asarray(jax.jit(jax.vmap(build_schedule(config, batches_per_epoch)))(steps), np.float32)
+    lr = build_schedule(config, batches_per_epoch)
+    rates = np.asarray(jax.jit(jax.vmap(lr.at, in_axes=(0, None)))(steps, lr.numbers), np.float32)
     # str() of the float32 is its shortest decimal form: 0.001 rather than 0.0010000000474974513.
     return [float(str(rate)) for rate in rates]
 

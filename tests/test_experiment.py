@@ -9,9 +9,10 @@ import pytest
 
 from jaxtrain import CNN, MLP, NNXCNN
 from jaxtrain.config import Config
-from jaxtrain.build import build_model, build_optimizer, build_schedule, epoch_learning_rates, model_options
+from jaxtrain.build import build_model, build_optimizer, build_schedule, epoch_learning_rates, initial_state, model_options
 from jaxtrain.experiment import run
 from jaxtrain.training.schedules import SCHEDULES
+from jaxtrain.training.step import train_step
 
 
 @pytest.mark.quick
@@ -72,6 +73,20 @@ def test_the_epochs_learning_rates_are_one_program(schedule):
         rates = epoch_learning_rates(config, batches_per_epoch=11)
     assert compiled.programs == 1, dict(compiled.names)
     np.testing.assert_allclose(rates, [lr(11 * e) for e in range(7)], rtol=1e-5)  # fused, as in the step: within a few ulp of eager
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("schedule", ["constant", "step", "multistep", "cosine"])
+def test_runs_of_other_lengths_and_rates_compile_the_same_training_step(schedule):
+    """The schedule's numbers are data of the step (schedules.scheduled), not constants in its program, so the
+    compilation cache serves a run with other epochs, another rate or another step size."""
+    batch = (np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.int32))
+
+    def program(**changes):
+        config = Config(model="mlp", schedule=schedule, warmup_steps=5, **{"milestones": (1,), **changes})
+        return train_step.lower(initial_state(config, batch[0][:1], batches_per_epoch=50), batch).as_text()
+
+    assert program(epochs=2) == program(epochs=10, lr=0.02, step_size=3, milestones=(4,), gamma=0.5)
 
 
 def test_epoch_learning_rates_equal_torchs_per_epoch_scheduler():

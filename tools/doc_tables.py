@@ -73,10 +73,10 @@ def options_table(results: Sequence[Result]) -> str:
 
 def compile_table(results: Sequence[Result]) -> str:
     """Compilation with a compilation cache: each run's ahead-of-time compilation of every call shape, the
-    cache empty for a folder's first run and filled by it for the next."""
+    cache empty for a folder's first run and filled by the runs before it for the next."""
     lines = [
-        f"| command (`{_common(results[0])}` and) | compilation cache | call shapes | compile s | test accuracy |",
-        "| --- | --- | ---: | ---: | ---: |",
+        f"| command (`{_common(results[0])}` and) | compilation cache | call shapes | compile s | programs (loaded) | test accuracy |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     seen = set()
     for r in results:
@@ -84,12 +84,14 @@ def compile_table(results: Sequence[Result]) -> str:
         cache = words[words.index("--compile-cache") + 1]
         report = r.report
         shapes = set(plan_calls(report["train_examples"], report["batch_size"], report["steps_per_call"]))
-        state = "filled by the run above" if cache in seen else "empty"
+        state = "filled by the runs above" if cache in seen else "empty"
         seen.add(cache)
+        programs = report["compilations"]
         lines.append(f"| `{r.flags}` | {state} | {len(shapes)} | {report['compile_seconds']:.2f} | "
-                     f"{_percent(report['test_accuracy'])} |")
+                     f"{programs['programs']} ({programs['loaded']}) | {_percent(report['test_accuracy'])} |")
     return "\n".join(lines + ["", "compile s: `compile_fit`'s, every call shape of the epoch compiled (or loaded) "
-                                   "before the first step; tracing and lowering included."])
+                                   "before the first step; tracing and lowering included. programs: every program "
+                                   "the run compiled, and how many of them it loaded from the cache instead."])
 
 
 def bench_table(results: Sequence[Result]) -> str:

@@ -356,7 +356,8 @@ class Run(ownership.Owner):
             reason = str(error).strip().splitlines()[0].rstrip(":") if str(error).strip() else type(error).__name__
             raise ValueError(
                 f"checkpoint {wanted} in {where}: does not fit the model and optimizer to restore into ({reason}); "
-                f"expected those that the run was trained with, as its config.json names them"
+                f"expected those that the run was trained with, as its config.json names them, by this version "
+                f"of jaxtrain"
             ) from None
         tree = restored["state"]
         if model_only:  # restored as saved: the optimizer's state comes back as plain containers

@@ -12,12 +12,12 @@ from jaxtrain.training.metrics import ConfusionMatrix, Mean, Metric, TopKAccurac
 from jaxtrain.training.monitors import TensorBoard
 from jaxtrain.training.optim import accumulate_gradients, adam, adamw, adjustable_lr, clip_grad_norm, sgd
 from jaxtrain.training.preemption import Preempted
-from jaxtrain.training.schedules import Plateau, schedule
+from jaxtrain.training.schedules import Plateau, schedule, scheduled
 from jaxtrain.training.step import TrainState, create_train_state, eval_step, predict, train_step
 
 __all__ = [
     "Callback", "ConfusionMatrix", "EarlyStopping", "LambdaCallback", "Mean", "Metric", "Plateau", "Preempted", "ReduceLROnPlateau",
     "TargetAccuracy", "TensorBoard", "TopKAccuracy", "TrainState", "accumulate_gradients", "adam", "adamw", "adjustable_lr",
     "clip_grad_norm", "compile_fit", "create_train_state", "cross_entropy", "eval_step", "evaluate", "fit", "plan_calls",
-    "predict", "schedule", "sgd", "train_step",
+    "predict", "schedule", "scheduled", "sgd", "train_step",
 ]

@@ -2,7 +2,9 @@
 
 ``schedule(name, lr, ...)`` builds ``StepLR``, ``MultiStepLR``, ``CosineAnnealingLR`` or a constant rate,
 after an optional ``LinearLR`` warmup, as an optax schedule: pass it as the ``lr`` of ``optim.sgd``,
-``optim.adam`` or ``optim.adamw``. Its arguments are checked as the optimizers' are, one line naming each.
+``optim.adam`` or ``optim.adamw``, or to ``scheduled``, which keeps its numbers in the optimizer's
+state rather than in the compiled step. Its arguments are checked as the optimizers' are, one line naming
+each.
 
 ``Plateau`` is ``ReduceLROnPlateau``, which no function of the step can be: it follows a metric read once
 per epoch on the host, and sets the rate held in the optimizer state (``optim.adjustable_lr``).
@@ -12,10 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from fractions import Fraction
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxtrain.training.arguments import check_integer, check_number, is_number
@@ -23,18 +27,65 @@ from jaxtrain.training.arguments import check_integer, check_number, is_number
 SCHEDULES = ("constant", "step", "multistep", "cosine", "plateau")
 
 
+class Schedule:
+    """A learning-rate schedule of ``schedule``: called with an optimizer step count, it gives that step's rate,
+    as any optax schedule does.
+
+    Its numbers (``numbers``: the base rate, the cosine's length, the milestones ...) are kept apart from
+    its formula (``at``), so that an optimizer can hold them in its state (``scheduled``): then they
+    are data of the compiled step, not constants in it, and a run of another length or rate compiles the
+    same program, which the compilation cache already holds.
+
+    Attributes:
+      name: one of ``SCHEDULES``.
+      numbers: the schedule's numbers by name: Python numbers, and the milestones as an int32 array.
+    """
+
+    def __init__(self, name: str, numbers: dict[str, Any]):
+        self.name, self.numbers = name, numbers
+
+    def __call__(self, count: jax.Array) -> jax.Array:
+        return self.at(count, self.numbers)
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.name!r}, {self.numbers!r})"
+
+    def at(self, count: jax.Array, numbers: dict[str, Any]) -> jax.Array:
+        """The learning rate of optimizer step ``count + 1`` for these ``numbers`` (``self.numbers`` or arrays
+        of the same structure)."""
+        if "warmup_steps" not in numbers:
+            return self._main(count, numbers)
+        # LinearLR(start_factor, total_iters=warmup_steps), then the main schedule from its own step 0
+        # (SequentialLR), as optax.linear_schedule and optax.join_schedules compute them.
+        warmup = numbers["warmup_steps"]
+        rising = numbers["warmup_drop"] * (1 - jnp.clip(count, 0, warmup) / warmup) + numbers["lr"]
+        return jnp.where(count < warmup, rising, self._main(count - warmup, numbers))
+
+    def _main(self, count: jax.Array, numbers: dict[str, Any]) -> jax.Array:
+        lr = numbers["lr"]
+        if self.name in ("constant", "plateau"):  # a plateau's rate changes from the host (Plateau), not by the step
+            return lr * jnp.ones_like(count, jnp.result_type(float))
+        if self.name == "step":  # decays at the steps floor(j * period / per): #{j >= 1: j * period < (count + 1) * per}
+            return lr * numbers["gamma"] ** (((count + 1) * numbers["per"] - 1) // numbers["period"])
+        if self.name == "multistep":  # a repeated milestone counts twice, as in torch
+            return lr * numbers["gamma"] ** jnp.sum(count >= numbers["milestones"])
+        # cosine, as optax.cosine_decay_schedule computes it: from 1 to floor (eta_min / lr) over decay_steps
+        cosine = 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(count, numbers["decay_steps"]) / numbers["decay_steps"]))
+        return lr * (numbers["span"] * cosine + numbers["floor"])
+
+
 def schedule(
     name: str,
     lr: float,
     total_steps: int | None = None,
     *,
-    step_size: int | None = None,
+    step_size: int | Fraction | None = None,
     milestones: Sequence[int] | None = None,
     gamma: float = 0.1,
     eta_min: float = 0.0,
     warmup_steps: int = 0,
     warmup_start_factor: float = 1 / 3,
-) -> optax.Schedule:
+) -> Schedule:
     """A learning-rate schedule with the values of a ``torch.optim.lr_scheduler`` stepped once per optimizer step.
 
     ``schedule(...)(t)`` is the learning rate of optimizer step ``t + 1``: the ``lr`` that torch's optimizer
@@ -44,7 +95,9 @@ def schedule(
       - ``"constant"``: ``lr`` throughout.
       - ``"plateau"``: ``lr`` as far as the step goes: ``ReduceLROnPlateau`` lowers it from the host, by a
         metric the step does not see (``Plateau``, ``jaxtrain.training.callbacks.ReduceLROnPlateau``).
-      - ``"step"``: ``StepLR(step_size, gamma)``: ``lr * gamma ** (t // step_size)``.
+      - ``"step"``: ``StepLR(step_size, gamma)``: ``lr * gamma ** (t // step_size)``. A fractional
+        ``step_size`` (a ``Fraction``: epochs that are not a whole number of optimizer steps) decays at
+        the steps ``floor(j * step_size)``, j = 1, 2, ...
       - ``"multistep"``: ``MultiStepLR(milestones, gamma)``: ``lr * gamma ** (number of milestones <= t)``.
       - ``"cosine"``: ``CosineAnnealingLR(T_max=total_steps - warmup_steps, eta_min)``:
         ``eta_min + (lr - eta_min) * (1 + cos(pi * t / T_max)) / 2``. Past ``T_max`` it stays at ``eta_min``
@@ -58,7 +111,7 @@ def schedule(
       name: one of ``SCHEDULES``.
       lr: the base learning rate (torch's ``lr`` argument of the optimizer).
       total_steps: the run's optimizer steps, warmup included; needed by ``"cosine"``.
-      step_size: ``"step"``'s decay period in optimizer steps.
+      step_size: ``"step"``'s decay period in optimizer steps: an integer, or a ``Fraction``.
       milestones: ``"multistep"``'s decay steps, counted from the end of the warmup.
       gamma: the decay factor of ``"step"`` and ``"multistep"``.
       eta_min: ``"cosine"``'s final learning rate.
@@ -66,7 +119,8 @@ def schedule(
       warmup_start_factor: the warmup's first learning rate, as a fraction of ``lr``.
 
     Returns:
-      An optax schedule: step count → learning rate. Pass it as the ``lr`` of ``sgd``, ``adam`` or ``adamw``.
+      A ``Schedule``: step count → learning rate, an optax schedule. Pass it as the ``lr`` of ``sgd``,
+      ``adam`` or ``adamw``, or to ``scheduled`` to keep its numbers in the optimizer's state.
 
     Example:
       >>> lr = schedule("cosine", 1e-3, total_steps=1000, warmup_steps=100)
@@ -80,18 +134,19 @@ def schedule(
         raise ValueError(f"warmup_start_factor={warmup_start_factor!r}; expected a number in (0, 1] as torch's LinearLR")
     if name in ("step", "multistep"):
         check_number("gamma", gamma, positive=True)
-    if name in ("constant", "plateau"):  # a plateau's rate changes from the host (Plateau), not by the step
-        main = optax.constant_schedule(lr)
-    elif name == "step":
-        check_integer("step_size", step_size, 1, " (optimizer steps)")
-        main = optax.exponential_decay(lr, transition_steps=step_size, decay_rate=gamma, staircase=True)
+    numbers: dict[str, Any] = {"lr": float(lr)}
+    if name == "step":
+        if not (isinstance(step_size, Fraction) and step_size > 0):
+            check_integer("step_size", step_size, 1, " (optimizer steps)")
+        period = Fraction(step_size)
+        numbers.update(gamma=float(gamma), period=period.numerator, per=period.denominator)
     elif name == "multistep":
         if milestones is None or isinstance(milestones, str | bytes) or not isinstance(milestones, Sequence):
             raise ValueError(f"milestones={milestones!r}; expected a sequence of optimizer steps >= 0")
         for i, milestone in enumerate(milestones):
             check_integer(f"milestones[{i}]", milestone, 0, " (an optimizer step)")
-        main = _multistep(lr, jnp.asarray(sorted(milestones), jnp.int32), gamma)
-    else:
+        numbers.update(gamma=float(gamma), milestones=np.asarray(sorted(milestones), np.int32))
+    elif name == "cosine":
         check_integer("total_steps", total_steps, 1, " (cosine annealing needs the run's optimizer steps)")
         if total_steps <= warmup_steps:
             raise ValueError(
@@ -100,20 +155,58 @@ def schedule(
             )
         if not (is_number(eta_min) and 0 <= float(eta_min) <= lr):
             raise ValueError(f"eta_min={eta_min!r}; expected a number in [0, lr={lr}]")
-        main = optax.cosine_decay_schedule(lr, decay_steps=total_steps - warmup_steps, alpha=eta_min / lr)
-    if not warmup_steps:
-        return main
-    warmup = optax.linear_schedule(warmup_start_factor * lr, lr, transition_steps=warmup_steps)
-    return optax.join_schedules([warmup, main], boundaries=[warmup_steps])
+        floor = float(eta_min) / float(lr)
+        numbers.update(decay_steps=total_steps - warmup_steps, floor=floor, span=1 - floor)
+    if warmup_steps:
+        numbers.update(warmup_steps=warmup_steps, warmup_drop=(float(warmup_start_factor) - 1) * float(lr))
+    return Schedule(name, numbers)
 
 
-def _multistep(lr: float, milestones: jax.Array, gamma: float) -> optax.Schedule:
-    """``MultiStepLR``: one factor of ``gamma`` per milestone reached; a repeated milestone counts twice, as in torch."""
+class ScheduledState(NamedTuple):
+    """``scheduled``'s state: the optimizer steps taken, the schedule's numbers as arrays, the optimizer's own."""
 
-    def lr_at(count):
-        return lr * gamma ** jnp.sum(count >= milestones)
+    count: jax.Array
+    numbers: dict[str, jax.Array]
+    inner: optax.OptState
 
-    return lr_at
+
+def scheduled(factory: Any, lr: float | Schedule, **kwargs: Any) -> optax.GradientTransformation:
+    """``factory(lr, **kwargs)`` with the schedule's numbers held in the optimizer state.
+
+    ``factory(lr)`` makes the numbers of the schedule (its base rate, a cosine's length in steps, its
+    milestones) constants of the compiled step, so that a run with another number of epochs or another
+    rate compiles a new program. Here they are arrays in the state, read by each step: every such run
+    compiles the same program, and a second run finds it in the compilation cache. Step by step the rate
+    is the schedule's own, ``lr(count)``.
+
+    Args:
+      factory: ``sgd``, ``adam``, ``adamw`` or an optax optimizer whose first argument is the learning rate.
+      lr: a ``jaxtrain.training.schedules.schedule``, or a number: a constant rate.
+      kwargs: the optimizer's other arguments.
+
+    Returns:
+      The optimizer, its state a ``ScheduledState``.
+
+    Example:
+      >>> tx = scheduled(adam, schedule("cosine", 1e-3, total_steps=1000))
+    """
+    if callable(lr) and not isinstance(lr, Schedule):
+        raise ValueError(f"lr={lr!r}; expected a number or a jaxtrain.training.schedules.schedule, whose numbers "
+                         f"the state can hold")
+    lr = lr if isinstance(lr, Schedule) else schedule("constant", lr)
+
+    def init(params: Any) -> ScheduledState:
+        # The rates in the parameters' dtype (float64 in a float64 run), as optax.inject_hyperparams holds them.
+        dtype = next((leaf.dtype for leaf in jax.tree.leaves(params) if jnp.issubdtype(leaf.dtype, jnp.floating)), None)
+        numbers = {k: jnp.asarray(v, dtype if isinstance(v, float) else None) for k, v in lr.numbers.items()}
+        return ScheduledState(jnp.zeros([], jnp.int32), numbers, factory(lr.numbers["lr"], **kwargs).init(params))
+
+    def update(updates: Any, state: ScheduledState, params: Any = None) -> tuple[Any, ScheduledState]:
+        rate = lr.at(state.count, state.numbers)
+        updates, inner = factory(rate, **kwargs).update(updates, state.inner, params)
+        return updates, ScheduledState(optax.safe_int32_increment(state.count), state.numbers, inner)
+
+    return optax.GradientTransformation(init, update)
 
 
 class Plateau:

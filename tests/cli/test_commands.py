@@ -332,12 +332,13 @@ def test_an_unknown_dataset_name_is_one_line_saying_what_to_do(configs, capsys):
 
 
 def test_the_compile_cache_keeps_the_programs_that_the_next_run_loads(tmp_path):
-    """--compile-cache DIR keeps the run's programs and a second run loads them and trains the same;
+    """--compile-cache DIR keeps the run's programs and a second run loads them and trains the same; a run of
+    other epochs and another rate (the CNN's cosine schedule) loads the same training programs;
     --no-compile-cache keeps none, neither in the default folder nor in JAX's own."""
-    def train(*flags: str, default_cache: Path, jax_cache: Path | None = None) -> dict:
+    def train(*flags: str, default_cache: Path, jax_cache: Path | None = None, epochs: int = 1) -> dict:
         report = tmp_path / "report.json"
-        command = [sys.executable, "-m", "jaxtrain", "train", "--dataset", "digits", "--model", "cnn", "--epochs", "1",
-                   "--report", str(report), *flags]
+        command = [sys.executable, "-m", "jaxtrain", "train", "--dataset", "digits", "--model", "cnn",
+                   "--epochs", str(epochs), "--report", str(report), *flags]
         env = {**os.environ, "JAXTRAIN_COMPILE_CACHE": str(default_cache)}
         if jax_cache:
             env["JAX_COMPILATION_CACHE_DIR"] = str(jax_cache)
@@ -351,6 +352,9 @@ def test_the_compile_cache_keeps_the_programs_that_the_next_run_loads(tmp_path):
     second = train("--compile-cache", str(cache), default_cache=default)
     assert [e["train_loss"] for e in second["history"]] == [e["train_loss"] for e in first["history"]]
     assert second["test_accuracy"] == first["test_accuracy"]
+    steps = {f.name for f in cache.iterdir() if "_steps_fn-" in f.name}
+    train("--compile-cache", str(cache), "--lr", "0.002", default_cache=default, epochs=2)
+    assert {f.name for f in cache.iterdir() if "_steps_fn-" in f.name} == steps  # nothing new to compile
     train("--no-compile-cache", default_cache=default, jax_cache=tmp_path / "jax")
     assert not default.exists() and not (tmp_path / "jax").exists()
 
