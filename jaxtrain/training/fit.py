@@ -205,14 +205,15 @@ def fit(
     on a step. Each epoch is cut into compiled calls by ``plan_calls``; three feeding modes, which
     compute the same training for the same seed, decide what a call takes:
 
-    - per step (``steps_per_call=1``): one step per call, its batch gathered on the host. Fastest for
-      the CNN on XLA:CPU, which runs a convolution's step several times slower inside a loop.
+    - per step (``steps_per_call=1``): one step per call, its batch gathered on the host; a call's end
+      (progress, a preemption notice) comes at every step.
     - fused (``steps_per_call=K``): K steps per call, a ``lax.scan`` over K batches gathered on the
       host at once, saving K - 1 dispatches: for data that stays on the host, the MLP measured 1.4×
-      per step's speed (docs/performance.md).
+      per step's speed and the CNN 1.18× on a 2-core CPU (docs/performance.md).
     - device-resident (``data_on_device=True``): the dataset is copied to the device once and each
       call gathers its batches there, so only indices cross over; with ``steps_per_call=len(loader)``
-      a whole epoch is one call. The fastest for the MLP (1.8× per step in the same measurement).
+      a whole epoch is one call. The fastest for both models (1.5× and 1.19× per step in the same
+      measurement).
 
     Data parallel over ``mesh`` (``devices.make_mesh()``, every device, by default): each global batch
     of ``train_loader.batch_size`` is split over the devices, the state is replicated, and the compiled
