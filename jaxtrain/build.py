@@ -103,14 +103,15 @@ def build_optimizer(config: Config, batches_per_epoch: int | None = None) -> opt
       ``accumulate_gradients(clip_grad_norm(scheduled(optimizer, schedule), clip_norm), grad_accum)``,
       leaving out the parts that the configuration does not ask for (``adjustable_lr`` for "plateau").
     """
-    factory, args = optim.OPTIMIZERS[config.optimizer], {k: v for k, v in config.optimizer_args().items() if k != "lr"}
+    factory, args = optim.OPTIMIZERS[config.optimizer], config.optimizer_args()
+    rate = args.pop("lr")
     fixed = config.schedule in ("constant", "plateau") and not config.warmup_steps  # counts no steps
     if not fixed and batches_per_epoch is None:
         raise ValueError(
             f"schedule={config.schedule!r}, warmup_steps={config.warmup_steps}; "
             f"expected batches_per_epoch (len(train_loader)) to count the schedule's steps"
         )
-    lr = config.lr if fixed else build_schedule(config, batches_per_epoch)
+    lr = rate if fixed else build_schedule(config, batches_per_epoch)
     if config.schedule == "plateau":  # the rate in the optimizer state, where ReduceLROnPlateau lowers it
         tx = optim.adjustable_lr(factory, lr, **args)
     else:  # the schedule's numbers in the state, not in the program: other epochs or rates, the same program

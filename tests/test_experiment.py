@@ -136,7 +136,7 @@ def test_the_measured_defaults_are_what_config_resolves(monkeypatch):
     assert Config(model="cnn", schedule="step").schedule == "step"  # an explicit choice stays
     train = loaders(Config())["train"]
     assert feeding(Config(model="mlp"), train).settings() == {"steps_per_call": len(train), "data_on_device": True}
-    assert feeding(Config(model="cnn"), train).settings() == {"steps_per_call": 1, "data_on_device": True}
+    assert feeding(Config(model="cnn"), train).settings() == {"steps_per_call": len(train), "data_on_device": True}
     assert feeding(Config(steps_per_call=4, data_on_device=False), train).settings() == {"steps_per_call": 4, "data_on_device": False}
     # On the device when the training set takes at most a quarter of its memory.
     memory = 4 * sum(a.nbytes for a in train.arrays())

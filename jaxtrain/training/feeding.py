@@ -43,9 +43,9 @@ TABLE: dict[tuple[str, str], Choice] = {
     ("cpu", "cnn"): Choice("epoch", None, (
         f"{_CPU} feeding-cnn: the whole epoch in one call over device-resident data ran 2,928 samples/s "
         "and 32 fused steps 2,909, 1.19x one step a call (2,456); train --model cnn --epochs 2, 3 rounds "
-        "alternated: epoch 2 took 6.71 s against 7.65 s one step a call (the NNX CNN, 2 rounds: 6.59 against 8.47 s). "
-        "An earlier 2-core CPU, half as fast at matrix products, measured the three within 4% "
-        "(1,386-1,445)")),
+        "alternated: epoch 2 took 6.71 s against 7.65 s one step a call (the NNX CNN, 2 rounds: 6.59 "
+        "against 8.47 s). An earlier 2-core CPU, half as fast at matrix products, measured the three "
+        "within 4% (1,386-1,445)")),
     ("gpu", "mlp"): Choice("epoch", None, (
         f"{_H200}: the device-resident whole epoch ran 1.03M samples/s, 19x one step a call (54,427) "
         "and 1.11x a hand-written lax.scan (929,823)")),

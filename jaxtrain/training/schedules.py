@@ -65,7 +65,7 @@ class Schedule:
         lr = numbers["lr"]
         if self.name in ("constant", "plateau"):  # a plateau's rate changes from the host (Plateau), not by the step
             return lr * jnp.ones_like(count, jnp.result_type(float))
-        if self.name == "step":  # decays at the steps floor(j * period / per): #{j >= 1: j * period < (count + 1) * per}
+        if self.name == "step":  # decays at steps floor(j * period / per): #{j >= 1: j * period < (count + 1) * per}
             return lr * numbers["gamma"] ** (((count + 1) * numbers["per"] - 1) // numbers["period"])
         if self.name == "multistep":  # a repeated milestone counts twice, as in torch
             return lr * numbers["gamma"] ** jnp.sum(count >= numbers["milestones"])
