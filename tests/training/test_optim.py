@@ -1,7 +1,6 @@
 """torch-semantics optimizers, gradient clipping and accumulation (jaxtrain.training.optim)."""
 
 import inspect
-from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import optax
 import pytest
 
 from jaxtrain import MLP, create_train_state, train_step
-from jaxtrain.training import optim, schedules
+from jaxtrain.training import optim
 from jaxtrain.training.optim import accumulate_gradients, adam, clip_grad_norm, sgd
 from jaxtrain.training.schedules import schedule
 
@@ -271,41 +270,3 @@ def test_accumulation_with_adam_equals_torchs_skipped_zero_grad(torch, x64):
     theirs = from_torch(net)["params"]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14), jax.device_get(state.params), theirs)
     assert not np.allclose(theirs["Dense_0"]["kernel"], start["params"]["Dense_0"]["kernel"])  # it trained
-
-
-@pytest.mark.parametrize("factory, kwargs", [(sgd, dict(momentum=0.9)), (adam, dict(weight_decay=1e-2)), (optim.adamw, dict())])
-@pytest.mark.parametrize("lr", [
-    schedule("cosine", 0.1, total_steps=12, warmup_steps=3, eta_min=0.01),
-    schedule("step", 0.1, step_size=Fraction(5, 2), gamma=0.5),
-    schedule("multistep", 0.1, milestones=[2, 4, 4], gamma=0.3),
-    schedule("constant", 0.1),
-])
-def test_scheduled_steps_bit_for_bit_as_the_schedule_given_to_the_optimizer(factory, kwargs, lr):
-    params = {"w": jnp.linspace(-1.0, 1.0, 5), "b": jnp.ones(2)}
-    ours, theirs = schedules.scheduled(factory, lr, **kwargs), factory(lr, **kwargs)
-    ours_state, theirs_state = ours.init(params), theirs.init(params)
-    for step in range(14):
-        grads = jax.tree.map(jnp.asarray, _grad(params, step))
-        mine, ours_state = jax.jit(ours.update)(grads, ours_state, params)
-        expected, theirs_state = jax.jit(theirs.update)(grads, theirs_state, params)
-        for k in params:
-            np.testing.assert_array_equal(mine[k], expected[k], err_msg=f"step {step}, {k}")
-        params = optax.apply_updates(params, mine)
-
-
-def test_a_schedules_numbers_are_data_of_the_compiled_update_not_constants():
-    """Cosine schedules of other lengths and rates lower to the same program: a second run's step is cached."""
-    params = {"w": jnp.zeros(3)}
-
-    def program(lr):
-        tx = schedules.scheduled(adam, lr)
-        return jax.jit(tx.update).lower(params, tx.init(params), params).as_text()
-
-    first = program(schedule("cosine", 1e-3, total_steps=100, warmup_steps=10))
-    assert program(schedule("cosine", 3e-2, total_steps=7000, warmup_steps=20, eta_min=1e-4)) == first
-    assert program(schedule("cosine", 1e-3, total_steps=100)) != first  # no warmup: another formula
-    assert program(0.5) == program(schedule("constant", 2e-3))  # a number is a constant schedule
-    with pytest.raises(ValueError, match=r"^lr=<function .*>; expected a number or a jaxtrain.training.schedules.schedule, "):
-        schedules.scheduled(adam, optax.constant_schedule(0.1))
-    with pytest.raises(ValueError, match=r"^lr=-1; expected a finite number > 0$"):
-        schedules.scheduled(adam, -1)

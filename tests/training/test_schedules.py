@@ -1,14 +1,16 @@
 """Learning-rate schedules with torch.optim.lr_scheduler's values, step by step (jaxtrain.training.schedules)."""
 
 import json
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from jaxtrain.training.optim import sgd
-from jaxtrain.training.schedules import Plateau, schedule
+from jaxtrain.training.optim import adam, adamw, sgd
+from jaxtrain.training.schedules import Plateau, schedule, scheduled
 
 pytestmark = pytest.mark.quick  # fast: the whole file is in the quick tier
 
@@ -167,3 +169,41 @@ def test_plateau_continues_from_its_state_and_refuses_torchs_bad_arguments():
                          ({"patience": -1}, "patience=-1"), ({"threshold_mode": "pct"}, "threshold_mode='pct'")]:
         with pytest.raises(ValueError, match=message):
             Plateau(1e-3, **bad)
+
+
+@pytest.mark.parametrize("factory, kwargs", [(sgd, dict(momentum=0.9)), (adam, dict(weight_decay=1e-2)), (adamw, dict())])
+@pytest.mark.parametrize("lr", [
+    schedule("cosine", 0.1, total_steps=12, warmup_steps=3, eta_min=0.01),
+    schedule("step", 0.1, step_size=Fraction(5, 2), gamma=0.5),
+    schedule("multistep", 0.1, milestones=[2, 4, 4], gamma=0.3),
+    schedule("constant", 0.1),
+])
+def test_scheduled_steps_bit_for_bit_as_the_schedule_given_to_the_optimizer(factory, kwargs, lr):
+    params = {"w": jnp.linspace(-1.0, 1.0, 5), "b": jnp.ones(2)}
+    ours, theirs = scheduled(factory, lr, **kwargs), factory(lr, **kwargs)
+    ours_state, theirs_state = ours.init(params), theirs.init(params)
+    for step in range(14):
+        grads = jax.tree.map(lambda p: jnp.sin(3 * p) + 0.1 * step, params)  # parts as the parameters do
+        mine, ours_state = jax.jit(ours.update)(grads, ours_state, params)
+        expected, theirs_state = jax.jit(theirs.update)(grads, theirs_state, params)
+        for k in params:
+            np.testing.assert_array_equal(mine[k], expected[k], err_msg=f"step {step}, {k}")
+        params = optax.apply_updates(params, mine)
+
+
+def test_a_schedules_numbers_are_data_of_the_compiled_update_not_constants():
+    """Cosine schedules of other lengths and rates lower to the same program: a second run's step is cached."""
+    params = {"w": jnp.zeros(3)}
+
+    def program(lr):
+        tx = scheduled(adam, lr)
+        return jax.jit(tx.update).lower(params, tx.init(params), params).as_text()
+
+    first = program(schedule("cosine", 1e-3, total_steps=100, warmup_steps=10))
+    assert program(schedule("cosine", 3e-2, total_steps=7000, warmup_steps=20, eta_min=1e-4)) == first
+    assert program(schedule("cosine", 1e-3, total_steps=100)) != first  # no warmup: another formula
+    assert program(0.5) == program(schedule("constant", 2e-3))  # a number is a constant schedule
+    with pytest.raises(ValueError, match=r"^lr=<function .*>; expected a number or a jaxtrain.training.schedules.schedule, "):
+        scheduled(adam, optax.constant_schedule(0.1))
+    with pytest.raises(ValueError, match=r"^lr=-1; expected a finite number > 0$"):
+        scheduled(adam, -1)
